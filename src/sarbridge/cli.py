@@ -1,0 +1,136 @@
+"""The ``sarbridge`` command line: parses arguments, loads configs, calls one function per command.
+
+Errors caused by input (paths, data, configs, checkpoints) print one ``error: ...`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sarbridge.errors import SarbridgeError
+
+
+def _print_summary(metrics: dict, out: Path) -> None:
+    from sarbridge.report.tables import protocol_table
+
+    print(protocol_table(metrics), end="")
+    if "protocol_source" in metrics:
+        print(f"protocols: {metrics['protocol_source']}")
+    print(f"results: {out / 'metrics.json'}, {out / 'results.md'}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sarbridge.config import load_config
+    from sarbridge.engine.reid import train_reid
+
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f"data.root={args.data}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    cfg = load_config(args.config, overrides)
+    metrics = train_reid(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    _print_summary(metrics, Path(args.out))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from sarbridge.engine.reid import evaluate_reid
+
+    metrics = evaluate_reid(args.checkpoint, args.out, data=args.data, device=args.device or "auto",
+                            progress=not args.quiet)
+    _print_summary(metrics, Path(args.out))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sarbridge.engine.demo import run_demo
+
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"device={args.device}")
+    metrics = run_demo(args.out, data=args.data, overrides=overrides, num_ids=args.ids, progress=not args.quiet)
+    _print_summary(metrics, Path(args.out))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from sarbridge.data.synthetic import generate_hoss_dataset
+
+    root = generate_hoss_dataset(args.out, num_ids=args.ids, seed=args.seed, looks=args.looks,
+                                 num_distractors=args.distractors, progress=not args.quiet)
+    print(f"wrote a synthetic HOSS-layout dataset to {root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sarbridge", description="Cross-modal optical <-> SAR retrieval.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    t = sub.add_parser("train", help="train a ship re-identification model and evaluate it")
+    t.add_argument("--config", required=True, help="YAML experiment file (see configs/)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    t.add_argument("--data", help="dataset folder (overrides data.root)")
+    t.add_argument("--out", required=True, help="run folder for checkpoints and results")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    common(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint under ALL->ALL, Optical->SAR, SAR->Optical")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", help="HOSS folder or manifest CSV (default: the training data)")
+    e.add_argument("--out", required=True)
+    common(e)
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="train + evaluate on the embedded HOSS sample (or --data synthetic)")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--data", default="hoss", help="hoss (embedded sample), synthetic, or a folder")
+    d.add_argument("--ids", type=int, default=100, help="identities of the synthetic set")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a demo config key")
+    common(d)
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("synth", help="generate a synthetic optical/SAR ship set in the HOSS layout")
+    s.add_argument("--out", required=True)
+    s.add_argument("--ids", type=int, default=100)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--looks", type=float, default=4.0)
+    s.add_argument("--distractors", type=int, default=10)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_synth)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sarbridge`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from sarbridge import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except SarbridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last complete checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""Typed experiment configuration: YAML files, ``key=value`` overrides and validation.
+
+A configuration is a tree of dataclasses. :func:`load_config` reads a YAML file, applies
+command-line overrides such as ``optim.lr=0.01`` and validates every key and value, raising a
+:class:`~sarbridge.errors.ConfigError` with the key and the fix on the first problem. Every run
+writes its resolved configuration (:func:`save_config`) beside its results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from sarbridge.errors import ConfigError
+
+
+@dataclass
+class SamplerConfig:
+    """PK sampling: ``num_ids`` identities x ``num_instances`` images per batch."""
+
+    num_ids: int = 8
+    num_instances: int = 4
+    balance_modalities: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation (TransOSS defaults)."""
+
+    flip: float = 0.5
+    pad: int = 10
+    random_erasing: float = 0.5
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how they become tensors."""
+
+    format: Literal["hoss", "manifest"] = "hoss"
+    root: str = ""
+    manifest: str | None = None
+    image_size: list[int] = field(default_factory=lambda: [256, 128])
+    sar_preprocess: Literal["max", "percentile"] = "max"
+    sar_alpha: float = 5.0
+    gsd_optical: float = 0.75
+    gsd_sar: float = 1.0
+    val_fraction: float = 0.15
+    num_workers: int = 0
+    cache: bool = True
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Backbone (any timm model name) plus the TransOSS additions."""
+
+    backbone: str = "vit_base_patch16_224"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: str | None = None
+    dual_patch_embed: bool = True
+    modality_embed: bool = True
+    modality_embed_scale: float = 3.0
+    size_token: bool = True
+    drop_path: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    """Cross-entropy on the BNNeck logits plus batch-hard triplet on pre-neck features."""
+
+    ce_weight: float = 1.0
+    label_smoothing: float = 0.0
+    triplet_weight: float = 1.0
+    triplet_margin: float | None = None
+
+
+@dataclass
+class OptimConfig:
+    """SGD/AdamW with linear warm-up then cosine decay (per epoch)."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: int = 5
+    warmup_factor: float = 0.01
+    min_lr_factor: float = 0.002
+    epochs: int = 60
+    grad_clip: float | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Feature extraction and ranking settings."""
+
+    batch_size: int = 64
+    max_rank: int = 50
+    every: int = 1
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole re-identification experiment."""
+
+    name: str = "reid"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``, converting where it is unambiguous."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(
+                f"config key '{key}' has value {value!r}",
+                f"use one of {', '.join(repr(c) for c in choices)}",
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}", "write [a, b]")
+        (item_tp,) = get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}", "write {k: v}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _from_dict(tp, value, key)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}", "write true/false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' must be an integer, got {value!r}", "write e.g. 8")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' must be a number, got {value!r}", "write e.g. 0.01")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key '{key}' must be a string, got {value!r}", "quote the value")
+    raise ConfigError(f"config key '{key}' has unsupported type {_type_name(tp)}")
+
+
+def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = f"section '{prefix}'" if prefix else "the configuration"
+        raise ConfigError(f"{where} must be a mapping, got {data!r}", "indent keys under it")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean '{prefix + '.' if prefix else ''}{close[0]}'?" if close else (
+                f"valid keys here: {', '.join(names)}"
+            )
+            raise ConfigError(f"unknown config key '{full}'", hint)
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], cls: type = ExperimentConfig) -> Any:
+    """Build and validate a config object from a plain mapping."""
+    cfg = _from_dict(cls, data)
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain Python types (YAML/JSON serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """Turn ``["optim.lr=0.01", "model.size_token=false"]`` into a nested mapping.
+
+    Values are parsed as YAML scalars/lists, so ``1e-3``, ``true``, ``[128, 64]`` and ``null`` work.
+    """
+    nested: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not key=value", "write e.g. --set optim.lr=0.01")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override '{item}' has an empty key", "write e.g. --set optim.lr=0.01")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' conflicts with another override of '{part}'")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    cls: type = ExperimentConfig,
+) -> Any:
+    """Load a YAML config, apply ``key=value`` overrides and validate.
+
+    Args:
+        path: YAML file, or None to start from the defaults.
+        overrides: ``dotted.key=value`` strings applied after the file.
+        cls: the root config dataclass.
+
+    Returns:
+        The validated config object.
+
+    Raises:
+        ConfigError: the file is missing or malformed, a key is unknown or a value invalid.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}' not found", "pass an existing YAML file to --config")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"config file '{p}' is not valid YAML{where}", "fix the syntax") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{p}' must contain a mapping of keys", "see configs/demo.yaml")
+        data = loaded or {}
+    data = _merge(data, parse_overrides(overrides))
+    return config_from_dict(data, cls)
+
+
+def validate(cfg: Any) -> None:
+    """Range checks that types alone cannot express."""
+    if not isinstance(cfg, ExperimentConfig):
+        return
+    d, m, o = cfg.data, cfg.model, cfg.optim
+    if len(d.image_size) != 2 or min(d.image_size) < 8:
+        raise ConfigError(f"data.image_size must be [height, width] >= 8, got {d.image_size}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    if not 0.0 <= d.sar_alpha < 100.0:
+        raise ConfigError(f"data.sar_alpha must be a percentile in [0, 100), got {d.sar_alpha}")
+    if d.sampler.num_ids < 2 or d.sampler.num_instances < 1:
+        raise ConfigError(
+            "data.sampler needs num_ids >= 2 and num_instances >= 1 for triplet mining",
+            "e.g. num_ids: 8, num_instances: 4",
+        )
+    if o.epochs < 1:
+        raise ConfigError(f"optim.epochs must be >= 1, got {o.epochs}")
+    if o.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+    if o.warmup_epochs < 0:
+        raise ConfigError(f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    if not 0.0 <= m.drop_path < 1.0:
+        raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
+    if cfg.loss.ce_weight < 0 or cfg.loss.triplet_weight < 0:
+        raise ConfigError("loss weights must be >= 0")
+    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
+        raise ConfigError(f"device '{cfg.device}' is not known", "use auto, cpu, cuda or cuda:N")
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from sarbridge.utils import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Data readers, SAR preprocessing, samplers and synthetic generators."""

@@ -1,0 +1,98 @@
+"""PK batch sampling: P identities x K images, optionally balancing modalities per identity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class PKSampler(Sampler[list[int]]):
+    """Batch sampler yielding ``num_ids * num_instances`` indices per batch.
+
+    Each identity's images are shuffled and cut into groups of ``num_instances`` (sampling with
+    replacement when an identity has fewer images). With ``balance_modalities`` each group
+    alternates optical and SAR images as far as the identity has both, so cross-modal positives are
+    always present for the triplet and alignment losses. Identities are drawn without
+    replacement until fewer than ``num_ids`` have groups left. Deterministic given
+    ``(seed, epoch)``; call :meth:`set_epoch` before each epoch.
+
+    Args:
+        pids: identity of each dataset index (negative ids are skipped).
+        modalities: modality index of each dataset index (0/1).
+        num_ids: identities per batch (P).
+        num_instances: images per identity (K).
+        balance_modalities: alternate modalities inside each identity's group.
+        seed: base seed.
+    """
+
+    def __init__(
+        self,
+        pids: Sequence[int],
+        modalities: Sequence[int],
+        num_ids: int = 8,
+        num_instances: int = 4,
+        balance_modalities: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.pids = np.asarray(pids)
+        self.modalities = np.asarray(modalities)
+        self.num_ids = num_ids
+        self.num_instances = num_instances
+        self.balance = balance_modalities
+        self.seed = seed
+        self.epoch = 0
+        self.index_by_pid: dict[int, np.ndarray] = {
+            int(p): np.flatnonzero(self.pids == p) for p in np.unique(self.pids) if p >= 0
+        }
+        if len(self.index_by_pid) < num_ids:
+            from sarbridge.errors import DataError
+
+            raise DataError(
+                f"the training split has {len(self.index_by_pid)} identities, fewer than "
+                f"data.sampler.num_ids={num_ids}",
+                f"set --set data.sampler.num_ids={max(2, len(self.index_by_pid))} or add identities",
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _groups(self, rng: np.random.Generator, idx: np.ndarray) -> list[list[int]]:
+        k = self.num_instances
+        if len(idx) < k:
+            idx = np.concatenate([idx, rng.choice(idx, size=k - len(idx), replace=True)])
+        if self.balance:
+            per_mod = [rng.permutation(idx[self.modalities[idx] == m]) for m in (0, 1)]
+            order: list[int] = []
+            a, b = list(per_mod[0]), list(per_mod[1])
+            first = int(rng.integers(2))
+            queues = (a, b) if first == 0 else (b, a)
+            while queues[0] or queues[1]:
+                for q in queues:
+                    if q:
+                        order.append(int(q.pop()))
+            seq = order
+        else:
+            seq = [int(i) for i in rng.permutation(idx)]
+        return [seq[i : i + k] for i in range(0, len(seq) - k + 1, k)]
+
+    def _batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        groups = {pid: self._groups(rng, idx) for pid, idx in self.index_by_pid.items()}
+        available = [pid for pid in sorted(groups) if groups[pid]]
+        batches = []
+        while len(available) >= self.num_ids:
+            chosen = rng.choice(available, size=self.num_ids, replace=False)
+            batch: list[int] = []
+            for pid in chosen:
+                batch.extend(groups[int(pid)].pop(0))
+            batches.append(batch)
+            available = [pid for pid in available if groups[pid]]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())

@@ -1,0 +1,227 @@
+"""Ship re-identification: the training task, and train/evaluate pipelines that write results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sarbridge.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
+from sarbridge.data.dataset import ImageDataset, make_label_map
+from sarbridge.data.hoss import load_hoss
+from sarbridge.data.manifest import load_manifest_splits
+from sarbridge.data.records import OPTICAL, SAR, Sample
+from sarbridge.data.sampler import PKSampler
+from sarbridge.data.splits import ReIDSplits, build_protocols, check_nonempty, holdout_validation
+from sarbridge.data.transforms import PreprocessSpec
+from sarbridge.engine.checkpoint import load_checkpoint, load_model_state
+from sarbridge.engine.evaluate import evaluate_protocols, extract_features
+from sarbridge.engine.trainer import StepCallback, Trainer
+from sarbridge.errors import ConfigError
+from sarbridge.losses.metric import CrossEntropyLabelSmooth, TripletLoss
+from sarbridge.models.reid import ReIDModel, build_reid_model
+from sarbridge.report.tables import write_results
+from sarbridge.utils import resolve_device
+
+
+def spec_from_config(data_cfg: Any) -> PreprocessSpec:
+    """The preprocessing a config asks for."""
+    return PreprocessSpec(
+        image_size=list(data_cfg.image_size), sar_preprocess=data_cfg.sar_preprocess, sar_alpha=data_cfg.sar_alpha,
+        gsd_optical=data_cfg.gsd_optical, gsd_sar=data_cfg.gsd_sar,
+    )
+
+
+def load_splits(data_cfg: Any, require_train: bool = True) -> ReIDSplits:
+    """Read the dataset named by a ``DataConfig`` (HOSS layout or manifest CSV)."""
+    if data_cfg.format == "manifest":
+        if not data_cfg.manifest:
+            raise ConfigError("data.format is 'manifest' but data.manifest is empty", "set data.manifest=path/to.csv")
+        return load_manifest_splits(data_cfg.manifest, require_train=require_train)
+    if not data_cfg.root:
+        raise ConfigError("data.root is empty", "set data.root to the HOSS folder (or pass --data DIR)")
+    return load_hoss(data_cfg.root, require_train=require_train)
+
+
+def arch_signature(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What must match for weights to load: backbone, its options and the input size."""
+    m = cfg.model
+    return {
+        "backbone": m.backbone, "backbone_kwargs": dict(m.backbone_kwargs), "image_size": list(cfg.data.image_size),
+        "dual_patch_embed": m.dual_patch_embed, "modality_embed": m.modality_embed, "size_token": m.size_token,
+    }
+
+
+class ReIDTask:
+    """CE (BNNeck logits) + batch-hard triplet (pre-neck features) on PK batches.
+
+    Validation (model selection) is Optical->SAR and SAR->Optical retrieval among held-out
+    training identities; ``selection`` is the mean of the two mAPs.
+    """
+
+    name = "reid"
+
+    def __init__(self, cfg: ExperimentConfig, train: Sequence[Sample], val: Sequence[Sample], progress: bool = True) -> None:
+        self.cfg = cfg
+        self.val = list(val)
+        self.progress = progress
+        self.spec = spec_from_config(cfg.data)
+        self.label_map = make_label_map(train)
+        self.model: ReIDModel = build_reid_model(cfg.model, cfg.data.image_size, len(self.label_map))
+        aug = cfg.data.augment
+        ds = ImageDataset(train, self.spec, self.spec.train_transform(aug.flip, aug.pad, aug.random_erasing),
+                          self.label_map, cache=cfg.data.cache)
+        sp = cfg.data.sampler
+        self.sampler = PKSampler([s.pid for s in train], [s.modality_index for s in train], sp.num_ids,
+                                 sp.num_instances, sp.balance_modalities, seed=cfg.seed)
+        workers = cfg.data.num_workers
+        self.loader = DataLoader(ds, batch_sampler=self.sampler, num_workers=workers,
+                                 persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        lc = cfg.loss
+        self.ce: nn.Module = CrossEntropyLabelSmooth(lc.label_smoothing) if lc.label_smoothing > 0 else nn.CrossEntropyLoss()
+        self.triplet = TripletLoss(margin=lc.triplet_margin)
+
+    def train_batches(self, epoch: int) -> DataLoader:
+        self.sampler.set_epoch(epoch)
+        return self.loader
+
+    def training_step(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        labels = batch["label"].to(device)
+        out = self.model(batch["image"].to(device, non_blocking=True), batch["modality"].to(device),
+                         batch["size"].to(device))
+        ce = self.ce(out["logits"].float(), labels)
+        tri = self.triplet(out["features"].float(), labels)
+        loss = self.cfg.loss.ce_weight * ce + self.cfg.loss.triplet_weight * tri
+        return {"loss": loss, "ce": ce.detach(), "triplet": tri.detach()}
+
+    def validate(self, epoch: int, device: torch.device) -> dict[str, float] | None:
+        if not self.val:
+            return None
+        feats = extract_features(self.model, self.val, self.spec, device, self.cfg.eval.batch_size,
+                                 progress=False)
+        bank = {s.path: f for s, f in zip(self.val, feats)}
+        opt = [s for s in self.val if s.modality == OPTICAL]
+        sar = [s for s in self.val if s.modality == SAR]
+        res = evaluate_protocols(bank, {"opt2sar": (opt, sar), "sar2opt": (sar, opt)}, self.cfg.eval.max_rank)
+        out: dict[str, float] = {}
+        for name, r in res.items():
+            if r.get("queries", 0):
+                out[f"{name}_mAP"], out[f"{name}_R1"] = r["mAP"], r["R1"]
+        maps = [v for k, v in out.items() if k.endswith("_mAP")]
+        if maps:
+            out["selection"] = sum(maps) / len(maps)
+        return out
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {
+            "config": config_to_dict(self.cfg),
+            "preprocess": self.spec.to_dict(),
+            "num_classes": len(self.label_map),
+            "arch": arch_signature(self.cfg),
+        }
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[ReIDModel, PreprocessSpec, ExperimentConfig, dict[str, Any]]:
+    """Rebuild model, preprocessing and config from a checkpoint (weights strictly checked)."""
+    state = load_checkpoint(path, task="reid")
+    cfg = config_from_dict(state["config"])
+    cfg.model.pretrained = None  # weights come from the checkpoint, not the original file
+    model = build_reid_model(cfg.model, cfg.data.image_size, int(state.get("num_classes", 0)))
+    load_model_state(model, state["model"], str(path))
+    model.eval()
+    return model, PreprocessSpec.from_dict(state["preprocess"]), cfg, state
+
+
+def evaluate_splits(
+    model: nn.Module,
+    spec: PreprocessSpec,
+    splits: ReIDSplits,
+    device: torch.device,
+    batch_size: int = 64,
+    max_rank: int = 50,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Extract features once per image and evaluate the three protocols."""
+    protocols, source = build_protocols(splits)
+    unique: dict[str, Sample] = {}
+    for q, g in protocols.values():
+        for s in [*q, *g]:
+            unique.setdefault(s.path, s)
+    samples = list(unique.values())
+    feats = extract_features(model, samples, spec, device, batch_size, progress=progress, desc="test features")
+    bank = {s.path: f for s, f in zip(samples, feats)}
+    results: dict[str, Any] = evaluate_protocols(bank, protocols, max_rank)
+    results["protocol_source"] = source
+    return results
+
+
+def train_reid(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[StepCallback] = (),
+    evaluate_test: bool = True,
+) -> dict[str, Any]:
+    """Train, select on validation, evaluate the selected model on the test protocols.
+
+    Writes ``config.yaml``, ``last.pt``, ``best.pt``, ``train_log.jsonl``, ``metrics.json`` and
+    ``results.md`` into ``out_dir``.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    out = Path(out_dir)
+    splits = load_splits(cfg.data)
+    check_nonempty(splits.train, "split 'bounding_box_train'", splits.root)
+    train, val = holdout_validation(splits.train, cfg.data.val_fraction, seed=cfg.seed)
+    device = resolve_device(cfg.device)
+    task = ReIDTask(cfg, train, val, progress=progress)
+    trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
+                      callbacks=callbacks, progress=progress)
+    if resume:
+        trainer.resume()
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    result = trainer.fit()
+    if not evaluate_test:
+        return {}
+    model, spec, _, state = model_from_checkpoint(result.best_checkpoint)
+    metrics = evaluate_splits(model.to(device), spec, splits, device, cfg.eval.batch_size, cfg.eval.max_rank, progress)
+    metrics["meta"] = {
+        "checkpoint": str(result.best_checkpoint), "selected_epoch": result.best_epoch,
+        "selection": "validation mAP (held-out training identities)" if val else "last epoch (no validation split)",
+        "train_images": len(train), "val_images": len(val), "data": splits.root, "device": str(device),
+    }
+    write_results(out, metrics, title=f"sarbridge re-identification: {cfg.name}")
+    return metrics
+
+
+def evaluate_reid(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    data: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on the test protocols of ``data`` (default: the data it was trained on)."""
+    model, spec, cfg, state = model_from_checkpoint(checkpoint)
+    if data:
+        if data.endswith(".csv"):
+            cfg.data.format, cfg.data.manifest = "manifest", data
+        else:
+            cfg.data.format, cfg.data.root = "hoss", data
+    cfg.device = device
+    dev = resolve_device(device)
+    splits = load_splits(cfg.data, require_train=False)
+    metrics = evaluate_splits(model.to(dev), spec, splits, dev, cfg.eval.batch_size, cfg.eval.max_rank, progress)
+    metrics["meta"] = {"checkpoint": str(checkpoint), "selected_epoch": state.get("epoch"), "data": splits.root,
+                       "device": str(dev)}
+    out = Path(out_dir)
+    save_config(cfg, out / "config.yaml")
+    write_results(out, metrics, title="sarbridge re-identification: evaluation")
+    return metrics

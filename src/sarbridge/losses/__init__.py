@@ -1,0 +1,1 @@
+"""Losses for metric learning and modality alignment."""

@@ -1,0 +1,1 @@
+"""Modality-aware embedding models."""

@@ -1,0 +1,219 @@
+"""Modality-aware backbones: any timm model plus the TransOSS additions.
+
+* separate optical and SAR patch embeddings (ViT) or stems (CNNs: the first convolution),
+* a learned modality embedding (scaled, 3.0 in TransOSS) added to the position embedding (ViT),
+* a ship-size token ``Linear(3 -> D)`` of the chip's physical width/height and aspect ratio,
+  inserted after the CLS token (ViT) or added to the pooled feature (CNNs).
+
+Models never pick a device: the trainer moves them.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from sarbridge.errors import CheckpointError, ConfigError
+
+
+class DualConv(nn.Module):
+    """Two copies of a convolution, chosen per sample by a modality mask set before the call."""
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.optical = conv
+        self.sar = copy.deepcopy(conv)
+        self.sar_mask: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.optical(x)
+        if self.sar_mask is None or not bool(self.sar_mask.any()):
+            return out
+        out_sar = self.sar(x)
+        return torch.where(self.sar_mask.view(-1, 1, 1, 1), out_sar, out)
+
+
+def _get_module(root: nn.Module, dotted: str) -> nn.Module:
+    mod = root
+    for part in dotted.split("."):
+        mod = getattr(mod, part)
+    return mod
+
+
+def _set_module(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent, _, name = dotted.rpartition(".")
+    setattr(_get_module(root, parent) if parent else root, name, new)
+
+
+class ModalityAwareBackbone(nn.Module):
+    """A timm backbone that knows which images are optical and which are SAR.
+
+    Args:
+        name: timm model name, e.g. ``vit_base_patch16_224`` or ``resnet50``.
+        image_size: input ``[height, width]``.
+        dual_patch_embed: separate first layer for SAR.
+        modality_embed: learned modality embedding (ViT only).
+        modality_embed_scale: its multiplier (3.0 in TransOSS).
+        size_token: use the ship-size token.
+        drop_path: stochastic depth rate (where the model supports it).
+        backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``depth``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        image_size: tuple[int, int] | list[int] = (256, 128),
+        dual_patch_embed: bool = True,
+        modality_embed: bool = True,
+        modality_embed_scale: float = 3.0,
+        size_token: bool = True,
+        drop_path: float = 0.0,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        kwargs = dict(backbone_kwargs or {})
+        try:
+            if "vit" in name or "deit" in name:
+                kwargs.setdefault("img_size", tuple(image_size))
+            if drop_path > 0:
+                kwargs.setdefault("drop_path_rate", drop_path)
+            self.net = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot build timm backbone '{name}' ({str(exc)[:100]})",
+                "use a timm model name such as vit_base_patch16_224 or resnet18, and valid backbone_kwargs",
+            ) from None
+        self.name = name
+        self.is_vit = hasattr(self.net, "patch_embed") and hasattr(self.net, "_pos_embed") and hasattr(self.net, "blocks")
+        self.dim = int(self.net.num_features)
+        self.sar_patch_embed: nn.Module | None = None
+        self.stem: DualConv | None = None
+        if dual_patch_embed:
+            if self.is_vit:
+                self.sar_patch_embed = copy.deepcopy(self.net.patch_embed)
+            else:
+                first = self.net.pretrained_cfg.get("first_conv") if hasattr(self.net, "pretrained_cfg") else None
+                if not first:
+                    raise ConfigError(f"backbone '{name}' does not name its first convolution", "set model.dual_patch_embed=false")
+                first = first[0] if isinstance(first, (list, tuple)) else first
+                self.stem = DualConv(_get_module(self.net, first))
+                _set_module(self.net, first, self.stem)
+        if modality_embed and not self.is_vit:
+            raise ConfigError(
+                f"model.modality_embed needs a ViT backbone, '{name}' is not one",
+                "set model.modality_embed=false for CNN backbones",
+            )
+        self.modality_embed = nn.Parameter(torch.zeros(2, self.dim)) if modality_embed else None
+        if self.modality_embed is not None:
+            nn.init.trunc_normal_(self.modality_embed, std=0.02)
+        self.modality_embed_scale = modality_embed_scale
+        self.size_proj = nn.Linear(3, self.dim) if size_token else None
+
+    def _patches(self, x: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        out = self.net.patch_embed(x)
+        if self.sar_patch_embed is not None and bool(sar.any()):
+            view = (-1,) + (1,) * (out.dim() - 1)
+            out = torch.where(sar.view(view), self.sar_patch_embed(x), out)
+        return out
+
+    def forward(self, x: torch.Tensor, modality: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor:
+        """Global feature (B, D) of images ``x`` (B, 3, H, W) with modality indices (B,) (0/1)."""
+        sar = modality.to(torch.bool)
+        if self.size_proj is not None and size is None:
+            raise ValueError("this model uses the ship-size token: pass size features (B, 3)")
+        if not self.is_vit:
+            if self.stem is not None:
+                self.stem.sar_mask = sar
+            try:
+                feat = self.net(x)
+            finally:
+                if self.stem is not None:
+                    self.stem.sar_mask = None
+            if self.size_proj is not None:
+                feat = feat + self.size_proj(size.to(feat.dtype))
+            return feat
+        net = self.net
+        tokens = net._pos_embed(self._patches(x, sar))
+        if self.modality_embed is not None:
+            emb = self.modality_embed[modality.long()].unsqueeze(1)
+            tokens = tokens + self.modality_embed_scale * emb.to(tokens.dtype)
+        if self.size_proj is not None:
+            st = self.size_proj(size.to(tokens.dtype)).unsqueeze(1)
+            tokens = torch.cat([tokens[:, :1], st, tokens[:, 1:]], dim=1)
+        tokens = net.norm_pre(net.patch_drop(tokens))
+        tokens = net.norm(net.blocks(tokens))
+        return tokens[:, 0]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.pth``/``.pt``/``.bin`` or ``.safetensors`` state dict from a local file.
+
+    Nested dicts under ``state_dict``/``model``/``model_state`` are unwrapped.
+
+    Raises:
+        CheckpointError: missing or unreadable file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"pretrained weights '{p}' not found", "pass a local .pth or .safetensors file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: Any = load_file(str(p))
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read weights '{p}' ({type(exc).__name__})", "the file is damaged or not a state dict") from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"weights '{p}' hold no state dict", "save model.state_dict()")
+    return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def load_pretrained(backbone: ModalityAwareBackbone, path: str | Path) -> dict[str, int]:
+    """Load timm-compatible weights into the backbone's network.
+
+    The position embedding is resampled to the grid in use, classifier heads are dropped, and the
+    optical patch embedding / stem initialises the SAR one as well.
+
+    Returns:
+        Counts of ``loaded``, ``missing`` and ``skipped`` tensors.
+
+    Raises:
+        CheckpointError: no tensor of the file fits the backbone (another architecture).
+    """
+    sd = read_state_dict(path)
+    net = backbone.net
+    own = net.state_dict()
+    if backbone.is_vit and "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
+        from timm.layers import resample_abs_pos_embed
+
+        prefix = 0 if getattr(net, "no_embed_class", False) else net.num_prefix_tokens
+        sd["pos_embed"] = resample_abs_pos_embed(
+            sd["pos_embed"], new_size=list(net.patch_embed.grid_size), num_prefix_tokens=prefix
+        )
+    if backbone.stem is not None:  # stem was wrapped: map plain names onto the optical branch
+        first = next(n for n, m in net.named_modules() if m is backbone.stem)
+        for k in list(sd):
+            if k.startswith(first + ".") and not k.startswith(first + ".optical."):
+                sd[k.replace(first + ".", first + ".optical.", 1)] = sd.pop(k)
+    fitting = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise CheckpointError(
+            f"weights '{path}' do not fit backbone '{backbone.name}' (no matching tensor)",
+            "pass weights saved from the same timm architecture",
+        )
+    net.load_state_dict(fitting, strict=False)
+    if backbone.sar_patch_embed is not None:
+        backbone.sar_patch_embed.load_state_dict(net.patch_embed.state_dict())
+    if backbone.stem is not None:
+        backbone.stem.sar.load_state_dict(backbone.stem.optical.state_dict())
+    return {"loaded": len(fitting), "missing": len(own) - len(fitting), "skipped": len(sd) - len(fitting)}

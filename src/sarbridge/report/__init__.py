@@ -1,0 +1,1 @@
+"""Human-readable results: Markdown tables and plots."""
