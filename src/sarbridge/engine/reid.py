@@ -25,7 +25,7 @@ from sarbridge.errors import ConfigError
 from sarbridge.losses.metric import CrossEntropyLabelSmooth, TripletLoss
 from sarbridge.models.reid import ReIDModel, build_reid_model
 from sarbridge.report.tables import write_results
-from sarbridge.utils import resolve_device
+from sarbridge.utils import resolve_device, seed_everything
 
 
 def spec_from_config(data_cfg: Any) -> PreprocessSpec:
@@ -180,6 +180,7 @@ def train_reid(
     check_nonempty(splits.train, "split 'bounding_box_train'", splits.root)
     train, val = holdout_validation(splits.train, cfg.data.val_fraction, seed=cfg.seed)
     device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)  # model initialisation is part of the run's reproducibility
     task = ReIDTask(cfg, train, val, progress=progress)
     trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
                       callbacks=callbacks, progress=progress)

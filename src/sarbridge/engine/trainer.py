@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sarbridge.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from sarbridge.errors import CheckpointError
+from sarbridge.errors import CheckpointError, SarbridgeError
 from sarbridge.utils import atomic_write_text, seed_everything
 
 StepCallback = Callable[["Trainer", int, int, dict[str, float]], None]
@@ -173,7 +173,7 @@ class Trainer:
             losses = self.task.training_step(batch, self.device)
         loss = losses["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()}; lower optim.lr or check the data")
+            raise SarbridgeError(f"training loss became {loss.item()} (diverged)", "lower optim.lr or check the data for outliers")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip:

@@ -1,0 +1,335 @@
+"""Ranking metrics for re-identification / cross-modal retrieval: CMC, mAP and mINP.
+
+Semantics follow the Market-1501 evaluation as implemented by fast-reid (which the HOSS ReID
+reference code uses):
+
+* For each query the gallery is ranked by **ascending distance**. Ties are broken by **gallery
+  index** (the item that comes first in the gallery ranks first), i.e. the ranking equals a
+  stable sort, so results are deterministic and do not depend on the sorting algorithm.
+* Optionally, gallery items are **removed** from a query's ranking before scoring: items of the
+  query's own modality (``exclude_same_modality``, for strictly cross-modal protocols) and
+  items with the query's pid *and* camera (``exclude_same_camera``, the Market-1501 rule; off by
+  default because the HOSS protocol does not use it). Removed items take no rank position.
+* Gallery items with pid ``-1`` are distractors: they stay in the ranking as negatives and never
+  match (a query with pid ``-1`` therefore has no match and is skipped).
+* A query with no remaining matching gallery item is **skipped**: it counts neither in CMC nor
+  in mAP / mINP. If every query is skipped a :class:`ValueError` is raised.
+
+With ``r_1 < r_2 < ... < r_n`` the 1-based ranks of a query's ``n`` matches among the remaining
+gallery items:
+
+* ``CMC@k`` = fraction of valid queries with ``r_1 <= k`` (``cmc[k - 1]``). When a query's
+  remaining gallery is shorter than ``max_rank`` its curve simply stays at its last value, so
+  ``cmc`` always has ``max_rank`` entries (fast-reid instead truncates the curve to the gallery
+  size; the values it reports are the same).
+* ``AP = (1/n) * sum_i i / r_i``; ``mAP`` is the mean over valid queries.
+* ``INP = n / r_n`` (inverse negative penalty, Ye et al. 2021); ``mINP`` is the mean.
+
+The implementation is vectorised over chunks of queries: a (stable-equivalent) ``argsort`` of
+each chunk's distance rows, a boolean match matrix in rank order and per-row counts; there is no
+Python loop over queries or gallery items. Each chunk's temporaries take about 25 bytes per
+``(query, gallery item)`` pair, and the default chunk holds about 4M pairs (~100 MB), so
+10,000 x 100,000 evaluations run in bounded memory (plus the distance matrix itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import numpy as np
+
+from sarbridge.retrieval.distance import RetrievalInputError, to_numpy
+
+__all__ = ["cmc_to_ranks", "evaluate", "summarize"]
+
+# Query x gallery pairs per chunk when ``chunk_size`` is None (about 100 MB of temporaries).
+_CHUNK_PAIRS: Final[int] = 2**22
+
+
+def _labels(x: Any, name: str, length: int | None = None, integer: bool = False) -> np.ndarray:
+    """Validate a 1-D label array (pids, modalities or camera ids)."""
+    a = to_numpy(x, name)
+    if a.ndim != 1:
+        raise RetrievalInputError(f"{name} must be 1-D, got shape {a.shape}")
+    if integer and a.dtype.kind not in "iu":
+        raise RetrievalInputError(f"{name} must hold integers, got dtype {a.dtype}")
+    if length is not None and a.shape[0] != length:
+        raise RetrievalInputError(f"{name} has {a.shape[0]} entries, expected {length}")
+    return a
+
+
+def _codes(q: np.ndarray, g: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Map query and gallery labels to shared int64 codes (equal labels <=> equal codes)."""
+    try:
+        _, inv = np.unique(np.concatenate([q, g]), return_inverse=True)
+    except TypeError as exc:  # e.g. mixed str / int object arrays
+        raise RetrievalInputError(f"{name} labels cannot be compared: {exc}") from exc
+    inv = inv.reshape(-1).astype(np.int64, copy=False)
+    return inv[: q.shape[0]], inv[q.shape[0]:]
+
+
+def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise RetrievalInputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _ranked_matches(
+    d: np.ndarray, match: np.ndarray, removed: np.ndarray | None
+) -> np.ndarray:
+    """Reorder each row of ``match`` by ascending ``d``, ties broken by column index.
+
+    Items flagged in ``removed`` (never matches) are moved behind every kept item, so a kept
+    match's 1-based position in the result is its rank among the remaining gallery items. The
+    result equals a stable argsort with removed items placed last, computed faster:
+
+    * removed items are set to ``+inf`` (NaN would be equivalent but makes numpy's sort ~2x
+      slower) and each row is sorted with the fast, unstable default algorithm;
+    * only the positions of the matches matter, and a match's position can differ from its
+      stable position only when its distance equals another item's (an ``+inf`` match equals
+      the removed items). Then the tie group is contiguous in sorted order, so the match is
+      adjacent to an equal value. Just those rows are re-sorted stably, with removed items set
+      to NaN, which sorts after ``+inf`` and never compares equal.
+
+    ``d`` may be modified in place when ``removed`` is given.
+    """
+    if removed is not None:
+        d[removed] = np.inf
+    order = np.argsort(d, axis=1)
+    ranked = np.take_along_axis(match, order, axis=1)
+    if d.shape[1] > 1:
+        s = np.take_along_axis(d, order, axis=1)
+        del order
+        tied = s[:, 1:] == s[:, :-1]
+        del s
+        tied &= ranked[:, 1:] | ranked[:, :-1]
+        redo = np.flatnonzero(tied.any(axis=1))
+        del tied
+        if redo.size:
+            dr = d[redo]
+            if removed is not None:
+                dr[removed[redo]] = np.nan
+            stable = np.argsort(dr, axis=1, kind="stable")
+            ranked[redo] = np.take_along_axis(match[redo], stable, axis=1)
+    return ranked
+
+
+def evaluate(
+    dist: Any,
+    q_pids: Any,
+    g_pids: Any,
+    q_mods: Any | None = None,
+    g_mods: Any | None = None,
+    max_rank: int = 50,
+    exclude_same_modality: bool = False,
+    q_camids: Any | None = None,
+    g_camids: Any | None = None,
+    exclude_same_camera: bool = False,
+    chunk_size: int | None = None,
+) -> dict[str, Any]:
+    """CMC, mAP and mINP of a query x gallery distance matrix.
+
+    See the module docstring for the exact protocol. In short: ascending distance, ties broken
+    by gallery index; optional same-modality and same-pid-same-camera removal; pid ``-1``
+    gallery items are never-matching distractors; queries without a remaining match are
+    skipped.
+
+    Args:
+        dist: ``(Q, G)`` distances (numpy array or torch tensor); smaller = more similar.
+            ``+-inf`` is allowed, NaN is not.
+        q_pids: ``(Q,)`` integer query identities.
+        g_pids: ``(G,)`` integer gallery identities; ``-1`` marks a distractor.
+        q_mods: ``(Q,)`` query modalities (any comparable labels, e.g. ``"sar"`` or 0/1).
+        g_mods: ``(G,)`` gallery modalities.
+        max_rank: length of the returned CMC curve.
+        exclude_same_modality: drop gallery items whose modality equals the query's
+            (requires ``q_mods`` and ``g_mods``).
+        q_camids: ``(Q,)`` query camera ids.
+        g_camids: ``(G,)`` gallery camera ids.
+        exclude_same_camera: drop gallery items with the query's pid and camera id
+            (Market-1501 rule; requires ``q_camids`` and ``g_camids``).
+        chunk_size: queries per chunk; ``None`` picks it so a chunk covers about 4M query x
+            gallery pairs. The result does not depend on it.
+
+    Returns:
+        A dict with
+
+        * ``"cmc"``: ``(max_rank,)`` float64 array of fractions in ``[0, 1]``;
+        * ``"mAP"``, ``"mINP"``: floats in ``[0, 1]``;
+        * ``"num_valid_queries"``: number of queries that were scored;
+        * ``"all_AP"``, ``"all_INP"``: float64 arrays with one entry per valid query, in query
+          order;
+        * ``"valid_queries"``: ``(Q,)`` bool array, True for the scored queries (maps
+          ``all_AP`` back to query indices).
+
+    Raises:
+        RetrievalInputError: (a :class:`ValueError`) shapes that disagree, NaN in ``dist``,
+            non-integer pids, an exclusion flag without its labels, a bad ``max_rank`` /
+            ``chunk_size``, or no query with a remaining gallery match.
+    """
+    d = to_numpy(dist, "dist")
+    if d.ndim != 2:
+        raise RetrievalInputError(
+            f"dist must be a 2-D (num_query, num_gallery) array, got shape {d.shape}"
+        )
+    if d.dtype.kind not in "fiu":
+        raise RetrievalInputError(f"dist must be real-valued, got dtype {d.dtype}")
+    if d.dtype.kind != "f":
+        d = d.astype(np.float64)
+    elif d.dtype.itemsize < 4:
+        d = d.astype(np.float32)
+    num_q, num_g = d.shape
+    _check_positive_int(max_rank, "max_rank")
+    _check_positive_int(chunk_size, "chunk_size", allow_none=True)
+
+    qp = _labels(q_pids, "q_pids", integer=True)
+    gp = _labels(g_pids, "g_pids", integer=True)
+    if qp.shape[0] != num_q or gp.shape[0] != num_g:
+        raise RetrievalInputError(
+            f"dist has shape {d.shape} but there are {qp.shape[0]} query pids and "
+            f"{gp.shape[0]} gallery pids"
+        )
+    # Shared pid codes; gallery distractors (-1) get code -1 and query -1 gets -2, so neither
+    # ever matches anything.
+    qp_c, gp_c = _codes(qp, gp, "pid")
+    qp_c = np.where(qp == -1, -2, qp_c)
+    gp_c = np.where(gp == -1, -1, gp_c)
+
+    qm_c = gm_c = qc_c = gc_c = None
+    if q_mods is not None or g_mods is not None or exclude_same_modality:
+        if q_mods is None or g_mods is None:
+            raise RetrievalInputError(
+                "exclude_same_modality needs both q_mods and g_mods"
+                if exclude_same_modality else "q_mods and g_mods must be given together"
+            )
+        qm_c, gm_c = _codes(
+            _labels(q_mods, "q_mods", num_q), _labels(g_mods, "g_mods", num_g), "modality"
+        )
+    if q_camids is not None or g_camids is not None or exclude_same_camera:
+        if q_camids is None or g_camids is None:
+            raise RetrievalInputError(
+                "exclude_same_camera needs both q_camids and g_camids"
+                if exclude_same_camera else "q_camids and g_camids must be given together"
+            )
+        qc_c, gc_c = _codes(
+            _labels(q_camids, "q_camids", num_q), _labels(g_camids, "g_camids", num_g), "camera"
+        )
+    remove_mod = bool(exclude_same_modality)
+    remove_cam = bool(exclude_same_camera)
+
+    rows = int(chunk_size) if chunk_size is not None else max(1, _CHUNK_PAIRS // max(num_g, 1))
+    valid = np.zeros(num_q, dtype=bool)
+    first_hits = np.zeros(max_rank, dtype=np.int64)  # first_hits[k] = #queries with r_1 == k+1
+    aps: list[np.ndarray] = []
+    inps: list[np.ndarray] = []
+
+    for start in range(0, num_q, rows):
+        stop = min(start + rows, num_q)
+        dc = d[start:stop]
+        if np.isnan(dc).any():
+            raise RetrievalInputError(
+                "dist contains NaN values", "check the features / distance computation"
+            )
+        # Match and removal masks in gallery order.
+        match = gp_c[None, :] == qp_c[start:stop, None]
+        removed = None
+        if remove_mod:
+            removed = gm_c[None, :] == qm_c[start:stop, None]
+        if remove_cam:
+            same_cam = match & (gc_c[None, :] == qc_c[start:stop, None])
+            removed = same_cam if removed is None else removed | same_cam
+        if removed is not None:
+            match &= ~removed
+        has_match = match.any(axis=1)
+        valid[start:stop] = has_match
+        if not has_match.any():
+            continue
+        sel = np.flatnonzero(has_match)
+        match = match[sel]
+        if removed is not None:
+            # Fancy indexing copies, so dist itself is never modified.
+            ranked = _ranked_matches(dc[sel], match, removed[sel])
+        else:
+            ranked = _ranked_matches(dc if sel.size == dc.shape[0] else dc[sel], match, None)
+        del match, removed
+        row, col = np.nonzero(ranked)  # row-major: per row, positives in rank order
+        del ranked
+        ranks = col.astype(np.float64) + 1.0  # r_i (1-based)
+        n_rel = np.bincount(row, minlength=sel.size)  # > 0 for every selected row
+        offsets = np.cumsum(n_rel) - n_rel
+        nth = np.arange(row.size, dtype=np.float64) - offsets[row] + 1.0  # i
+        aps.append(np.bincount(row, weights=nth / ranks, minlength=sel.size) / n_rel)
+        inps.append(n_rel / ranks[offsets + n_rel - 1])
+        first = col[offsets]  # r_1 - 1
+        first_hits += np.bincount(first[first < max_rank], minlength=max_rank)
+
+    num_valid = int(valid.sum())
+    if num_valid == 0:
+        raise RetrievalInputError(
+            f"no query has a matching gallery item (out of {num_q} queries"
+            + (", after same-modality removal" if remove_mod else "")
+            + (", after same-camera removal" if remove_cam else "")
+            + ")",
+            "check that query and gallery share identities (pid -1 is a distractor)",
+        )
+    all_ap = np.concatenate(aps)
+    all_inp = np.concatenate(inps)
+    cmc = np.cumsum(first_hits) / float(num_valid)
+    return {
+        "cmc": cmc,
+        "mAP": float(all_ap.mean()),
+        "mINP": float(all_inp.mean()),
+        "num_valid_queries": num_valid,
+        "all_AP": all_ap,
+        "all_INP": all_inp,
+        "valid_queries": valid,
+    }
+
+
+def cmc_to_ranks(cmc: Any, ranks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Pick CMC values at given ranks.
+
+    Args:
+        cmc: CMC curve, ``cmc[k - 1]`` = CMC@k.
+        ranks: 1-based ranks to report.
+
+    Returns:
+        ``{"R1": cmc[0], "R5": cmc[4], ...}`` as Python floats, in the order of ``ranks``.
+
+    Raises:
+        RetrievalInputError: (a :class:`ValueError`) a rank below 1 or beyond the curve.
+    """
+    c = np.asarray(cmc, dtype=np.float64).reshape(-1)
+    out: dict[str, float] = {}
+    for k in ranks:
+        _check_positive_int(k, "rank")
+        if k > c.size:
+            raise RetrievalInputError(
+                f"rank {k} is beyond the CMC curve (length {c.size})", "raise max_rank"
+            )
+        out[f"R{int(k)}"] = float(c[int(k) - 1])
+    return out
+
+
+def summarize(
+    result: dict[str, Any], ranks: Sequence[int] = (1, 5, 10), percent: bool = True
+) -> dict[str, float | int]:
+    """Headline numbers of an :func:`evaluate` result (the shape written to ``metrics.json``).
+
+    Args:
+        result: the dict returned by :func:`evaluate`.
+        ranks: CMC ranks to include.
+        percent: report mAP, CMC and mINP as percentages in ``[0, 100]`` instead of fractions.
+
+    Returns:
+        ``{"mAP": ..., "R1": ..., "R5": ..., "R10": ..., "mINP": ..., "queries": int}`` (one
+        ``R<k>`` per entry of ``ranks``), plain Python numbers.
+    """
+    scale = 100.0 if percent else 1.0
+    out: dict[str, float | int] = {"mAP": float(result["mAP"]) * scale}
+    out.update({k: v * scale for k, v in cmc_to_ranks(result["cmc"], ranks).items()})
+    out["mINP"] = float(result["mINP"]) * scale
+    out["queries"] = int(result["num_valid_queries"])
+    return out
