@@ -150,6 +150,20 @@ class ModalityAwareBackbone(nn.Module):
         return tokens[:, 0]
 
 
+def _source_grid(num_patches: int, new_grid: list[int]) -> list[int]:
+    """Grid of a saved position embedding: square if possible, else the new grid's aspect ratio."""
+    side = round(num_patches**0.5)
+    if side * side == num_patches:
+        return [side, side]
+    h = round((num_patches * new_grid[0] / new_grid[1]) ** 0.5)
+    if h > 0 and num_patches % h == 0:
+        return [h, num_patches // h]
+    raise CheckpointError(
+        f"cannot infer the patch grid of a position embedding with {num_patches} patches",
+        "save the weights at a square input size or at the aspect ratio of data.image_size",
+    )
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.pth``/``.pt``/``.bin`` or ``.safetensors`` state dict from a local file.
 
@@ -197,8 +211,10 @@ def load_pretrained(backbone: ModalityAwareBackbone, path: str | Path) -> dict[s
         from timm.layers import resample_abs_pos_embed
 
         prefix = 0 if getattr(net, "no_embed_class", False) else net.num_prefix_tokens
+        new_grid = list(net.patch_embed.grid_size)
         sd["pos_embed"] = resample_abs_pos_embed(
-            sd["pos_embed"], new_size=list(net.patch_embed.grid_size), num_prefix_tokens=prefix
+            sd["pos_embed"], new_size=new_grid, old_size=_source_grid(sd["pos_embed"].shape[1] - prefix, new_grid),
+            num_prefix_tokens=prefix,
         )
     if backbone.stem is not None:  # stem was wrapped: map plain names onto the optical branch
         first = next(n for n, m in net.named_modules() if m is backbone.stem)
