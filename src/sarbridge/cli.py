@@ -32,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.device:
         overrides.append(f"device={args.device}")
     cfg = load_config(args.config, overrides)
-    metrics = train_reid(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    metrics = train_reid(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
     return 0
 
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="dataset folder (overrides data.root)")
     t.add_argument("--out", required=True, help="run folder for checkpoints and results")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     common(t)
     t.set_defaults(func=cmd_train)
 

@@ -65,6 +65,18 @@ class ImageDataset(Dataset):
         }
 
 
+def verify_images(samples: Sequence[Sample], progress: bool = True, desc: str = "checking images") -> None:
+    """Read every image once so that a corrupt file stops the run before training starts.
+
+    Raises:
+        DataError: naming the first unreadable, empty or non-finite image.
+    """
+    from tqdm.auto import tqdm
+
+    for s in tqdm(samples, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        read_image(s.path)
+
+
 def make_label_map(samples: Sequence[Sample]) -> dict[int, int]:
     """Contiguous class indices for the identities of the training set (distractors excluded)."""
     return {pid: i for i, pid in enumerate(sorted({s.pid for s in samples if s.pid >= 0}))}

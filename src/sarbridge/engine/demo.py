@@ -45,4 +45,4 @@ def run_demo(
     else:
         root = Path(data)
     cfg = load_config(demo_config_path(), [f"data.root={root}", *(overrides or [])])
-    return train_reid(cfg, out, progress=progress)
+    return train_reid(cfg, out, progress=progress, overwrite=True)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sarbridge.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
-from sarbridge.data.dataset import ImageDataset, make_label_map
+from sarbridge.data.dataset import ImageDataset, make_label_map, verify_images
 from sarbridge.data.hoss import load_hoss
 from sarbridge.data.manifest import load_manifest_splits
 from sarbridge.data.records import OPTICAL, SAR, Sample
@@ -21,7 +21,7 @@ from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.engine.checkpoint import load_checkpoint, load_model_state
 from sarbridge.engine.evaluate import evaluate_protocols, extract_features
 from sarbridge.engine.trainer import StepCallback, Trainer
-from sarbridge.errors import ConfigError
+from sarbridge.errors import ConfigError, SarbridgeError
 from sarbridge.losses.metric import CrossEntropyLabelSmooth, TripletLoss
 from sarbridge.models.reid import ReIDModel, build_reid_model
 from sarbridge.report.tables import write_results
@@ -166,6 +166,7 @@ def train_reid(
     progress: bool = True,
     callbacks: Sequence[StepCallback] = (),
     evaluate_test: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train, select on validation, evaluate the selected model on the test protocols.
 
@@ -176,9 +177,15 @@ def train_reid(
         The metrics written to ``metrics.json``.
     """
     out = Path(out_dir)
+    if (out / "last.pt").exists() and not (resume or overwrite):
+        raise SarbridgeError(
+            f"run folder '{out}' already holds a checkpoint (last.pt)",
+            "pass --resume to continue it, --overwrite to start over, or choose another --out",
+        )
     splits = load_splits(cfg.data)
     check_nonempty(splits.train, "split 'bounding_box_train'", splits.root)
     train, val = holdout_validation(splits.train, cfg.data.val_fraction, seed=cfg.seed)
+    verify_images([*splits.train, *splits.query, *splits.gallery], progress=progress)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)  # model initialisation is part of the run's reproducibility
     task = ReIDTask(cfg, train, val, progress=progress)
