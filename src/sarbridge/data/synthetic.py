@@ -35,7 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from sarbridge.errors import ConfigError, DataError
+
 __all__ = [
+    "SyntheticArgumentError",
+    "SyntheticTargetError",
     "GENERATOR_VERSION",
     "Block",
     "CargoPattern",
@@ -64,12 +68,19 @@ RGBColour = tuple[int, int, int]
 # Palettes (sRGB 0..255)
 # --------------------------------------------------------------------------------------------
 _HULL_COLOURS: list[RGBColour] = [(22, 22, 26), (95, 28, 26), (30, 42, 72), (62, 62, 64), (125, 34, 30), (32, 62, 44)]
-_DECK_COLOURS: list[RGBColour] = [(122, 54, 42), (72, 94, 62), (112, 112, 108), (62, 82, 112), (152, 74, 52), (92, 92, 92)]
+_DECK_COLOURS: list[RGBColour] = [
+    (122, 54, 42), (72, 94, 62), (112, 112, 108), (62, 82, 112), (152, 74, 52), (92, 92, 92),
+]
 _SUPER_COLOURS: list[RGBColour] = [(236, 236, 232), (226, 222, 204), (212, 212, 218), (244, 244, 244), (200, 205, 200)]
-_FUNNEL_COLOURS: list[RGBColour] = [(30, 30, 30), (182, 42, 40), (42, 62, 142), (222, 162, 42), (232, 232, 232), (42, 122, 62)]
-_HATCH_COLOURS: list[RGBColour] = [(152, 52, 46), (72, 112, 72), (102, 102, 112), (182, 122, 62), (62, 92, 142), (170, 170, 160)]
+_FUNNEL_COLOURS: list[RGBColour] = [
+    (30, 30, 30), (182, 42, 40), (42, 62, 142), (222, 162, 42), (232, 232, 232), (42, 122, 62),
+]
+_HATCH_COLOURS: list[RGBColour] = [
+    (152, 52, 46), (72, 112, 72), (102, 102, 112), (182, 122, 62), (62, 92, 142), (170, 170, 160),
+]
 _CONTAINER_COLOURS: list[RGBColour] = [
-    (182, 42, 36), (42, 82, 152), (202, 202, 202), (62, 122, 72), (212, 142, 52), (122, 62, 42), (92, 92, 96), (32, 112, 142),
+    (182, 42, 36), (42, 82, 152), (202, 202, 202), (62, 122, 72),
+    (212, 142, 52), (122, 62, 42), (92, 92, 96), (32, 112, 142),
 ]
 _CRANE_COLOURS: list[RGBColour] = [(212, 182, 42), (232, 232, 232), (172, 52, 42)]
 _PIPE_COLOURS: list[RGBColour] = [(200, 200, 196), (180, 186, 190), (220, 214, 200)]
@@ -85,6 +96,14 @@ _RATIO_RANGE = {"bulk": (5.5, 7.0), "container": (6.5, 8.5), "tanker": (5.0, 6.5
 _SAR_BLOCK_LEVEL = {"deckhouse": 0.9, "bridge": 1.1, "wing": 1.0, "funnel": 1.0, "forecastle": 0.5,
                     "crane": 1.2, "jib": 0.8, "mast": 1.0, "equipment": 0.6,
                     "hatch": 0.25, "container": 0.7, "pipe": 0.5, "manifold": 0.6}
+
+
+class SyntheticArgumentError(ConfigError, ValueError):
+    """An invalid generator argument (also a :class:`ValueError`)."""
+
+
+class SyntheticTargetError(DataError, FileExistsError):
+    """The output folder holds images the generator did not write (also a :class:`FileExistsError`)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,19 +403,26 @@ def sample_ship(rng: np.random.Generator) -> ShipSpec:
         sup.append(Block("deckhouse", acc_u - 0.1 * t * acc_len, 0.0, acc_len * shrink, acc_w * (1.0 - 0.08 * t),
                          acc_h * (0.55 + 0.45 * (t + 1) / tiers), _jitter_colour(rng, sc, 5.0)))
     wing_len = float(np.clip(acc_len * 0.18, 1.5, 4.0))
-    sup.append(Block("wing", acc_u + acc_len / 2.0 - wing_len / 2.0, 0.0, wing_len, beam * float(rng.uniform(0.82, 0.96)),
+    sup.append(Block("wing", acc_u + acc_len / 2.0 - wing_len / 2.0, 0.0, wing_len,
+                     beam * float(rng.uniform(0.82, 0.96)),
                      acc_h + float(rng.uniform(0.0, 1.5)), _jitter_colour(rng, sc, 5.0)))
-    sup.append(Block("bridge", acc_u + acc_len * 0.25, 0.0, acc_len * 0.3, acc_w * 0.7, acc_h + float(rng.uniform(2.0, 4.0)),
+    sup.append(Block("bridge", acc_u + acc_len * 0.25, 0.0, acc_len * 0.3, acc_w * 0.7,
+                     acc_h + float(rng.uniform(2.0, 4.0)),
                      _jitter_colour(rng, sc, 8.0)))
     funnel_size = float(np.clip(beam * rng.uniform(0.12, 0.25), 1.5, 9.0))
-    funnel_u = (acc_u - acc_len / 2.0 - funnel_size * 0.6) if placement != "split" else (-half_l + stern_length + funnel_size)
+    if placement == "split":
+        funnel_u = -half_l + stern_length + funnel_size
+    else:
+        funnel_u = acc_u - acc_len / 2.0 - funnel_size * 0.6
     if placement == "forward" and rng.random() < 0.5:
         funnel_u = acc_u - acc_len / 2.0 - funnel_size
     sup.append(Block("funnel", funnel_u, 0.0, funnel_size * float(rng.uniform(1.0, 1.6)), funnel_size,
                      acc_h + float(rng.uniform(1.0, 6.0)), _pick(rng, _FUNNEL_COLOURS)))
     if placement == "split":  # engine-room casing under the aft funnel
-        sup.append(Block("deckhouse", funnel_u, 0.0, funnel_size * 2.5, acc_w * 0.7, acc_h * 0.5, _jitter_colour(rng, sc, 5.0)))
-    sup.append(Block("mast", acc_u + acc_len * 0.2, 0.0, 0.7, 0.7, acc_h + float(rng.uniform(5.0, 10.0)), (200, 200, 200)))
+        sup.append(Block("deckhouse", funnel_u, 0.0, funnel_size * 2.5, acc_w * 0.7, acc_h * 0.5,
+                         _jitter_colour(rng, sc, 5.0)))
+    sup.append(Block("mast", acc_u + acc_len * 0.2, 0.0, 0.7, 0.7, acc_h + float(rng.uniform(5.0, 10.0)),
+                     (200, 200, 200)))
 
     # forecastle and fore mast
     if ship_type != "small" or placement != "forward":
@@ -409,7 +435,10 @@ def sample_ship(rng: np.random.Generator) -> ShipSpec:
 
     # --- cargo area ---------------------------------------------------------------------------
     if placement in ("aft", "split"):
-        cargo_start = aft_u + acc_len / 2.0 + float(rng.uniform(2.0, 6.0)) if placement == "aft" else funnel_u + funnel_size * 2.0
+        if placement == "aft":
+            cargo_start = aft_u + acc_len / 2.0 + float(rng.uniform(2.0, 6.0))
+        else:
+            cargo_start = funnel_u + funnel_size * 2.0
     else:
         cargo_start = -half_l + stern_length + 2.0
     cargo_end = half_l - bow_length * float(rng.uniform(0.8, 1.0))
@@ -454,7 +483,8 @@ def sample_ship(rng: np.random.Generator) -> ShipSpec:
                 cranes.append(Block("crane", cu, side, ped, ped, h_crane, crane_col))
                 jib_len = float(min(rng.uniform(14.0, 26.0), (b.u_m - a.u_m) * 1.4))
                 direction = 1.0 if rng.random() < 0.5 else -1.0
-                cranes.append(Block("jib", cu + direction * jib_len / 2.0, side, jib_len, 1.0, h_crane * 0.55, crane_col))
+                cranes.append(Block("jib", cu + direction * jib_len / 2.0, side, jib_len, 1.0, h_crane * 0.55,
+                                    crane_col))
     elif ship_type == "container":
         cargo_kind = "containers"
         pitch = 13.6
@@ -482,7 +512,8 @@ def sample_ship(rng: np.random.Generator) -> ShipSpec:
         cargo_blocks.append(Block("pipe", (cargo_start + cargo_end) / 2.0, pv, span, float(rng.uniform(1.2, 3.0)),
                                   float(rng.uniform(1.2, 2.2)), pipe_col))
         mu = cargo_start + span * float(rng.uniform(0.4, 0.6))
-        cargo_blocks.append(Block("manifold", mu, 0.0, float(rng.uniform(3.0, 7.0)), beam * float(rng.uniform(0.6, 0.85)),
+        cargo_blocks.append(Block("manifold", mu, 0.0, float(rng.uniform(3.0, 7.0)),
+                                  beam * float(rng.uniform(0.6, 0.85)),
                                   float(rng.uniform(1.8, 3.0)), pipe_col))
         n_cat = int(rng.integers(0, 4))
         for _ in range(n_cat):  # transverse walkways / tank hatches
@@ -552,7 +583,8 @@ def derive_scatterers(spec: ShipSpec, rng: np.random.Generator) -> list[Scattere
             for su in (-1.0, 1.0):
                 for sv in (-1.0, 1.0):
                     rcs = (2.0 + 0.9 * b.height_m) * float(rng.lognormal(0.0, 0.4))
-                    out.append(Scatterer(b.u_m + su * hl, b.v_m + sv * hw, b.height_m * float(rng.uniform(0.0, 0.4)), rcs, "corner"))
+                    z = b.height_m * float(rng.uniform(0.0, 0.4))
+                    out.append(Scatterer(b.u_m + su * hl, b.v_m + sv * hw, z, rcs, "corner"))
             out.extend(_perimeter_points(b, rng, 3.0, (1.0 + 0.3 * b.height_m, 3.0 + 0.6 * b.height_m), "corner"))
         elif b.kind == "mast":
             out.append(Scatterer(b.u_m, b.v_m, b.height_m * 0.7, float(rng.uniform(20.0, 80.0)), "mast"))
@@ -564,17 +596,20 @@ def derive_scatterers(spec: ShipSpec, rng: np.random.Generator) -> list[Scattere
         elif b.kind == "hatch":
             for su in (-1.0, 1.0):
                 for sv in (-1.0, 1.0):
-                    out.append(Scatterer(b.u_m + su * hl, b.v_m + sv * hw, 0.5, float(rng.uniform(2.0, 8.0)), "coaming"))
+                    rcs = float(rng.uniform(2.0, 8.0))
+                    out.append(Scatterer(b.u_m + su * hl, b.v_m + sv * hw, 0.5, rcs, "coaming"))
             out.extend(_perimeter_points(b, rng, 5.0, (0.5, 3.0), "coaming"))
         elif b.kind == "container":
             for su in (-1.0, 1.0):
                 for sv in (-1.0, 1.0):
-                    out.append(Scatterer(b.u_m + su * hl, b.v_m + sv * hw, b.height_m, float(rng.uniform(3.0, 9.0)), "container"))
+                    rcs = float(rng.uniform(3.0, 9.0))
+                    out.append(Scatterer(b.u_m + su * hl, b.v_m + sv * hw, b.height_m, rcs, "container"))
             out.extend(_perimeter_points(b, rng, 4.0, (0.8, 4.0), "container"))
             if b.stripes:
                 n = len(b.stripes)
                 for k in range(1, n, 2):
-                    out.append(Scatterer(b.u_m + float(rng.choice([-hl, hl])), b.v_m - hw + b.width_m * k / n, b.height_m,
+                    end = float(rng.choice([-hl, hl]))
+                    out.append(Scatterer(b.u_m + end, b.v_m - hw + b.width_m * k / n, b.height_m,
                                          float(rng.uniform(1.0, 4.0)), "container"))
         elif b.kind in ("equipment", "pipe"):
             out.append(Scatterer(b.u_m, b.v_m, b.height_m, float(rng.uniform(1.5, 6.0)), "equipment"))
@@ -788,7 +823,8 @@ def render_optical(
     if foam_strength > 0:
         near = np.clip(1.0 + sd_hull / 2.5, 0.0, 1.0) * (sd_hull < 0)
         bowness = np.clip((u / (spec.length_m / 2.0)) * 1.5 - 0.3, 0.2, 1.0)
-        foam = foam_strength * near * bowness * np.clip(0.6 + 0.5 * _smooth_noise(rng, shape, max(2.0, 3.0 / gsd_m)), 0, 1)
+        streaks = np.clip(0.6 + 0.5 * _smooth_noise(rng, shape, max(2.0, 3.0 / gsd_m)), 0, 1)
+        foam = foam_strength * near * bowness * streaks
         img += foam[..., None] * (np.array([0.85, 0.9, 0.92]) - img)
 
     # --- hull and deck -------------------------------------------------------------------------
@@ -1056,6 +1092,11 @@ def _query_counts(n_opt: int, n_sar: int) -> tuple[int, int]:
     return 0, 1
 
 
+def _shares_pose(train: bool, k: int, n_pair: int, q_opt: int, q_sar: int) -> bool:
+    """Whether optical image k and SAR image k of an id are rendered from one pose."""
+    return k < n_pair and (train or (k < q_opt) == (k < q_sar))
+
+
 def _check_target(root: Path, planned: set[str]) -> list[Path]:
     """Stale images from an earlier generator run to remove; refuse to touch foreign data."""
     existing = [p for d in _SPLIT_DIRS if (root / d).is_dir() for p in (root / d).iterdir()
@@ -1071,9 +1112,10 @@ def _check_target(root: Path, planned: set[str]) -> list[Path]:
         except (OSError, ValueError):
             ours = False
     if not ours and any(not p.name.endswith(".tmp") for p in stale):
-        raise FileExistsError(
+        raise SyntheticTargetError(
             f"'{root}' already holds {len(stale)} images this run would not write (e.g. '{stale[0].name}') "
-            "and no synthetic meta.json; choose an empty folder"
+            "and no synthetic meta.json",
+            "choose an empty or new output folder",
         )
     return stale
 
@@ -1106,15 +1148,17 @@ def generate_hoss_dataset(
     image index within the modality; distractors ``-1_{NNNN}_{RGB|SAR}.tif``. RGB is uint8
     ``(H, W, 3)`` (photometric rgb), SAR float32 ``(H, W)`` (minisblack). Every file is written
     to ``name.tmp`` and renamed, so an interrupted run leaves no partial TIFF; rerunning
-    completes it.
+    completes it. Rerunning in a folder this generator wrote before (its ``meta.json``) removes
+    the images the new run does not write; a folder holding other images is refused.
 
-    Split: a seeded ``train_fraction`` of the ids put all their images in
+    Split: a seeded ``train_fraction`` of the ids (at least one train and one test id when
+    ``0 < train_fraction < 1`` and ``num_ids >= 2``) put all their images in
     ``bounding_box_train``. Each test id puts its first optical and first SAR image in ``query``
     (only one of them when a modality has a single image, so that every query keeps a gallery
     image of the other modality) and the rest in ``bounding_box_test``. Distractors (new ships,
     alternating SAR/RGB) go to the galleries. Subset queries are the ``query`` images of one
     modality; subset galleries the ``bounding_box_test`` images (distractors included) of the
-    other modality.
+    other modality. A protocol without queries gets no folders (readers then skip it).
 
     The output depends only on the arguments (per-image random streams derive from ``seed``
     and the image's identity and index), not on the order or the folder.
@@ -1133,27 +1177,30 @@ def generate_hoss_dataset(
         subsets: also write the O2S and S2O protocols.
         progress: show a tqdm progress bar.
         heading_jitter_deg: per-image heading jitter.
-        paired_poses: optical image k and SAR image k of an id share their pose (the first
-            ``min(optical_per_id, sar_per_id)`` of each); listed in ``pairs.csv``. Query images
-            (index 1) and gallery images (index >= 2) never share a pose.
+        paired_poses: optical image k and SAR image k of an id share their pose (for k below
+            ``min(optical_per_id, sar_per_id)``, when both land in the same split: a query
+            never shares its pose with a gallery image); listed in ``pairs.csv``.
 
     Returns:
         The dataset root.
 
     Raises:
-        ValueError: invalid counts, fractions or GSDs.
-        FileExistsError: ``root`` holds other images that this run would not write.
+        SyntheticArgumentError: invalid counts, fractions or GSDs (a ``ValueError``).
+        SyntheticTargetError: ``root`` holds other images that this run would not write (a
+            ``FileExistsError``).
     """
     if num_ids < 1:
-        raise ValueError(f"num_ids must be >= 1, got {num_ids}")
+        raise SyntheticArgumentError(f"num_ids must be >= 1, got {num_ids}")
     if not (1 <= optical_per_id <= 99 and 1 <= sar_per_id <= 99):
-        raise ValueError("optical_per_id and sar_per_id must be between 1 and 99")
+        raise SyntheticArgumentError("optical_per_id and sar_per_id must be between 1 and 99")
     if not 0.0 <= train_fraction <= 1.0:
-        raise ValueError(f"train_fraction must be in [0, 1], got {train_fraction}")
+        raise SyntheticArgumentError(f"train_fraction must be in [0, 1], got {train_fraction}")
     if num_distractors < 0 or num_distractors > 9999:
-        raise ValueError(f"num_distractors must be in [0, 9999], got {num_distractors}")
+        raise SyntheticArgumentError(f"num_distractors must be in [0, 9999], got {num_distractors}")
     if gsd_optical <= 0 or gsd_sar <= 0:
-        raise ValueError("gsd_optical and gsd_sar must be positive")
+        raise SyntheticArgumentError("gsd_optical and gsd_sar must be positive")
+    if looks is not None and looks < 0:
+        raise SyntheticArgumentError(f"looks must be positive, 0 or None (no speckle), got {looks}")
     root = Path(root)
 
     pids = np.arange(1, num_ids + 1)
@@ -1181,7 +1228,8 @@ def generate_hoss_dataset(
                 jobs.append({"pid": pid, "modality": mod, "index": k, "name": name, "dirs": dirs})
     for j in range(num_distractors):
         mod = "SAR" if j % 2 == 0 else "RGB"
-        dirs = ["bounding_box_test"] + ([f"subset/{'O2S' if mod == 'SAR' else 'S2O'}/bounding_box_test"] if subsets else [])
+        sub = "O2S" if mod == "SAR" else "S2O"
+        dirs = ["bounding_box_test"] + ([f"subset/{sub}/bounding_box_test"] if subsets else [])
         jobs.append({"pid": -1, "modality": mod, "index": j, "name": f"-1_{j + 1:04d}_{mod}.tif", "dirs": dirs})
 
     planned = {f"{d}/{job['name']}" for job in jobs for d in job["dirs"]}
@@ -1207,7 +1255,7 @@ def generate_hoss_dataset(
                 if pid not in specs:
                     specs[pid] = sample_ship(_rng(seed, _STREAM_SPEC, pid))
                 spec = specs[pid]
-                shared = k < n_pair
+                shared = _shares_pose(pid in train_ids, k, n_pair, q_opt, q_sar)
                 pose_key = (_STREAM_POSE, pid, k, 0 if shared else (1 if mod == "RGB" else 2))
                 img_rng = _rng(seed, _STREAM_OPT if mod == "RGB" else _STREAM_SAR, pid, k)
             else:
@@ -1223,13 +1271,14 @@ def generate_hoss_dataset(
             for d in job["dirs"]:
                 _atomic_write_bytes(root / d / job["name"], data)
             entry: dict[str, Any] = {
-                "pid": pid, "modality": mod, "dirs": job["dirs"], "height": int(arr.shape[0]), "width": int(arr.shape[1]),
+                "pid": pid, "modality": mod, "dirs": job["dirs"],
+                "height": int(arr.shape[0]), "width": int(arr.shape[1]),
                 "gsd_m": gsd_optical if mod == "RGB" else gsd_sar, "pose": pose.to_dict(),
             }
             if pid < 0:
                 entry["spec"] = spec.summary()
             files[job["name"]] = entry
-            if pid > 0 and k < n_pair and mod == "SAR":
+            if pid > 0 and mod == "SAR" and _shares_pose(pid in train_ids, k, n_pair, q_opt, q_sar):
                 pairs.append((f"{pid:04d}_s{k + 1:02d}c1_RGB.tif", job["name"], pid))
             if bar is not None:
                 bar.update(1)
