@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -310,14 +311,28 @@ def validate(cfg: Any) -> None:
         )
     if o.epochs < 1:
         raise ConfigError(f"optim.epochs must be >= 1, got {o.epochs}")
-    if o.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+    if not (o.lr > 0 and math.isfinite(o.lr)):
+        raise ConfigError(f"optim.lr must be a positive finite number, got {o.lr}")
     if o.warmup_epochs < 0:
         raise ConfigError(f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
     if not 0.0 <= m.drop_path < 1.0:
         raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
-    if cfg.loss.ce_weight < 0 or cfg.loss.triplet_weight < 0:
-        raise ConfigError("loss weights must be >= 0")
+    for key in ("ce_weight", "triplet_weight", "label_smoothing"):
+        v = getattr(cfg.loss, key)
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"loss.{key} must be a finite number >= 0, got {v}")
+    for key in ("gsd_optical", "gsd_sar"):
+        v = getattr(d, key)
+        if not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"data.{key} must be a positive ground sampling distance in metres, got {v}")
+    for key in ("flip", "random_erasing"):
+        v = getattr(d.augment, key)
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"data.augment.{key} is a probability in [0, 1], got {v}")
+    if cfg.eval.batch_size < 1 or cfg.eval.max_rank < 1 or cfg.eval.every < 1:
+        raise ConfigError("eval.batch_size, eval.max_rank and eval.every must be >= 1")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device '{cfg.device}' is not known", "use auto, cpu, cuda or cuda:N")
 

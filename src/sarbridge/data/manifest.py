@@ -41,7 +41,7 @@ def read_manifest(path: str | Path) -> list[Sample]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"manifest '{p}' not found", "pass an existing CSV to data.manifest")
-    with p.open(newline="", encoding="utf-8") as fh:
+    with p.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
@@ -49,6 +49,8 @@ def read_manifest(path: str | Path) -> list[Sample]:
         samples = []
         for line, row in enumerate(reader, start=2):
             where = f"{p}:{line}"
+            if any(row.get(c) is None for c in REQUIRED):
+                raise DataError(f"{where}: row has fewer fields than the header", "fill every column (empty is fine for optional ones)")
             img = Path(row["path"].strip())
             img = img if img.is_absolute() else p.parent / img
             if not img.is_file():
@@ -60,7 +62,10 @@ def read_manifest(path: str | Path) -> list[Sample]:
             split = row["split"].strip().lower()
             if split not in SPLITS:
                 raise DataError(f"{where}: unknown split '{row['split']}'", f"use one of {', '.join(SPLITS)}")
-            camid = int(row["camid"]) if (row.get("camid") or "").strip() else 0
+            try:
+                camid = int(row["camid"]) if (row.get("camid") or "").strip() else 0
+            except ValueError:
+                raise DataError(f"{where}: camid {row['camid']!r} is not an integer", "use integer camera ids") from None
             samples.append(Sample(
                 path=str(img), pid=pid, modality=parse_modality(row["modality"], where), camid=camid,
                 split=split, lon=_opt_float(row, "lon", where), lat=_opt_float(row, "lat", where),

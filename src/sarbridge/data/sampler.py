@@ -62,17 +62,18 @@ class PKSampler(Sampler[list[int]]):
         k = self.num_instances
         if len(idx) < k:
             idx = np.concatenate([idx, rng.choice(idx, size=k - len(idx), replace=True)])
-        if self.balance:
-            per_mod = [rng.permutation(idx[self.modalities[idx] == m]) for m in (0, 1)]
-            order: list[int] = []
-            a, b = list(per_mod[0]), list(per_mod[1])
-            first = int(rng.integers(2))
-            queues = (a, b) if first == 0 else (b, a)
-            while queues[0] or queues[1]:
-                for q in queues:
-                    if q:
-                        order.append(int(q.pop()))
-            seq = order
+        n_groups = len(idx) // k
+        mods = [np.unique(idx[self.modalities[idx] == m]) for m in (0, 1)]
+        if self.balance and len(mods[0]) and len(mods[1]):
+            # alternate modalities; the smaller one is reshuffled and reused so every group has both
+            queues = [list(rng.permutation(m)) for m in mods]
+            turn = int(rng.integers(2))
+            seq = []
+            for _ in range(n_groups * k):
+                if not queues[turn]:
+                    queues[turn] = list(rng.permutation(mods[turn]))
+                seq.append(int(queues[turn].pop()))
+                turn = 1 - turn
         else:
             seq = [int(i) for i in rng.permutation(idx)]
         return [seq[i : i + k] for i in range(0, len(seq) - k + 1, k)]

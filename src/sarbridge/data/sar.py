@@ -38,6 +38,7 @@ def _single_band(x: np.ndarray) -> np.ndarray:
 
 
 def _to_uint8_rgb(x: np.ndarray) -> np.ndarray:
+    # rounded (the reference code truncates with astype(uint8), which maps the peak to 254)
     x8 = np.clip(np.rint(x), 0, 255).astype(np.uint8)
     return np.repeat(x8[..., None], 3, axis=-1)
 
@@ -47,7 +48,7 @@ def max_scale(x: np.ndarray, **_: float) -> np.ndarray:
     """TransOSS scaling: divide by the maximum, map to [0, 255], replicate to 3 channels."""
     x = _single_band(x)
     peak = float(x.max())
-    return _to_uint8_rgb(255.0 * x / (peak + EPS) if peak > 0 else np.zeros_like(x))
+    return _to_uint8_rgb(255.0 * x / peak if peak > 0 else np.zeros_like(x))
 
 
 @register_sar_preprocess("percentile")

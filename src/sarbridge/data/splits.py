@@ -78,8 +78,9 @@ def holdout_validation(
     for s in train:
         by_pid.setdefault(s.pid, set()).add(s.modality)
     eligible = sorted(pid for pid, mods in by_pid.items() if len(mods) == 2 and pid >= 0)
-    n_val = int(round(fraction * len(by_pid)))
-    n_val = min(max(n_val, 2), len(eligible), len(by_pid) - 2)
+    n_ids = sum(1 for pid in by_pid if pid >= 0)
+    n_val = int(round(fraction * n_ids))
+    n_val = min(max(n_val, 2), len(eligible), n_ids - 2)
     if n_val < 2:
         return list(train), []
     rng = np.random.default_rng(seed)
