@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from sarbridge.data import synthetic as syn
+from sarbridge.data.synthetic import hoss_layout as syn
 from sarbridge.data.synthetic import (
     Block,
     Pose,
