@@ -1,16 +1,11 @@
-"""The ``sarbridge`` command line: parses arguments, loads configs, calls one function per command.
-
-Errors caused by input (paths, data, configs, checkpoints) print one ``error: ...`` line and exit 2.
-"""
+"""Ship re-identification commands: train, eval, demo, synth."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from sarbridge.errors import SarbridgeError
+from sarbridge.cli.common import add_common
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
@@ -66,15 +61,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sarbridge", description="Cross-modal optical <-> SAR retrieval.")
-    p.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = p.add_subparsers(dest="command")
-
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
-
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the re-identification subcommands."""
     t = sub.add_parser("train", help="train a ship re-identification model and evaluate it")
     t.add_argument("--config", required=True, help="YAML experiment file (see configs/)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
@@ -82,14 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder for checkpoints and results")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
-    common(t)
+    add_common(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint under ALL->ALL, Optical->SAR, SAR->Optical")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", help="HOSS folder or manifest CSV (default: the training data)")
     e.add_argument("--out", required=True)
-    common(e)
+    add_common(e)
     e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="train + evaluate on the embedded HOSS sample (or --data synthetic)")
@@ -97,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", default="hoss", help="hoss (embedded sample), synthetic, or a folder")
     d.add_argument("--ids", type=int, default=100, help="identities of the synthetic set")
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a demo config key")
-    common(d)
+    add_common(d)
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("synth", help="generate a synthetic optical/SAR ship set in the HOSS layout")
@@ -108,30 +96,3 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--distractors", type=int, default=10)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_synth)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sarbridge`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.version:
-        from sarbridge import __version__
-
-        print(__version__)
-        return 0
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args))
-    except SarbridgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last complete checkpoint is kept (resume with --resume)", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

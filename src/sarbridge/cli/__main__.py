@@ -1,0 +1,5 @@
+import sys
+
+from sarbridge.cli import main
+
+sys.exit(main())
