@@ -12,18 +12,20 @@ from collections.abc import Sequence
 
 from sarbridge.errors import SarbridgeError
 
-COMMAND_MODULES = ("reid",)
+COMMAND_MODULES = ("reid", "pretrain", "despeckle", "diffusion", "ablate")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every registered command."""
     import importlib
+    import importlib.util
 
     p = argparse.ArgumentParser(prog="sarbridge", description="Cross-modal optical <-> SAR retrieval.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command")
     for name in COMMAND_MODULES:
-        importlib.import_module(f"sarbridge.cli.{name}").register(sub)
+        if importlib.util.find_spec(f"sarbridge.cli.{name}") is not None:
+            importlib.import_module(f"sarbridge.cli.{name}").register(sub)
     return p
 
 
