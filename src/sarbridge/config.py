@@ -50,6 +50,8 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [256, 128])
     sar_preprocess: Literal["max", "percentile"] = "max"
     sar_alpha: float = 5.0
+    sar_despeckle: str | None = None
+    sar_despeckle_window: int = 7
     gsd_optical: float = 0.75
     gsd_sar: float = 1.0
     val_fraction: float = 0.15
@@ -75,12 +77,14 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """Cross-entropy on the BNNeck logits plus batch-hard triplet on pre-neck features."""
+    """CE on the BNNeck logits + batch-hard triplet on pre-neck features (+ MOS CMAL when weighted)."""
 
     ce_weight: float = 1.0
     label_smoothing: float = 0.0
     triplet_weight: float = 1.0
     triplet_margin: float | None = None
+    cmal_weight: float = 0.0
+    cmal_form: Literal["mos", "w2"] = "mos"
 
 
 @dataclass
@@ -108,6 +112,26 @@ class EvalConfig:
 
 
 @dataclass
+class FusionConfig:
+    """MOS CDGF: fuse features with those of diffusion-generated cross-modal images at inference.
+
+    ``f_fused = normalize((1 - tau) f + tau * mean_k f(gen_k))`` for images of the modalities in
+    ``modalities`` (MOS: optical only, i.e. optical queries in Optical->SAR, the optical gallery in
+    SAR->Optical, both in ALL->ALL).
+    """
+
+    enabled: bool = False
+    opt2sar_checkpoint: str | None = None
+    sar2opt_checkpoint: str | None = None
+    tau: float = 0.02
+    samples: int = 5
+    steps: int = 200
+    seed: int = 0
+    modalities: list[str] = field(default_factory=lambda: ["optical"])
+    cache_dir: str | None = None
+
+
+@dataclass
 class ExperimentConfig:
     """A whole re-identification experiment."""
 
@@ -120,6 +144,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
 
 def _type_name(tp: Any) -> str:
@@ -317,7 +342,7 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
     if not 0.0 <= m.drop_path < 1.0:
         raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
-    for key in ("ce_weight", "triplet_weight", "label_smoothing"):
+    for key in ("ce_weight", "triplet_weight", "label_smoothing", "cmal_weight"):
         v = getattr(cfg.loss, key)
         if not (v >= 0 and math.isfinite(v)):
             raise ConfigError(f"loss.{key} must be a finite number >= 0, got {v}")
@@ -331,6 +356,16 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"data.augment.{key} is a probability in [0, 1], got {v}")
     if cfg.eval.batch_size < 1 or cfg.eval.max_rank < 1 or cfg.eval.every < 1:
         raise ConfigError("eval.batch_size, eval.max_rank and eval.every must be >= 1")
+    if d.sar_despeckle_window < 3 or d.sar_despeckle_window % 2 == 0:
+        raise ConfigError(f"data.sar_despeckle_window must be odd and >= 3, got {d.sar_despeckle_window}")
+    f = cfg.fusion
+    if not 0.0 <= f.tau <= 1.0:
+        raise ConfigError(f"fusion.tau must be in [0, 1], got {f.tau}")
+    if f.samples < 1 or f.steps < 1:
+        raise ConfigError("fusion.samples and fusion.steps must be >= 1")
+    bad = [m for m in f.modalities if m not in ("optical", "sar")]
+    if bad:
+        raise ConfigError(f"fusion.modalities has unknown modality {bad[0]!r}", "use optical and/or sar")
     if d.num_workers < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
     if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):

@@ -95,3 +95,13 @@ def test_evaluate_protocols_by_path_bank():
     res = evaluate_protocols(bank, {"opt2sar": (query, gallery), "empty": ([], gallery)})
     assert res["opt2sar"]["R1"] == 100.0 and res["opt2sar"]["mAP"] == 100.0
     assert res["empty"]["queries"] == 0
+
+
+def test_cmal_term_is_trained_and_logged(tmp_path):
+    from sarbridge.engine.reid import train_reid
+    from tiny_setup import tiny_config
+
+    cfg = tiny_config(epochs=2, extra=["loss.cmal_weight=2.0", "loss.cmal_form=w2", "data.sar_preprocess=percentile"])
+    train_reid(cfg, tmp_path, progress=False, evaluate_test=False)
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert all("cmal" in r and r["cmal"] > 0 for r in log)

@@ -22,6 +22,7 @@ from sarbridge.engine.checkpoint import load_checkpoint, load_model_state
 from sarbridge.engine.evaluate import evaluate_protocols, extract_features
 from sarbridge.engine.trainer import StepCallback, Trainer
 from sarbridge.errors import ConfigError, SarbridgeError
+from sarbridge.losses.alignment import CMALoss
 from sarbridge.losses.metric import CrossEntropyLabelSmooth, TripletLoss
 from sarbridge.models.reid import ReIDModel, build_reid_model
 from sarbridge.report.tables import write_results
@@ -57,7 +58,7 @@ def arch_signature(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 class ReIDTask:
-    """CE (BNNeck logits) + batch-hard triplet (pre-neck features) on PK batches.
+    """CE (BNNeck logits) + batch-hard triplet (pre-neck features) [+ CMAL] on PK batches.
 
     Validation (model selection) is Optical->SAR and SAR->Optical retrieval among held-out
     training identities; ``selection`` is the mean of the two mAPs.
@@ -84,6 +85,7 @@ class ReIDTask:
         lc = cfg.loss
         self.ce: nn.Module = CrossEntropyLabelSmooth(lc.label_smoothing) if lc.label_smoothing > 0 else nn.CrossEntropyLoss()
         self.triplet = TripletLoss(margin=lc.triplet_margin)
+        self.cmal = CMALoss(form=lc.cmal_form) if lc.cmal_weight > 0 else None
 
     def train_batches(self, epoch: int) -> DataLoader:
         self.sampler.set_epoch(epoch)
@@ -96,7 +98,12 @@ class ReIDTask:
         ce = self.ce(out["logits"].float(), labels)
         tri = self.triplet(out["features"].float(), labels)
         loss = self.cfg.loss.ce_weight * ce + self.cfg.loss.triplet_weight * tri
-        return {"loss": loss, "ce": ce.detach(), "triplet": tri.detach()}
+        logs = {"ce": ce.detach(), "triplet": tri.detach()}
+        if self.cmal is not None:
+            cmal = self.cmal(out["features"].float(), labels, batch["modality"].to(device))
+            loss = loss + self.cfg.loss.cmal_weight * cmal
+            logs["cmal"] = cmal.detach()
+        return {"loss": loss, **logs}
 
     def validate(self, epoch: int, device: torch.device) -> dict[str, float] | None:
         if not self.val:
