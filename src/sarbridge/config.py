@@ -272,11 +272,11 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     return nested
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
@@ -314,7 +314,7 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file '{p}' must contain a mapping of keys", "see configs/demo.yaml")
         data = loaded or {}
-    data = _merge(data, parse_overrides(overrides))
+    data = merge_dicts(data, parse_overrides(overrides))
     return config_from_dict(data, cls)
 
 

@@ -36,7 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sarbridge.engine.reid import evaluate_reid
 
     metrics = evaluate_reid(args.checkpoint, args.out, data=args.data, device=args.device or "auto",
-                            progress=not args.quiet)
+                            progress=not args.quiet, overrides=args.set)
     _print_summary(metrics, Path(args.out))
     return 0
 
@@ -77,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", help="HOSS folder or manifest CSV (default: the training data)")
     e.add_argument("--out", required=True)
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="evaluation-time override, e.g. fusion.enabled=true fusion.opt2sar_checkpoint=CKPT")
     add_common(e)
     e.set_defaults(func=cmd_eval)
 

@@ -151,8 +151,11 @@ def evaluate_splits(
     batch_size: int = 64,
     max_rank: int = 50,
     progress: bool = True,
+    fusion: Any | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Extract features once per image and evaluate the three protocols."""
+    """Extract features once per image (fused with generated twins when ``fusion.enabled``) and
+    evaluate the three protocols."""
     protocols, source = build_protocols(splits)
     unique: dict[str, Sample] = {}
     for q, g in protocols.values():
@@ -161,8 +164,15 @@ def evaluate_splits(
     samples = list(unique.values())
     feats = extract_features(model, samples, spec, device, batch_size, progress=progress, desc="test features")
     bank = {s.path: f for s, f in zip(samples, feats)}
+    if fusion is not None and fusion.enabled:
+        from sarbridge.engine.fusion import fuse_bank
+
+        bank = fuse_bank(model, spec, bank, samples, fusion, device, cache_dir or "fusion_cache", progress)
     results: dict[str, Any] = evaluate_protocols(bank, protocols, max_rank)
     results["protocol_source"] = source
+    if fusion is not None and fusion.enabled:
+        results["fusion"] = {"tau": fusion.tau, "samples": fusion.samples, "steps": fusion.steps,
+                             "modalities": list(fusion.modalities)}
     return results
 
 
@@ -206,7 +216,8 @@ def train_reid(
     if not evaluate_test:
         return {}
     model, spec, _, state = model_from_checkpoint(result.best_checkpoint)
-    metrics = evaluate_splits(model.to(device), spec, splits, device, cfg.eval.batch_size, cfg.eval.max_rank, progress)
+    metrics = evaluate_splits(model.to(device), spec, splits, device, cfg.eval.batch_size, cfg.eval.max_rank,
+                              progress, fusion=cfg.fusion, cache_dir=out / "fusion_cache")
     metrics["meta"] = {
         "checkpoint": str(result.best_checkpoint), "selected_epoch": result.best_epoch,
         "selection": "validation mAP (held-out training identities)" if val else "last epoch (no validation split)",
@@ -222,9 +233,18 @@ def evaluate_reid(
     data: str | None = None,
     device: str = "auto",
     progress: bool = True,
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on the test protocols of ``data`` (default: the data it was trained on)."""
+    """Evaluate a checkpoint on the test protocols of ``data`` (default: the data it was trained on).
+
+    ``overrides`` (``key=value``) change evaluation-time settings of the checkpoint's config, e.g.
+    ``fusion.enabled=true`` with ``fusion.opt2sar_checkpoint=...`` for MOS feature fusion.
+    """
     model, spec, cfg, state = model_from_checkpoint(checkpoint)
+    if overrides:
+        from sarbridge.config import merge_dicts, parse_overrides
+
+        cfg = config_from_dict(merge_dicts(config_to_dict(cfg), parse_overrides(overrides)))
     if data:
         if data.endswith(".csv"):
             cfg.data.format, cfg.data.manifest = "manifest", data
@@ -233,10 +253,11 @@ def evaluate_reid(
     cfg.device = device
     dev = resolve_device(device)
     splits = load_splits(cfg.data, require_train=False)
-    metrics = evaluate_splits(model.to(dev), spec, splits, dev, cfg.eval.batch_size, cfg.eval.max_rank, progress)
+    out = Path(out_dir)
+    metrics = evaluate_splits(model.to(dev), spec, splits, dev, cfg.eval.batch_size, cfg.eval.max_rank, progress,
+                              fusion=cfg.fusion, cache_dir=out / "fusion_cache")
     metrics["meta"] = {"checkpoint": str(checkpoint), "selected_epoch": state.get("epoch"), "data": splits.root,
                        "device": str(dev)}
-    out = Path(out_dir)
     save_config(cfg, out / "config.yaml")
     write_results(out, metrics, title="sarbridge re-identification: evaluation")
     return metrics
