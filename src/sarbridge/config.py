@@ -132,6 +132,23 @@ class FusionConfig:
 
 
 @dataclass
+class AblationConfig:
+    """The cumulative MOS ablation: baseline, +denoise, +CMAL, +CDGF (``sarbridge ablate``).
+
+    Each step is a mapping of ``dotted.key: value`` overrides applied on top of the previous step.
+    The baseline switches every MOS part off. +CDGF is inference-only: it re-evaluates the +CMAL
+    model with feature fusion; when ``fusion.opt2sar_checkpoint`` is unset, an optical->SAR bridge is
+    trained first from ``diffusion_config`` on the training split.
+    """
+
+    denoise: dict[str, Any] = field(default_factory=lambda: {"data.sar_preprocess": "percentile"})
+    cmal: dict[str, Any] = field(default_factory=lambda: {"loss.cmal_weight": 2.0})
+    cdgf: dict[str, Any] = field(default_factory=lambda: {"fusion.enabled": True})
+    diffusion_config: str | None = None
+    diffusion_overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ExperimentConfig:
     """A whole re-identification experiment."""
 
@@ -145,6 +162,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
 
 def _type_name(tp: Any) -> str:
