@@ -26,6 +26,9 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes owner-only files; results are for everyone
     try:
         writer(tmp_path)
         os.replace(tmp_path, path)

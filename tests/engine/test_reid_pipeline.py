@@ -105,3 +105,16 @@ def test_cmal_term_is_trained_and_logged(tmp_path):
     train_reid(cfg, tmp_path, progress=False, evaluate_test=False)
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert all("cmal" in r and r["cmal"] > 0 for r in log)
+
+
+def test_despeckle_filter_in_preprocessing_changes_sar_only():
+    from sarbridge.data.transforms import PreprocessSpec
+
+    rng = np.random.default_rng(0)
+    sar = rng.gamma(1.0, 0.5, size=(40, 12)).astype(np.float32)
+    plain = PreprocessSpec().to_uint8(sar, "sar")
+    lee = PreprocessSpec(sar_despeckle="lee", sar_despeckle_window=5).to_uint8(sar, "sar")
+    assert lee.shape == plain.shape == (40, 12, 3)
+    assert lee[..., 0].astype(float).std() < plain[..., 0].astype(float).std()  # speckle smoothed
+    rgb = rng.integers(0, 256, size=(8, 4, 3), dtype=np.uint8)
+    assert np.array_equal(PreprocessSpec(sar_despeckle="lee").to_uint8(rgb, "optical"), rgb)

@@ -30,6 +30,8 @@ class PreprocessSpec:
     image_size: list[int] = field(default_factory=lambda: [256, 128])
     sar_preprocess: str = "max"
     sar_alpha: float = 5.0
+    sar_despeckle: str | None = None
+    sar_despeckle_window: int = 7
     gsd_optical: float = 0.75
     gsd_sar: float = 1.0
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
@@ -46,6 +48,11 @@ class PreprocessSpec:
         """Raw pixels -> uint8 (H, W, 3) using the modality's rule."""
         modality = parse_modality(modality)
         if modality == SAR:
+            if self.sar_despeckle:
+                from sarbridge.data.despeckle import despeckle
+
+                band = arr.mean(axis=-1) if arr.ndim == 3 else arr
+                arr = despeckle(np.asarray(band, dtype=np.float32), self.sar_despeckle, self.sar_despeckle_window)
             return get_sar_preprocess(self.sar_preprocess)(arr, alpha=self.sar_alpha)
         return optical_to_uint8_rgb(arr)
 

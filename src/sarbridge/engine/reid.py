@@ -33,6 +33,7 @@ def spec_from_config(data_cfg: Any) -> PreprocessSpec:
     """The preprocessing a config asks for."""
     return PreprocessSpec(
         image_size=list(data_cfg.image_size), sar_preprocess=data_cfg.sar_preprocess, sar_alpha=data_cfg.sar_alpha,
+        sar_despeckle=data_cfg.sar_despeckle, sar_despeckle_window=data_cfg.sar_despeckle_window,
         gsd_optical=data_cfg.gsd_optical, gsd_sar=data_cfg.gsd_sar,
     )
 
