@@ -75,3 +75,16 @@ def test_generated_features_embed_twins_as_the_other_modality(tmp_path, tiny_mod
     as_opt = torch.nn.functional.normalize(model.embed(x, torch.tensor([0]), size), dim=1)[0]
     assert torch.allclose(got, as_sar, atol=1e-5)
     assert not torch.allclose(got, as_opt, atol=1e-3)
+
+
+def test_enabled_fusion_without_generator_fails_before_training(tmp_path):
+    from sarbridge.engine.reid import train_reid
+    from sarbridge.errors import ConfigError
+
+    cfg = tiny_config(extra=["fusion.enabled=true"])
+    with pytest.raises(ConfigError, match="opt2sar_checkpoint"):
+        train_reid(cfg, tmp_path, progress=False)
+    assert not (tmp_path / "last.pt").exists()
+    cfg = tiny_config(extra=["fusion.enabled=true", f"fusion.opt2sar_checkpoint={tmp_path / 'nope.pt'}"])
+    with pytest.raises(ConfigError, match="not found"):
+        train_reid(cfg, tmp_path, progress=False)

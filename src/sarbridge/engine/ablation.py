@@ -76,6 +76,36 @@ def ablation_markdown(rows: list[dict[str, Any]], seeds: list[int]) -> str:
     return markdown_table(body, header) + "\n" + note + "\n"
 
 
+def train_bridge_for_ablation(cfg: ExperimentConfig, out_dir: Path, progress: bool = True) -> str:
+    """Train (once; reused by later seeds) the optical->SAR bridge that +CDGF samples from.
+
+    The bridge learns from the training split only (identity pairs of a HOSS folder, or the same-pose
+    pairs of the training ids of a generated set), with the re-identification model's SAR rule.
+
+    Returns:
+        The path of the bridge's ``best.pt``.
+    """
+    from sarbridge.diffusion.train import load_diffusion_config, train_diffusion
+    from sarbridge.errors import ConfigError
+
+    best = Path(out_dir) / "best.pt"
+    if best.is_file() and (Path(out_dir) / "metrics.json").is_file():
+        return str(best)
+    if not cfg.ablation.diffusion_config:
+        raise ConfigError(
+            "+CDGF needs an optical->SAR bridge: neither fusion.opt2sar_checkpoint nor ablation.diffusion_config is set",
+            "set ablation.diffusion_config=configs/bbdm_demo.yaml or give a trained checkpoint",
+        )
+    overrides = [
+        f"data.root={cfg.data.root}", "direction=opt2sar", f"data.sar_preprocess={cfg.data.sar_preprocess}",
+        f"data.sar_alpha={cfg.data.sar_alpha}", f"seed={cfg.seed}", f"device={cfg.device}",
+        *cfg.ablation.diffusion_overrides,
+    ]
+    dcfg = load_diffusion_config(cfg.ablation.diffusion_config, overrides)
+    train_diffusion(dcfg, out_dir, overwrite=True, progress=progress)
+    return str(best)
+
+
 def run_ablation(
     cfg: ExperimentConfig,
     out_dir: str | Path,

@@ -153,6 +153,27 @@ def fuse(feature: torch.Tensor, generated_mean: torch.Tensor, tau: float) -> tor
     return F.normalize((1.0 - tau) * f + tau * generated_mean.float(), dim=-1)
 
 
+def check_fusion_ready(fusion: Any) -> None:
+    """Fail early (before hours of training) when enabled fusion lacks a generator checkpoint.
+
+    Raises:
+        ConfigError: naming the missing key or file.
+    """
+    if not fusion.enabled:
+        return
+    for modality in fusion.modalities:
+        direction = DIRECTION_OF[modality]
+        ckpt = fusion.opt2sar_checkpoint if modality == OPTICAL else fusion.sar2opt_checkpoint
+        if not ckpt:
+            raise ConfigError(
+                f"fusion of {modality} features needs fusion.{direction}_checkpoint",
+                f"train one with 'sarbridge diffusion-train --direction {direction}' and set its best.pt, "
+                "or set fusion.enabled=false",
+            )
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"fusion.{direction}_checkpoint '{ckpt}' not found", "pass an existing best.pt")
+
+
 def fuse_bank(
     model: torch.nn.Module,
     spec: PreprocessSpec,
@@ -174,15 +195,11 @@ def fuse_bank(
     """
     from sarbridge.diffusion.translate import BridgeTranslator
 
+    check_fusion_ready(fusion)
     out = dict(bank)
     for modality in fusion.modalities:
         direction = DIRECTION_OF[modality]
         ckpt = fusion.opt2sar_checkpoint if modality == OPTICAL else fusion.sar2opt_checkpoint
-        if not ckpt:
-            raise ConfigError(
-                f"fusion of {modality} features needs fusion.{direction}_checkpoint",
-                f"train one with 'sarbridge diffusion-train --direction {direction}' and set its best.pt",
-            )
         translator = BridgeTranslator.from_checkpoint(ckpt, device=str(device))
         if translator.direction != direction:
             raise ConfigError(

@@ -200,6 +200,10 @@ def train_reid(
             f"run folder '{out}' already holds a checkpoint (last.pt)",
             "pass --resume to continue it, --overwrite to start over, or choose another --out",
         )
+    if evaluate_test:
+        from sarbridge.engine.fusion import check_fusion_ready
+
+        check_fusion_ready(cfg.fusion)
     splits = load_splits(cfg.data)
     check_nonempty(splits.train, "split 'bounding_box_train'", splits.root)
     train, val = holdout_validation(splits.train, cfg.data.val_fraction, seed=cfg.seed)
