@@ -2,6 +2,8 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# torch's OpenMP threads spin-wait by default, which slows everything on a shared 2-core machine
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-all clean
 

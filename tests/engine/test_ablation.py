@@ -49,3 +49,34 @@ def test_ablate_cli_two_seeds(tmp_path, capsys):
     assert "+CMAL" in md and "±" in md
     assert (tmp_path / "seed1" / "cmal" / "best.pt").is_file()
     assert "Optical->SAR mAP" in capsys.readouterr().out
+
+
+BRIDGE_TINY = [
+    "data.resolution=[16,8]", "data.val_fraction=0.25", "model.channels=8", "model.channel_mult=[1,2]",
+    "model.layers_per_block=1", "model.attention_resolutions=[]", "model.attention_head_dim=8",
+    "model.mid_attention=false", "model.norm_num_groups=4", "train.batch_size=4", "train.steps_per_epoch=2",
+    "optim.epochs=1", "eval.sample_images=0", "bridge.sample_steps=3",
+]
+
+
+def test_ablation_with_real_cdgf_trains_a_bridge_and_fuses(tmp_path):
+    from pathlib import Path
+
+    from sarbridge.engine.ablation import run_ablation
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = tiny_config(epochs=1, extra=[
+        f"ablation.diffusion_config={repo / 'configs' / 'bbdm_demo.yaml'}",
+        "ablation.diffusion_overrides=[" + ", ".join(f"'{o}'" for o in BRIDGE_TINY) + "]",
+        "fusion.tau=0.5", "fusion.samples=2", "fusion.steps=3",
+    ])
+    res = run_ablation(cfg, tmp_path, seeds=1, progress=False)
+    assert (tmp_path / "bridge_opt2sar" / "best.pt").is_file()
+    cached = list((tmp_path / "fusion_cache").rglob("*.npy"))
+    n_optical = len({p.name for p in (repo / "src/sarbridge/resources/hoss-sample/HOSS/query").glob("*_RGB.tif")}) + \
+        len(list((repo / "src/sarbridge/resources/hoss-sample/HOSS/bounding_box_test").glob("*_RGB.tif")))
+    assert len(cached) == n_optical  # one set of K twins per optical query/gallery image
+    cmal, cdgf = res["rows"][2], res["rows"][3]
+    assert cdgf["all2all"] != cmal["all2all"]  # tau = 0.5 moves the optical features
+    fused = json.loads((tmp_path / "seed0" / "cdgf" / "metrics.json").read_text())
+    assert fused["fusion"]["tau"] == 0.5 and fused["fusion"]["modalities"] == ["optical"]

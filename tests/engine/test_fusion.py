@@ -34,7 +34,7 @@ def test_generated_features_are_cached_on_disk(tmp_path, tiny_model):
     optical = [s for s in splits.query if s.modality == "optical"][:3]
     calls = []
 
-    def fake_generate(raws, modality):
+    def fake_generate(raws, modality, keys):
         calls.append(len(raws))
         rng = np.random.default_rng(len(calls))
         return rng.integers(0, 256, size=(len(raws), 2, 24, 12, 3), dtype=np.uint8)
@@ -62,7 +62,7 @@ def test_generated_features_embed_twins_as_the_other_modality(tmp_path, tiny_mod
     model, spec, splits = tiny_model
     s = [x for x in splits.query if x.modality == "optical"][:1]
     img = np.random.default_rng(0).integers(0, 256, size=(1, 1, 24, 12, 3), dtype=np.uint8)
-    got = generated_features(model, spec, s, lambda raws, m: img, GeneratedFeatureCache(tmp_path, "a"),
+    got = generated_features(model, spec, s, lambda raws, m, keys: img, GeneratedFeatureCache(tmp_path, "a"),
                              torch.device("cpu"), progress=False)[s[0].path]
     from PIL import Image
 

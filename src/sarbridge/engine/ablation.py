@@ -120,7 +120,7 @@ def run_ablation(
         out_dir: results folder; each run goes to ``out_dir/seed{S}/{row}``.
         seeds: number of seeds (``cfg.seed``, ``cfg.seed + 1``, ...).
         train_bridge: trains an optical->SAR bridge and returns its checkpoint when +CDGF needs one
-            (default: :func:`sarbridge.diffusion.train.train_bridge_for_ablation`).
+            (default: :func:`train_bridge_for_ablation`).
         progress: progress bars.
     """
     out = Path(out_dir)
@@ -143,9 +143,7 @@ def run_ablation(
             else:
                 overrides = [f"fusion.{k}={_yaml_scalar(v)}" for k, v in config_to_dict(row_cfg)["fusion"].items()]
                 if needs_bridge:
-                    if train_bridge is None:
-                        from sarbridge.diffusion.train import train_bridge_for_ablation as train_bridge
-                    ckpt = train_bridge(row_cfg, out / "bridge_opt2sar", progress)
+                    ckpt = (train_bridge or train_bridge_for_ablation)(row_cfg, out / "bridge_opt2sar", progress)
                     overrides.append(f"fusion.opt2sar_checkpoint={ckpt}")
                 overrides.append(f"fusion.cache_dir={out / 'fusion_cache'}")
                 metrics = evaluate_reid(trained, run_dir, device=row_cfg.device, progress=progress, overrides=overrides)

@@ -31,7 +31,8 @@ from sarbridge.errors import ConfigError
 from sarbridge.utils import atomic_write
 
 DIRECTION_OF = {OPTICAL: "opt2sar", SAR: "sar2opt"}
-Generator = Callable[[list[np.ndarray], str], np.ndarray]
+Generator = Callable[[list[np.ndarray], str, list[str]], np.ndarray]
+"""``generate(raw_images, modality, keys) -> uint8 (N, K, H, W, 3)``; ``keys`` seed each image's stream."""
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -132,7 +133,7 @@ def generated_features(
         missing = [s for s in chunk if cached[s.path] is None]
         if missing:
             raws = [read_image(s.path) for s in missing]
-            gen = generate(raws, missing[0].modality)  # (N, K, H, W, 3)
+            gen = generate(raws, missing[0].modality, [s.path for s in missing])  # (N, K, H, W, 3)
             for s, imgs in zip(missing, gen):
                 cache.save_images(s, imgs)
                 cached[s.path] = imgs
@@ -212,8 +213,9 @@ def fuse_bank(
         key = f"{direction}_{file_digest(ckpt)[:16]}_s{fusion.steps}_k{fusion.samples}_seed{fusion.seed}"
         cache = GeneratedFeatureCache(fusion.cache_dir or cache_dir, key)
 
-        def generate(raws: list[np.ndarray], mod: str, tr: Any = translator) -> np.ndarray:
-            return tr.translate(raws, modality=mod, samples=fusion.samples, steps=fusion.steps, seed=fusion.seed)
+        def generate(raws: list[np.ndarray], mod: str, keys: list[str], tr: Any = translator) -> np.ndarray:
+            return tr.translate(raws, modality=mod, samples=fusion.samples, steps=fusion.steps, seed=fusion.seed,
+                                keys=keys)
 
         gen = generated_features(model, spec, targets, generate, cache, device, progress=progress)
         for s in targets:
