@@ -336,6 +336,22 @@ def load_config(
     return config_from_dict(data, cls)
 
 
+def validate_optim(o: OptimConfig, prefix: str = "optim") -> None:
+    """Range checks of an :class:`OptimConfig` shared by every task's config."""
+    if o.epochs < 1:
+        raise ConfigError(f"{prefix}.epochs must be >= 1, got {o.epochs}")
+    if not (o.lr > 0 and math.isfinite(o.lr)):
+        raise ConfigError(f"{prefix}.lr must be a positive finite number, got {o.lr}")
+    if o.warmup_epochs < 0:
+        raise ConfigError(f"{prefix}.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+
+
+def validate_device(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"device '{device}' is not known", "use auto, cpu, cuda or cuda:N")
+
+
 def validate(cfg: Any) -> None:
     """Range checks that types alone cannot express."""
     if not isinstance(cfg, ExperimentConfig):
@@ -352,12 +368,7 @@ def validate(cfg: Any) -> None:
             "data.sampler needs num_ids >= 2 and num_instances >= 1 for triplet mining",
             "e.g. num_ids: 8, num_instances: 4",
         )
-    if o.epochs < 1:
-        raise ConfigError(f"optim.epochs must be >= 1, got {o.epochs}")
-    if not (o.lr > 0 and math.isfinite(o.lr)):
-        raise ConfigError(f"optim.lr must be a positive finite number, got {o.lr}")
-    if o.warmup_epochs < 0:
-        raise ConfigError(f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    validate_optim(o)
     if not 0.0 <= m.drop_path < 1.0:
         raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
     for key in ("ce_weight", "triplet_weight", "label_smoothing", "cmal_weight"):
@@ -386,8 +397,7 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"fusion.modalities has unknown modality {bad[0]!r}", "use optical and/or sar")
     if d.num_workers < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
-    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
-        raise ConfigError(f"device '{cfg.device}' is not known", "use auto, cpu, cuda or cuda:N")
+    validate_device(cfg.device)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

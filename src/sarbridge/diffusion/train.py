@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from sarbridge.config import OptimConfig, config_to_dict, load_config, save_config
+from sarbridge.config import OptimConfig, config_to_dict, load_config, save_config, validate_device, validate_optim
 from sarbridge.diffusion.bridge import (
     BridgeConfig,
     BridgeDenoiser,
@@ -134,13 +134,7 @@ def validate_diffusion_config(cfg: DiffusionConfig) -> None:
     validate_pair_data_config(cfg.data)
     validate_unet_config(cfg.model, cfg.data.resolution)
     validate_bridge_config(cfg.bridge)
-    o = cfg.optim
-    if o.epochs < 1:
-        raise ConfigError(f"optim.epochs must be >= 1, got {o.epochs}")
-    if not (o.lr > 0 and math.isfinite(o.lr)):
-        raise ConfigError(f"optim.lr must be a positive finite number, got {o.lr}")
-    if o.warmup_epochs < 0:
-        raise ConfigError(f"optim.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    validate_optim(cfg.optim)
     if not 0.0 <= cfg.ema.decay < 1.0:
         raise ConfigError(f"ema.decay must be in [0, 1), got {cfg.ema.decay}")
     if cfg.ema.update_every < 1 or cfg.ema.start_step < 0:
@@ -155,8 +149,7 @@ def validate_diffusion_config(cfg: DiffusionConfig) -> None:
                           "eval.max_pairs and eval.sample_images >= 0")
     if e.select == "psnr" and e.sample_images == 0:
         raise ConfigError("eval.select is 'psnr' but eval.sample_images is 0", "set eval.sample_images > 0")
-    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
-        raise ConfigError(f"device '{cfg.device}' is not known", "use auto, cpu, cuda or cuda:N")
+    validate_device(cfg.device)
 
 
 def load_diffusion_config(path: str | Path | None, overrides: list[str] | None = None) -> DiffusionConfig:
