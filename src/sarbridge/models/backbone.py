@@ -164,6 +164,29 @@ def _source_grid(num_patches: int, new_grid: list[int]) -> list[int]:
     )
 
 
+def _read_weights_file(p: Path) -> Any:
+    """The raw object stored in a weights file (``.safetensors`` or a ``torch.save`` file)."""
+    if not p.is_file():
+        raise CheckpointError(f"pretrained weights '{p}' not found", "pass a local .pth or .safetensors file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(p))
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read weights '{p}' ({type(exc).__name__})", "the file is damaged or not a state dict") from None
+
+
+def _unwrap_state_dict(sd: Any, p: Path) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"weights '{p}' hold no state dict", "save model.state_dict()")
+    return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.pth``/``.pt``/``.bin`` or ``.safetensors`` state dict from a local file.
 
@@ -173,38 +196,67 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         CheckpointError: missing or unreadable file.
     """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"pretrained weights '{p}' not found", "pass a local .pth or .safetensors file")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    return _unwrap_state_dict(_read_weights_file(p), p)
 
-            sd: Any = load_file(str(p))
-        else:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read weights '{p}' ({type(exc).__name__})", "the file is damaged or not a state dict") from None
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
+
+def _is_sarbridge_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == "sarbridge"
+
+
+def _load_sarbridge_backbone(backbone: ModalityAwareBackbone, state: dict[str, Any], p: Path) -> dict[str, int]:
+    """Load the whole backbone (timm network, SAR patch embedding / stem, modality embedding,
+    size token) from a sarbridge checkpoint: ``backbone`` of a pretraining checkpoint, or the
+    ``backbone.*`` weights of another task's model. Strict: any missing, unexpected or
+    differently shaped tensor is a :class:`CheckpointError` (the position embedding alone is
+    resampled when only the input size differs)."""
+    from sarbridge.engine.checkpoint import load_model_state
+
+    sd = state.get("backbone")
     if not isinstance(sd, dict):
-        raise CheckpointError(f"weights '{p}' hold no state dict", "save model.state_dict()")
-    return {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+        model = state.get("model") if isinstance(state.get("model"), dict) else {}
+        sd = {k.removeprefix("backbone."): v for k, v in model.items() if k.startswith("backbone.")}
+    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if not sd:
+        raise CheckpointError(f"sarbridge checkpoint '{p}' (task '{state.get('task')}') holds no backbone weights",
+                              "pass the best.pt of 'sarbridge pretrain' (or of 'sarbridge train')")
+    own = backbone.state_dict()
+    key = "net.pos_embed"
+    if backbone.is_vit and key in sd and key in own and sd[key].ndim == 3 and own[key].ndim == 3 \
+            and sd[key].shape != own[key].shape and sd[key].shape[2] == own[key].shape[2]:
+        from timm.layers import resample_abs_pos_embed
+
+        net = backbone.net
+        prefix = 0 if getattr(net, "no_embed_class", False) else net.num_prefix_tokens
+        new_grid = list(net.patch_embed.grid_size)
+        sd = dict(sd)
+        sd[key] = resample_abs_pos_embed(sd[key], new_size=new_grid, num_prefix_tokens=prefix,
+                                         old_size=_source_grid(sd[key].shape[1] - prefix, new_grid))
+    load_model_state(backbone, sd, str(p))
+    return {"loaded": len(sd), "missing": 0, "skipped": 0}
 
 
 def load_pretrained(backbone: ModalityAwareBackbone, path: str | Path) -> dict[str, int]:
-    """Load timm-compatible weights into the backbone's network.
+    """Load timm-compatible weights (or a sarbridge pretraining checkpoint) into the backbone.
 
     The position embedding is resampled to the grid in use, classifier heads are dropped, and the
     optical patch embedding / stem initialises the SAR one as well.
+
+    A sarbridge checkpoint (``best.pt`` of ``sarbridge pretrain``, format ``sarbridge``) instead
+    initialises the *whole* backbone, strictly: the SAR patch embedding / stem, the modality
+    embedding and the size token come from the file too.
 
     Returns:
         Counts of ``loaded``, ``missing`` and ``skipped`` tensors.
 
     Raises:
-        CheckpointError: no tensor of the file fits the backbone (another architecture).
+        CheckpointError: no tensor of the file fits the backbone (another architecture), or a
+            sarbridge checkpoint of another architecture.
     """
-    sd = read_state_dict(path)
+    p = Path(path)
+    raw = _read_weights_file(p)
+    if _is_sarbridge_checkpoint(raw):
+        return _load_sarbridge_backbone(backbone, raw, p)
+    sd = _unwrap_state_dict(raw, p)
     net = backbone.net
     own = net.state_dict()
     if backbone.is_vit and "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:

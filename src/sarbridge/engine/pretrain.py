@@ -1,0 +1,412 @@
+"""Contrastive optical/SAR pretraining (TransOSS): the task, its config and the run pipeline.
+
+The model is the re-identification backbone itself (a
+:class:`~sarbridge.models.backbone.ModalityAwareBackbone` built from the same ``model`` config
+keys by the same code), trained with the CLIP-style symmetric InfoNCE loss
+(:class:`~sarbridge.losses.contrastive.ContrastiveLoss`) on optical/SAR pairs: the optical image
+goes through the optical patch embedding, the SAR image through the SAR one, and the two global
+features of a pair are pulled together while the other pairs of the batch are pushed away.
+
+Validation (model selection) is pair retrieval on held-out pairs (whole groups are held out):
+Optical->SAR and SAR->Optical R1, mAP as a tie-break. A run writes ``config.yaml``, ``last.pt``,
+``best.pt`` (task ``pretrain``; the backbone's full state dict under ``backbone``),
+``train_log.jsonl``, ``metrics.json`` and ``results.md``. Point ``model.pretrained`` of a
+``sarbridge train`` config at ``best.pt`` to fine-tune from it: every backbone tensor is loaded,
+the SAR patch embedding / stem and the modality embedding included.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sarbridge.config import (
+    AugmentConfig,
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    OptimConfig,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
+from sarbridge.data.pairs import SCENE_LAYOUTS, PairDataset, PairItem, read_pairs, split_pairs
+from sarbridge.data.transforms import PreprocessSpec
+from sarbridge.engine.checkpoint import load_checkpoint, load_model_state
+from sarbridge.engine.evaluate import ReIDEvaluator
+from sarbridge.engine.reid import arch_signature, spec_from_config
+from sarbridge.engine.trainer import StepCallback, Trainer
+from sarbridge.errors import ConfigError, DataError, SarbridgeError
+from sarbridge.losses.contrastive import ContrastiveLoss
+from sarbridge.models.backbone import ModalityAwareBackbone
+from sarbridge.report.tables import write_results
+from sarbridge.utils import resolve_device, seed_everything
+
+__all__ = [
+    "ContrastiveConfig",
+    "ContrastivePretrainModel",
+    "PretrainConfig",
+    "PretrainDataConfig",
+    "PretrainTask",
+    "backbone_from_checkpoint",
+    "build_pretrain_model",
+    "load_pretrain_config",
+    "pair_retrieval",
+    "read_config_pairs",
+    "reid_view",
+    "train_pretrain",
+]
+
+
+@dataclass
+class PretrainDataConfig:
+    """Which pairs, and how they become tensors (the image keys mean what they mean in ``data`` of
+    a re-identification config)."""
+
+    layout: Literal["sen12", "qxs", "manifest", "bigearthnet", "synthetic"] = "synthetic"
+    root: str = ""
+    include_test: bool = False
+    image_size: list[int] = field(default_factory=lambda: [128, 64])
+    sar_preprocess: str = "max"
+    sar_alpha: float = 5.0
+    sar_despeckle: str | None = None
+    sar_despeckle_window: int = 7
+    gsd_optical: float = 0.75
+    gsd_sar: float = 1.0
+    size_features: Literal["auto", "chip", "zero"] = "auto"
+    sar_mode: Literal["db", "linear"] = "db"
+    sar_db_range: list[float] = field(default_factory=lambda: [-25.0, 0.0])
+    rgb_percentiles: list[float] = field(default_factory=lambda: [2.0, 98.0])
+    val_fraction: float = 0.15
+    batch_size: int = 64
+    num_workers: int = 0
+    cache: bool = True
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(flip=0.5, pad=6, random_erasing=0.0))
+
+
+@dataclass
+class ContrastiveConfig:
+    """The CLIP loss: initial temperature, learned or fixed, scale clamp."""
+
+    temperature: float = 0.07
+    learn_temperature: bool = True
+    max_scale: float = 100.0
+    mask_same_group: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    """A whole pretraining run; ``model`` is the re-identification ``ModelConfig``."""
+
+    name: str = "pretrain"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def validate_pretrain(cfg: PretrainConfig) -> None:
+    """Range checks of a :class:`PretrainConfig` (types are checked by the loader)."""
+    from sarbridge.config import validate_device, validate_optim
+    from sarbridge.data.sar import available_sar_preprocess
+
+    d, o = cfg.data, cfg.optim
+    if len(d.image_size) != 2 or min(d.image_size) < 8:
+        raise ConfigError(f"data.image_size must be [height, width] >= 8, got {d.image_size}")
+    if d.sar_preprocess not in available_sar_preprocess():
+        raise ConfigError(f"data.sar_preprocess '{d.sar_preprocess}' is not known",
+                          f"use one of {', '.join(available_sar_preprocess())}")
+    if not 0.0 <= d.sar_alpha < 100.0:
+        raise ConfigError(f"data.sar_alpha must be a percentile in [0, 100), got {d.sar_alpha}")
+    if d.sar_despeckle_window < 3 or d.sar_despeckle_window % 2 == 0:
+        raise ConfigError(f"data.sar_despeckle_window must be odd and >= 3, got {d.sar_despeckle_window}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    if d.batch_size < 2:
+        raise ConfigError(f"data.batch_size must be >= 2 (the other pairs are the negatives), got {d.batch_size}")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
+    if len(d.sar_db_range) != 2 or not d.sar_db_range[0] < d.sar_db_range[1]:
+        raise ConfigError(f"data.sar_db_range must be [low, high] with low < high, got {d.sar_db_range}")
+    if len(d.rgb_percentiles) != 2 or not 0.0 <= d.rgb_percentiles[0] < d.rgb_percentiles[1] <= 100.0:
+        raise ConfigError(f"data.rgb_percentiles must be [low, high] in [0, 100], low < high, got {d.rgb_percentiles}")
+    for key in ("gsd_optical", "gsd_sar"):
+        v = getattr(d, key)
+        if not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"data.{key} must be a positive ground sampling distance in metres, got {v}")
+    for key in ("flip", "random_erasing"):
+        v = getattr(d.augment, key)
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"data.augment.{key} is a probability in [0, 1], got {v}")
+    if not 0.0 <= cfg.model.drop_path < 1.0:
+        raise ConfigError(f"model.drop_path must be in [0, 1), got {cfg.model.drop_path}")
+    if not (cfg.loss.temperature > 0 and math.isfinite(cfg.loss.temperature)):
+        raise ConfigError(f"loss.temperature must be > 0, got {cfg.loss.temperature}")
+    if not cfg.loss.max_scale > 0:
+        raise ConfigError(f"loss.max_scale must be > 0, got {cfg.loss.max_scale}")
+    validate_optim(o)
+    if cfg.eval.batch_size < 1 or cfg.eval.max_rank < 1 or cfg.eval.every < 1:
+        raise ConfigError("eval.batch_size, eval.max_rank and eval.every must be >= 1")
+    validate_device(cfg.device)
+
+
+def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
+    """Load and validate a pretraining YAML (``configs/pretrain_demo.yaml``) with overrides."""
+    from sarbridge.config import load_config
+
+    cfg = load_config(path, overrides, cls=PretrainConfig)
+    validate_pretrain(cfg)
+    return cfg
+
+
+class ContrastivePretrainModel(nn.Module):
+    """The backbone plus the loss (which owns the learned temperature, so it is optimised too)."""
+
+    def __init__(self, backbone: ModalityAwareBackbone, criterion: ContrastiveLoss) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.criterion = criterion
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor, optical_size: torch.Tensor | None = None,
+                sar_size: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global features of the optical and the SAR images (one backbone pass over both)."""
+        n = optical.shape[0]
+        modality = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(sar.shape[0], dtype=torch.long)]).to(optical.device)
+        size = None if optical_size is None or sar_size is None else torch.cat([optical_size, sar_size])
+        feats = self.backbone(torch.cat([optical, sar]), modality, size)
+        return feats[:n], feats[n:]
+
+
+def build_pretrain_model(cfg: PretrainConfig) -> ContrastivePretrainModel:
+    """The backbone exactly as ``sarbridge train`` builds it for the same ``model`` keys."""
+    from sarbridge.models.reid import build_reid_model
+
+    backbone = build_reid_model(cfg.model, cfg.data.image_size, num_classes=0).backbone
+    lc = cfg.loss
+    return ContrastivePretrainModel(backbone, ContrastiveLoss(lc.temperature, lc.learn_temperature, lc.max_scale))
+
+
+def reid_view(cfg: PretrainConfig) -> ExperimentConfig:
+    """The re-identification config with this run's model and preprocessing keys (every key a
+    ``DataConfig`` shares with ``PretrainDataConfig`` is copied; the others keep their defaults).
+    Preprocessing and the architecture signature are derived from it by the ReID code itself, so
+    a pretrained backbone sees its images exactly as the ReID model will."""
+    data = DataConfig()
+    for f in dataclasses.fields(DataConfig):
+        if f.name not in ("root", "augment", "val_fraction", "num_workers", "cache") and hasattr(cfg.data, f.name):
+            setattr(data, f.name, copy.deepcopy(getattr(cfg.data, f.name)))
+    return ExperimentConfig(name=cfg.name, seed=cfg.seed, device=cfg.device, amp=cfg.amp, data=data,
+                            model=copy.deepcopy(cfg.model))
+
+
+def _size_mode(cfg: PretrainConfig) -> str:
+    mode = cfg.data.size_features
+    if mode == "auto":
+        return "zero" if cfg.data.layout in SCENE_LAYOUTS else "chip"
+    return mode
+
+
+@torch.no_grad()
+def pair_features(backbone: nn.Module, dataset: PairDataset, device: torch.device,
+                  batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Optical features, SAR features (N, D each, CPU float32) and group indices of a dataset."""
+    was = backbone.training
+    backbone.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    fo, fs, groups = [], [], []
+    for b in loader:
+        n = b["optical"].shape[0]
+        zeros = torch.zeros(n, dtype=torch.long, device=device)
+        fo.append(backbone(b["optical"].to(device), zeros, b["optical_size"].to(device)).float().cpu())
+        fs.append(backbone(b["sar"].to(device), zeros + 1, b["sar_size"].to(device)).float().cpu())
+        groups.append(b["group"])
+    backbone.train(was)
+    return torch.cat(fo), torch.cat(fs), torch.cat(groups)
+
+
+def pair_retrieval(opt: torch.Tensor, sar: torch.Tensor, groups: torch.Tensor, max_rank: int = 50) -> dict[str, dict[str, Any]]:
+    """Optical->SAR and SAR->Optical retrieval among pairs: the match of a query is every image of
+    the other modality in its group (L2-normalised features, squared Euclidean distance)."""
+    out = {}
+    g = groups.numpy()
+    for name, (q, r, qm) in {"opt2sar": (opt, sar, 0), "sar2opt": (sar, opt, 1)}.items():
+        ev = ReIDEvaluator(len(q), max_rank=max(max_rank, 10))
+        ev.process(q, g, [qm] * len(q))
+        ev.process(r, g, [1 - qm] * len(r))
+        out[name] = ev.evaluate()
+    return out
+
+
+class PretrainTask:
+    """Symmetric InfoNCE on random batches of pairs; validation = held-out pair retrieval.
+
+    ``selection`` is the mean of the Optical->SAR and SAR->Optical R1, plus their mean mAP / 1000
+    to break ties (R1 moves in coarse steps on a small validation set).
+    """
+
+    name = "pretrain"
+
+    def __init__(self, cfg: PretrainConfig, train: Sequence[PairItem], val: Sequence[PairItem]) -> None:
+        if len(train) < 2:
+            raise DataError(f"pretraining needs at least 2 training pairs, got {len(train)}",
+                            "add pairs or lower data.val_fraction")
+        self.cfg = cfg
+        self.train_items, self.val_items = list(train), list(val)
+        self.spec = spec_from_config(reid_view(cfg).data)
+        self.size_mode = _size_mode(cfg)
+        self.model = build_pretrain_model(cfg)
+        aug = cfg.data.augment
+        self.train_ds = PairDataset(self.train_items, self.spec, self.spec.train_transform(aug.flip, aug.pad, aug.random_erasing),
+                                    self.size_mode, cache=cfg.data.cache)
+        self.val_ds = PairDataset(self.val_items, self.spec, size_features=self.size_mode, cache=cfg.data.cache) if val else None
+        bs = min(cfg.data.batch_size, len(self.train_items))
+        workers = cfg.data.num_workers
+        # drop_last: a final batch of one pair would have no negative (loss 0)
+        self.loader = DataLoader(self.train_ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
+                                 persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def preload(self, progress: bool = True) -> None:
+        """Read every pair once (fills the cache; a corrupt file stops the run before training)."""
+        from tqdm.auto import tqdm
+
+        for ds in (self.train_ds, self.val_ds):
+            if ds is None:
+                continue
+            for i in tqdm(range(len(ds)), desc="reading pairs", disable=not progress, leave=False, dynamic_ncols=True):
+                ds._load(i)
+
+    def train_batches(self, epoch: int) -> DataLoader:
+        return self.loader
+
+    def training_step(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        f_opt, f_sar = self.model(batch["optical"].to(device, non_blocking=True), batch["sar"].to(device, non_blocking=True),
+                                  batch["optical_size"].to(device), batch["sar_size"].to(device))
+        groups = batch["group"].to(device) if self.cfg.loss.mask_same_group else None
+        loss = self.model.criterion(f_opt.float(), f_sar.float(), groups)
+        return {"loss": loss, "scale": self.model.criterion.scale.detach()}
+
+    def validate(self, epoch: int, device: torch.device) -> dict[str, float] | None:
+        if self.val_ds is None:
+            return None
+        fo, fs, groups = pair_features(self.model.backbone, self.val_ds, device, self.cfg.eval.batch_size)
+        res = pair_retrieval(fo, fs, groups, self.cfg.eval.max_rank)
+        out = {f"{k}_{m}": float(res[k][m]) for k in res for m in ("R1", "mAP")}
+        r1 = (out["opt2sar_R1"] + out["sar2opt_R1"]) / 2
+        mean_map = (out["opt2sar_mAP"] + out["sar2opt_mAP"]) / 2
+        out["selection"] = r1 + mean_map / 1000.0
+        return out
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {
+            "config": config_to_dict(self.cfg),
+            "preprocess": self.spec.to_dict(),
+            "arch": arch_signature(reid_view(self.cfg)),
+            "size_features": self.size_mode,
+            "backbone": self.model.backbone.state_dict(),
+            "pairs": {"layout": self.cfg.data.layout, "data": self.cfg.data.root,
+                      "train": len(self.train_items), "val": len(self.val_items)},
+        }
+
+
+def read_config_pairs(cfg: PretrainConfig) -> list[PairItem]:
+    """The pairs a config names (``data.layout`` + ``data.root``)."""
+    d = cfg.data
+    if not d.root:
+        raise ConfigError("data.root is empty", "pass --data PATH (a folder, or the CSV for --layout manifest)")
+    kwargs: dict[str, Any] = {}
+    if d.layout == "synthetic":
+        kwargs["include_test"] = d.include_test
+    elif d.layout == "manifest":
+        kwargs["splits"] = ("train", "query", "gallery") if d.include_test else ("train",)
+    elif d.layout == "bigearthnet":
+        kwargs.update(sar_mode=d.sar_mode, db_range=tuple(d.sar_db_range), rgb_percentiles=tuple(d.rgb_percentiles))
+    return read_pairs(d.root, d.layout, **kwargs)
+
+
+def backbone_from_checkpoint(path: str | Path) -> tuple[ModalityAwareBackbone, PreprocessSpec, PretrainConfig, dict[str, Any]]:
+    """Rebuild the pretrained backbone, its preprocessing and config from a pretraining checkpoint."""
+    state = load_checkpoint(path, task="pretrain")
+    cfg = config_from_dict(state["config"], PretrainConfig)
+    cfg.model.pretrained = None
+    model = build_pretrain_model(cfg)
+    load_model_state(model, state["model"], str(path))
+    model.eval()
+    return model.backbone, PreprocessSpec.from_dict(state["preprocess"]), cfg, state
+
+
+def train_pretrain(
+    cfg: PretrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[StepCallback] = (),
+    pairs: Sequence[PairItem] | None = None,
+) -> dict[str, Any]:
+    """Pretrain the backbone contrastively and evaluate pair retrieval on the held-out pairs.
+
+    Args:
+        cfg: the run's config.
+        out_dir: run folder.
+        resume: continue from ``out_dir/last.pt``.
+        overwrite: start over in a folder that already holds a run.
+        progress: progress bars and per-epoch lines.
+        callbacks: per-step trainer callbacks.
+        pairs: use these pairs instead of reading ``data.root`` with ``data.layout``.
+
+    Returns:
+        The metrics written to ``metrics.json`` (``opt2sar``/``sar2opt`` on held-out pairs, ``meta``).
+    """
+    validate_pretrain(cfg)
+    out = Path(out_dir)
+    if (out / "last.pt").exists() and not (resume or overwrite):
+        raise SarbridgeError(
+            f"run folder '{out}' already holds a checkpoint (last.pt)",
+            "pass --resume to continue it, --overwrite to start over, or choose another --out",
+        )
+    items = list(pairs) if pairs is not None else read_config_pairs(cfg)
+    train, val = split_pairs(items, cfg.data.val_fraction, seed=cfg.seed)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    task = PretrainTask(cfg, train, val)
+    task.preload(progress)
+    trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
+                      callbacks=callbacks, progress=progress)
+    if resume:
+        trainer.resume()
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    result = trainer.fit()
+    metrics: dict[str, Any] = {}
+    if val:
+        backbone, _, _, _ = backbone_from_checkpoint(result.best_checkpoint)
+        assert task.val_ds is not None
+        fo, fs, groups = pair_features(backbone.to(device), task.val_ds, device, cfg.eval.batch_size)
+        metrics.update(pair_retrieval(fo, fs, groups, cfg.eval.max_rank))
+    first, last = result.history[0] if result.history else {}, result.history[-1] if result.history else {}
+    metrics["meta"] = {
+        "evaluated_on": f"{len(val)} held-out pairs ({len({v.group for v in val})} groups)" if val
+        else "nothing: too few pairs/groups for a held-out set (the last epoch is the model)",
+        "checkpoint": str(result.best_checkpoint), "selected_epoch": result.best_epoch,
+        "selection": "validation pair retrieval R1 (mean of both directions)" if val else "last epoch",
+        "layout": cfg.data.layout, "data": cfg.data.root, "train_pairs": len(train), "val_pairs": len(val),
+        "size_features": task.size_mode, "device": str(device),
+        "first_epoch_loss": first.get("loss"), "last_epoch_loss": last.get("loss"),
+        "final_scale": last.get("scale"),
+    }
+    write_results(out, metrics, title=f"sarbridge pretraining: {cfg.name} (held-out pair retrieval)")
+    return metrics
