@@ -346,6 +346,18 @@ def validate_optim(o: OptimConfig, prefix: str = "optim") -> None:
         raise ConfigError(f"{prefix}.warmup_epochs must be >= 0, got {o.warmup_epochs}")
 
 
+def validate_gsd_and_augment(d: Any) -> None:
+    """Positive, finite ground sampling distances and augmentation probabilities in [0, 1]."""
+    for key in ("gsd_optical", "gsd_sar"):
+        v = getattr(d, key)
+        if not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"data.{key} must be a positive ground sampling distance in metres, got {v}")
+    for key in ("flip", "random_erasing"):
+        v = getattr(d.augment, key)
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"data.augment.{key} is a probability in [0, 1], got {v}")
+
+
 def validate_device(device: str) -> None:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
@@ -375,14 +387,7 @@ def validate(cfg: Any) -> None:
         v = getattr(cfg.loss, key)
         if not (v >= 0 and math.isfinite(v)):
             raise ConfigError(f"loss.{key} must be a finite number >= 0, got {v}")
-    for key in ("gsd_optical", "gsd_sar"):
-        v = getattr(d, key)
-        if not (v > 0 and math.isfinite(v)):
-            raise ConfigError(f"data.{key} must be a positive ground sampling distance in metres, got {v}")
-    for key in ("flip", "random_erasing"):
-        v = getattr(d.augment, key)
-        if not 0.0 <= v <= 1.0:
-            raise ConfigError(f"data.augment.{key} is a probability in [0, 1], got {v}")
+    validate_gsd_and_augment(d)
     if cfg.eval.batch_size < 1 or cfg.eval.max_rank < 1 or cfg.eval.every < 1:
         raise ConfigError("eval.batch_size, eval.max_rank and eval.every must be >= 1")
     if d.sar_despeckle_window < 3 or d.sar_despeckle_window % 2 == 0:

@@ -121,7 +121,7 @@ class PretrainConfig:
 
 def validate_pretrain(cfg: PretrainConfig) -> None:
     """Range checks of a :class:`PretrainConfig` (types are checked by the loader)."""
-    from sarbridge.config import validate_device, validate_optim
+    from sarbridge.config import validate_device, validate_gsd_and_augment, validate_optim
     from sarbridge.data.sar import available_sar_preprocess
 
     d, o = cfg.data, cfg.optim
@@ -144,14 +144,7 @@ def validate_pretrain(cfg: PretrainConfig) -> None:
         raise ConfigError(f"data.sar_db_range must be [low, high] with low < high, got {d.sar_db_range}")
     if len(d.rgb_percentiles) != 2 or not 0.0 <= d.rgb_percentiles[0] < d.rgb_percentiles[1] <= 100.0:
         raise ConfigError(f"data.rgb_percentiles must be [low, high] in [0, 100], low < high, got {d.rgb_percentiles}")
-    for key in ("gsd_optical", "gsd_sar"):
-        v = getattr(d, key)
-        if not (v > 0 and math.isfinite(v)):
-            raise ConfigError(f"data.{key} must be a positive ground sampling distance in metres, got {v}")
-    for key in ("flip", "random_erasing"):
-        v = getattr(d.augment, key)
-        if not 0.0 <= v <= 1.0:
-            raise ConfigError(f"data.augment.{key} is a probability in [0, 1], got {v}")
+    validate_gsd_and_augment(d)
     if not 0.0 <= cfg.model.drop_path < 1.0:
         raise ConfigError(f"model.drop_path must be in [0, 1), got {cfg.model.drop_path}")
     if not (cfg.loss.temperature > 0 and math.isfinite(cfg.loss.temperature)):
