@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.cli.common import add_common
+from sarbridge.cli.common import add_common, config_overrides
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -15,12 +15,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-    overrides = list(args.set or [])
-    if args.data:
-        overrides.append(f"data.root={args.data}")
-    if args.device:
-        overrides.append(f"device={args.device}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, config_overrides(args))
     run_ablation(cfg, args.out, seeds=args.seeds, progress=not args.quiet)
     out = Path(args.out)
     print((out / "ablation.md").read_text(), end="")

@@ -5,20 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.cli.common import add_common
+from sarbridge.cli.common import add_common, config_overrides
 
 
 def cmd_diffusion_train(args: argparse.Namespace) -> int:
     from sarbridge.diffusion.train import load_diffusion_config, train_diffusion
 
-    overrides = list(args.set or [])
-    if args.data:
-        overrides.append(f"data.root={args.data}")
-    if args.direction:
-        overrides.append(f"direction={args.direction}")
-    if args.device:
-        overrides.append(f"device={args.device}")
-    cfg = load_diffusion_config(args.config, overrides)
+    cfg = load_diffusion_config(args.config, config_overrides(args, direction="direction"))
     metrics = train_diffusion(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     last = metrics["history"][-1] if metrics["history"] else {}
     shown = ", ".join(f"{k}={last[k]:.4g}" for k in ("loss", "val_l1", "val_psnr") if k in last)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.cli.common import add_common
+from sarbridge.cli.common import add_common, config_overrides
 
 LAYOUT_CHOICES = ("sen12", "qxs", "manifest", "bigearthnet", "synthetic")
 
@@ -14,14 +14,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from sarbridge.engine.pretrain import load_pretrain_config, train_pretrain
     from sarbridge.report.tables import protocol_table
 
-    overrides = list(args.set or [])
-    if args.data:
-        overrides.append(f"data.root={args.data}")
-    if args.layout:
-        overrides.append(f"data.layout={args.layout}")
-    if args.device:
-        overrides.append(f"device={args.device}")
-    cfg = load_pretrain_config(args.config, overrides)
+    cfg = load_pretrain_config(args.config, config_overrides(args, layout="data.layout"))
     metrics = train_pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     out = Path(args.out)
     meta = metrics.get("meta", {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.cli.common import add_common
+from sarbridge.cli.common import add_common, config_overrides
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
@@ -21,12 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sarbridge.config import load_config
     from sarbridge.engine.reid import train_reid
 
-    overrides = list(args.set or [])
-    if args.data:
-        overrides.append(f"data.root={args.data}")
-    if args.device:
-        overrides.append(f"device={args.device}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, config_overrides(args))
     metrics = train_reid(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
     return 0
