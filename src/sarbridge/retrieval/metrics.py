@@ -69,6 +69,20 @@ def _codes(q: np.ndarray, g: np.ndarray, name: str) -> tuple[np.ndarray, np.ndar
     return inv[: q.shape[0]], inv[q.shape[0]:]
 
 
+def _optional_codes(
+    q: Any, g: Any, exclude: bool, suffix: str, what: str, num_q: int, num_g: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Shared integer codes of optional query/gallery labels (modalities or cameras), or Nones."""
+    if q is None and g is None and not exclude:
+        return None, None
+    if q is None or g is None:
+        raise RetrievalInputError(
+            f"exclude_same_{what} needs both q_{suffix} and g_{suffix}"
+            if exclude else f"q_{suffix} and g_{suffix} must be given together"
+        )
+    return _codes(_labels(q, f"q_{suffix}", num_q), _labels(g, f"g_{suffix}", num_g), what)
+
+
 def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
     if allow_none and value is None:
         return
@@ -197,25 +211,8 @@ def evaluate(
     qp_c = np.where(qp == -1, -2, qp_c)
     gp_c = np.where(gp == -1, -1, gp_c)
 
-    qm_c = gm_c = qc_c = gc_c = None
-    if q_mods is not None or g_mods is not None or exclude_same_modality:
-        if q_mods is None or g_mods is None:
-            raise RetrievalInputError(
-                "exclude_same_modality needs both q_mods and g_mods"
-                if exclude_same_modality else "q_mods and g_mods must be given together"
-            )
-        qm_c, gm_c = _codes(
-            _labels(q_mods, "q_mods", num_q), _labels(g_mods, "g_mods", num_g), "modality"
-        )
-    if q_camids is not None or g_camids is not None or exclude_same_camera:
-        if q_camids is None or g_camids is None:
-            raise RetrievalInputError(
-                "exclude_same_camera needs both q_camids and g_camids"
-                if exclude_same_camera else "q_camids and g_camids must be given together"
-            )
-        qc_c, gc_c = _codes(
-            _labels(q_camids, "q_camids", num_q), _labels(g_camids, "g_camids", num_g), "camera"
-        )
+    qm_c, gm_c = _optional_codes(q_mods, g_mods, exclude_same_modality, "mods", "modality", num_q, num_g)
+    qc_c, gc_c = _optional_codes(q_camids, g_camids, exclude_same_camera, "camids", "camera", num_q, num_g)
     remove_mod = bool(exclude_same_modality)
     remove_cam = bool(exclude_same_camera)
 
