@@ -42,7 +42,11 @@ class TrainTask(Protocol):
         """Validation metrics (higher ``selection`` is better), or None when there is no validation set."""
 
     def checkpoint_extra(self) -> dict[str, Any]:
-        """What inference needs besides the weights (config, preprocessing, class count ...)."""
+        """What inference needs besides the weights (config, preprocessing, class count ...).
+
+        A task may also define ``restore(state)`` to resume state it owns outside the model
+        (it receives the whole checkpoint dict, including what ``checkpoint_extra`` put there).
+        """
 
 
 def lr_factor(epoch: int, cfg: Any) -> float:
@@ -165,6 +169,9 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.best = dict(state["best"])
         self.history = list(state["history"])
+        restore = getattr(self.task, "restore", None)
+        if callable(restore):  # optional: state the task owns (e.g. a critic's optimiser)
+            restore(state)
         self.start_epoch = int(state["epoch"]) + 1
         return self.start_epoch
 

@@ -21,21 +21,35 @@ from torch import nn
 from sarbridge.errors import CheckpointError, ConfigError
 
 
-class DualConv(nn.Module):
-    """Two copies of a convolution, chosen per sample by a modality mask set before the call."""
+class DualModule(nn.Module):
+    """Two copies of a layer (optical, SAR), chosen per sample by a modality mask set before the call.
 
-    def __init__(self, conv: nn.Module) -> None:
+    Samples are routed, not blended: each copy sees only its own modality, so normalisation
+    layers keep separate statistics per modality (CMPC's modality-specific shallow layers).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        self.optical = conv
-        self.sar = copy.deepcopy(conv)
+        self.optical = module
+        self.sar = copy.deepcopy(module)
         self.sar_mask: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.optical(x)
-        if self.sar_mask is None or not bool(self.sar_mask.any()):
-            return out
-        out_sar = self.sar(x)
-        return torch.where(self.sar_mask.view(-1, 1, 1, 1), out_sar, out)
+        mask = self.sar_mask
+        if mask is None or not bool(mask.any()):
+            return self.optical(x)
+        if bool(mask.all()):
+            return self.sar(x)
+        out_opt = self.optical(x[~mask])
+        out_sar = self.sar(x[mask])
+        out = out_opt.new_empty((x.shape[0],) + tuple(out_opt.shape[1:]))
+        out[~mask] = out_opt
+        out[mask] = out_sar.to(out.dtype)
+        return out
+
+
+#: The former name (a dual first convolution); checkpoints use the same ``optical``/``sar`` keys.
+DualConv = DualModule
 
 
 def _get_module(root: nn.Module, dotted: str) -> nn.Module:
@@ -62,6 +76,9 @@ class ModalityAwareBackbone(nn.Module):
         size_token: use the ship-size token.
         drop_path: stochastic depth rate (where the model supports it).
         backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``depth``).
+        modality_specific: CNNs only: names of the timm modules that get a separate SAR copy
+            (CMPC's modality-specific shallow layers, e.g. ``["conv1", "bn1", "layer1"]``);
+            the rest is shared. Replaces the dual first convolution of ``dual_patch_embed``.
     """
 
     def __init__(
@@ -74,6 +91,7 @@ class ModalityAwareBackbone(nn.Module):
         size_token: bool = True,
         drop_path: float = 0.0,
         backbone_kwargs: dict[str, Any] | None = None,
+        modality_specific: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
         kwargs = dict(backbone_kwargs or {})
@@ -92,8 +110,19 @@ class ModalityAwareBackbone(nn.Module):
         self.is_vit = hasattr(self.net, "patch_embed") and hasattr(self.net, "_pos_embed") and hasattr(self.net, "blocks")
         self.dim = int(self.net.num_features)
         self.sar_patch_embed: nn.Module | None = None
-        self.stem: DualConv | None = None
-        if dual_patch_embed:
+        self.dual_names: list[str] = []
+        if modality_specific:
+            if self.is_vit:
+                raise ConfigError("model.modality_specific needs a CNN backbone", "use dual_patch_embed for ViTs")
+            names = dict(self.net.named_modules())
+            unknown = [n for n in modality_specific if n not in names or not n]
+            if unknown:
+                top = ", ".join(n for n, _ in self.net.named_children())
+                raise ConfigError(f"backbone '{name}' has no module(s) {', '.join(unknown)}", f"choose among: {top}")
+            for n in modality_specific:
+                _set_module(self.net, n, DualModule(_get_module(self.net, n)))
+                self.dual_names.append(n)
+        elif dual_patch_embed:
             if self.is_vit:
                 self.sar_patch_embed = copy.deepcopy(self.net.patch_embed)
             else:
@@ -101,8 +130,8 @@ class ModalityAwareBackbone(nn.Module):
                 if not first:
                     raise ConfigError(f"backbone '{name}' does not name its first convolution", "set model.dual_patch_embed=false")
                 first = first[0] if isinstance(first, (list, tuple)) else first
-                self.stem = DualConv(_get_module(self.net, first))
-                _set_module(self.net, first, self.stem)
+                _set_module(self.net, first, DualModule(_get_module(self.net, first)))
+                self.dual_names.append(first)
         if modality_embed and not self.is_vit:
             raise ConfigError(
                 f"model.modality_embed needs a ViT backbone, '{name}' is not one",
@@ -113,6 +142,16 @@ class ModalityAwareBackbone(nn.Module):
             nn.init.trunc_normal_(self.modality_embed, std=0.02)
         self.modality_embed_scale = modality_embed_scale
         self.size_proj = nn.Linear(3, self.dim) if size_token else None
+
+    @property
+    def duals(self) -> list[DualModule]:
+        """The modules with a separate SAR copy (CNNs)."""
+        return [_get_module(self.net, n) for n in self.dual_names]
+
+    @property
+    def stem(self) -> DualModule | None:
+        """The first modality-specific module of a CNN, if any."""
+        return _get_module(self.net, self.dual_names[0]) if self.dual_names else None
 
     def _patches(self, x: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
         out = self.net.patch_embed(x)
@@ -127,13 +166,14 @@ class ModalityAwareBackbone(nn.Module):
         if self.size_proj is not None and size is None:
             raise ValueError("this model uses the ship-size token: pass size features (B, 3)")
         if not self.is_vit:
-            if self.stem is not None:
-                self.stem.sar_mask = sar
+            duals = self.duals
+            for d in duals:
+                d.sar_mask = sar
             try:
                 feat = self.net(x)
             finally:
-                if self.stem is not None:
-                    self.stem.sar_mask = None
+                for d in duals:
+                    d.sar_mask = None
             if self.size_proj is not None:
                 feat = feat + self.size_proj(size.to(feat.dtype))
             return feat
@@ -268,10 +308,9 @@ def load_pretrained(backbone: ModalityAwareBackbone, path: str | Path) -> dict[s
             sd["pos_embed"], new_size=new_grid, old_size=_source_grid(sd["pos_embed"].shape[1] - prefix, new_grid),
             num_prefix_tokens=prefix,
         )
-    if backbone.stem is not None:  # stem was wrapped: map plain names onto the optical branch
-        first = next(n for n, m in net.named_modules() if m is backbone.stem)
+    for first in backbone.dual_names:  # wrapped modules: map plain names onto the optical branch
         for k in list(sd):
-            if k.startswith(first + ".") and not k.startswith(first + ".optical."):
+            if k.startswith(first + ".") and not k.startswith(first + ".optical.") and not k.startswith(first + ".sar."):
                 sd[k.replace(first + ".", first + ".optical.", 1)] = sd.pop(k)
     fitting = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     if not fitting:
@@ -282,6 +321,6 @@ def load_pretrained(backbone: ModalityAwareBackbone, path: str | Path) -> dict[s
     net.load_state_dict(fitting, strict=False)
     if backbone.sar_patch_embed is not None:
         backbone.sar_patch_embed.load_state_dict(net.patch_embed.state_dict())
-    if backbone.stem is not None:
-        backbone.stem.sar.load_state_dict(backbone.stem.optical.state_dict())
+    for dual in backbone.duals:
+        dual.sar.load_state_dict(dual.optical.state_dict())
     return {"loaded": len(fitting), "missing": len(own) - len(fitting), "skipped": len(sd) - len(fitting)}

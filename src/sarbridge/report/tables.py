@@ -55,3 +55,19 @@ def write_results(out_dir: str | Path, metrics: dict[str, Any], title: str = "sa
         md.append("\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n")
     md.append("Percentages; features L2-normalised, squared Euclidean distance, queries without a gallery match skipped.\n")
     atomic_write_text(out / "results.md", "\n".join(md))
+
+
+LOCALISATION_KEYS = ("top1", "top5", "top10", "top20", "mAP", "mean_err_m", "median_err_m",
+                     "succ_50m", "succ_100m", "succ_150m", "succ_200m", "queries")
+LOCALISATION_TITLES = {"coarse": "coarse retrieval", "refined": "+ graph refinement", "reranked": "+ k-reciprocal re-ranking"}
+
+
+def localisation_table(metrics: dict[str, Any]) -> str:
+    """One row per stage (coarse, refined, re-ranked): top-k accuracy and mAP (percent), error in
+    metres (mean, median) and success within 50/100/150/200 m (percent)."""
+    rows = []
+    for key, title in LOCALISATION_TITLES.items():
+        m = metrics.get(key)
+        if isinstance(m, dict):
+            rows.append([title] + [m.get(k, "n/a") for k in LOCALISATION_KEYS])
+    return markdown_table(rows, ["stage", *LOCALISATION_KEYS])

@@ -1,0 +1,246 @@
+"""Training of the CMPC localisation model: coarse embedding, then the location-aware refiner.
+
+Stage 1 (``coarse/``): the modality-aware encoder learns from (SAR query, target optical patch)
+pairs with a cross-modal batch-hard triplet loss, plus the Wasserstein adversarial alignment
+(a critic estimates ``W = E f(h_opt) - E f(h_sar)``, ``critic_steps`` critic updates per encoder
+step, the encoder minimises ``lambda * W``) and, in ``end-to-end`` mode, the refiner's node loss on
+in-batch candidates. Model selection: top-1 of the validation queries.
+
+Stage 2 (``refine/``): post hoc, the refiner learns from the selected coarse model's retrieval
+results on the training queries (top-k candidates as graph nodes), selected on validation top-1.
+
+Both stages use the one :class:`~sarbridge.engine.trainer.Trainer` (atomic checkpoints, resume,
+logs). The run folder gets ``geo_model.pt`` (the inference bundle), ``metrics.json``,
+``results.md``, ``retrieval.png`` and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sarbridge.config import OptimConfig, config_to_dict
+from sarbridge.data.records import OPTICAL
+from sarbridge.errors import DataError
+from sarbridge.geo.bundle import arch_of, build_encoder, build_refiner, spec_from_geo
+from sarbridge.geo.config import GeoConfig
+from sarbridge.geo.datasets import PatchImages, QueryPairs, embed_patches
+from sarbridge.geo.evaluate import coarse_search, evaluate_localisation, patch_size_m
+from sarbridge.geo.patches import GeoQuery, LocalisationData
+from sarbridge.losses.metric import TripletLoss
+
+
+def area_views(data: LocalisationData) -> tuple[LocalisationData, LocalisationData]:
+    """``(train_view, test_view)``: the references each split searches.
+
+    Same-area: every split searches the whole map. Cross-area: training and validation queries
+    search the training area's references, test queries the (disjoint) test area's.
+    """
+    regions = {r.region for r in data.references}
+    if regions <= {""}:
+        return data, data
+    train = data.with_references([r.index for r in data.references if r.region == "train"])
+    test = data.with_references([r.index for r in data.references if r.region == "test"])
+    return train, test
+
+
+class GeoTrainModel(nn.Module):
+    """Everything the coarse stage trains or checkpoints: encoder, critic (frozen outside its own
+    updates, so the encoder's optimiser skips it) and, end to end, the refiner."""
+
+    def __init__(self, encoder: nn.Module, critic: nn.Module | None, refiner: nn.Module | None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.critic = critic
+        self.refiner = refiner
+
+
+def in_batch_refinement(refiner: nn.Module, e_sar: torch.Tensor, e_opt: torch.Tensor, targets: torch.Tensor,
+                        ref_xy: torch.Tensor, top_k: int) -> torch.Tensor:
+    """End-to-end refinement loss: each query's candidates are the batch's optical patches ranked by
+    similarity (gradients reach the encoder through the node features)."""
+    from sarbridge.geo.refine import refinement_loss
+
+    q, g = F.normalize(e_sar, dim=1), F.normalize(e_opt, dim=1)
+    sims = q @ g.t()
+    k = min(top_k, g.shape[0])
+    top_s, top_i = sims.topk(k, dim=1)
+    cand_t = targets[top_i]
+    hit = cand_t == targets[:, None]
+    target_pos = torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(targets, -1))
+    logits = refiner(q, g[top_i], ref_xy[top_i], top_s)
+    return refinement_loss(logits, target_pos)
+
+
+class GeoCoarseTask:
+    """Stage 1: triplet + Wasserstein (+ end-to-end refinement) on query/target pairs."""
+
+    name = "geo-coarse"
+
+    def __init__(self, cfg: GeoConfig, train_view: LocalisationData, train: Sequence[GeoQuery],
+                 val: Sequence[GeoQuery], progress: bool = True) -> None:
+        from sarbridge.losses.wasserstein import WassersteinAlignment, WassersteinCritic
+
+        if len(train) < 2:
+            raise DataError(f"localisation training needs at least 2 training queries, got {len(train)}",
+                            "use a larger map/strip, more queries (data.queries) or a larger data.fractions[0]")
+        self.cfg, self.view, self.progress = cfg, train_view, progress
+        self.train_q, self.val_q = list(train), list(val)
+        self.spec = spec_from_geo(cfg)
+        self.patch_m = patch_size_m(train_view)
+        encoder = build_encoder(cfg)
+        w = cfg.loss.wasserstein
+        critic = WassersteinCritic(cfg.model.embed_dim, hidden=w.hidden, num_hidden_layers=w.hidden_layers) if w.enabled else None
+        e2e = cfg.refine.enabled and cfg.refine.mode == "end-to-end"
+        refiner = build_refiner(cfg, self.patch_m) if e2e else None
+        self.model = GeoTrainModel(encoder, critic, refiner)
+        for p in critic.parameters() if critic is not None else ():
+            p.requires_grad_(False)
+        self.alignment = WassersteinAlignment(critic, mode=w.mode, gamma=w.gamma, clip=w.clip, critic_steps=w.critic_steps,
+                                              critic_lr=w.critic_lr, weight=w.weight) if critic is not None else None
+        self.triplet = TripletLoss(margin=cfg.loss.triplet_margin, distance="euclidean", normalize=True)
+        self.refs = PatchImages(train_view.references, OPTICAL, self.spec, cfg.data.cache)
+        self.pairs = QueryPairs(self.train_q, self.refs, train_view.reference_xy(), self.spec, cfg.data.cache)
+        self.val_sar = PatchImages(self.val_q, "sar", self.spec, cfg.data.cache) if self.val_q else None
+        bs = min(cfg.data.batch_size, len(self.train_q))
+        workers = cfg.data.num_workers
+        self.loader = DataLoader(self.pairs, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
+                                 persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def preload(self) -> None:
+        """Read every patch once (fills the caches; a bad patch stops the run before training)."""
+        if self.cfg.data.cache:
+            self.refs.preload("reading reference patches", self.progress)
+            self.pairs.sar.preload("reading training queries", self.progress)
+            if self.val_sar is not None:
+                self.val_sar.preload("reading validation queries", self.progress)
+
+    def train_batches(self, epoch: int) -> DataLoader:
+        return self.loader
+
+    def training_step(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        sar = batch["sar"].to(device, non_blocking=True)
+        opt = batch["optical"].to(device, non_blocking=True)
+        targets = batch["target"].to(device)
+        n = opt.shape[0]
+        modality = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)]).to(device)
+        emb = self.model.encoder(torch.cat([opt, sar]), modality)["embedding"].float()
+        e_opt, e_sar = emb[:n], emb[n:]
+        triplet = 0.5 * (self.triplet(e_sar, targets, e_opt, targets) + self.triplet(e_opt, targets, e_sar, targets))
+        loss = self.cfg.loss.triplet_weight * triplet
+        logs: dict[str, torch.Tensor] = {"triplet": triplet.detach()}
+        if self.alignment is not None:
+            h_opt, h_sar = F.normalize(e_opt, dim=1), F.normalize(e_sar, dim=1)
+            critic_logs = self.alignment.critic_update(h_opt.detach(), h_sar.detach())
+            w_loss = self.alignment.encoder_loss(h_opt, h_sar)
+            loss = loss + w_loss
+            logs["wasserstein"] = w_loss.detach() / max(self.cfg.loss.wasserstein.weight, 1e-12)
+            for k, v in critic_logs.items():
+                logs[f"critic_{k}"] = torch.tensor(float(v))
+        if self.model.refiner is not None:
+            e2e = in_batch_refinement(self.model.refiner, e_sar, e_opt, targets, batch["ref_xy"].to(device),
+                                      self.cfg.refine.top_k)
+            loss = loss + self.cfg.refine.e2e_weight * e2e
+            logs["refine"] = e2e.detach()
+        return {"loss": loss, **logs}
+
+    def validate(self, epoch: int, device: torch.device) -> dict[str, float] | None:
+        if self.val_sar is None:
+            return None
+        enc = self.model.encoder
+        bs = self.cfg.eval.batch_size
+        ref_emb = embed_patches(enc, self.refs, device, bs)
+        q_emb = embed_patches(enc, self.val_sar, device, bs)
+        metrics, _ = evaluate_localisation(self.view, self.val_q, ref_emb, q_emb, top_k=min(20, len(ref_emb)))
+        c = metrics["coarse"]
+        return {"top1": c["top1"], "top5": c["top5"], "mAP": c["mAP"], "median_err_m": c["median_err_m"],
+                "selection": c["top1"] + c["mAP"] / 1000.0}
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"config": config_to_dict(self.cfg), "preprocess": self.spec.to_dict(),
+                                 "arch": arch_of(self.cfg), "patch_size_m": self.patch_m}
+        if self.alignment is not None:
+            extra["critic_optimizer"] = self.alignment.state_dict()
+        return extra
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Resume what the trainer does not own: the critic's optimiser."""
+        if self.alignment is not None and state.get("critic_optimizer") is not None:
+            self.alignment.load_state_dict(state["critic_optimizer"])
+
+
+class GeoRefineTask:
+    """Stage 2: the location-aware graph network on the coarse model's top-k (node classification)."""
+
+    name = "geo-refine"
+
+    def __init__(self, cfg: GeoConfig, refiner: nn.Module, train_input: Any, val_input: Any | None) -> None:
+        self.cfg, self.model = cfg, refiner
+        self.train_input, self.val_input = train_input, val_input
+        self.n = int(train_input.query_emb.shape[0])
+
+    def train_batches(self, epoch: int) -> list[torch.Tensor]:
+        perm = torch.randperm(self.n)
+        bs = self.cfg.refine.batch_size
+        return [perm[i:i + bs] for i in range(0, self.n, bs)]
+
+    def _logits(self, inp: Any, idx: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        parts = (inp.query_emb, inp.cand_emb, inp.cand_xy, inp.coarse_scores)
+        if idx is not None:
+            parts = tuple(p[idx] for p in parts)
+        return self.model(*(p.to(device) for p in parts))
+
+    def training_step(self, batch: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        from sarbridge.geo.refine import refinement_loss
+
+        logits = self._logits(self.train_input, batch, device)
+        loss = refinement_loss(logits.float(), self.train_input.target_pos[batch].to(device))
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def validate(self, epoch: int, device: torch.device) -> dict[str, float] | None:
+        if self.val_input is None:
+            return None
+        logits = self._logits(self.val_input, None, device).float().cpu()
+        tp = self.val_input.target_pos
+        top1 = float((logits.argmax(1) == tp).float().mean() * 100.0)
+        coarse = float((tp == 0).float().mean() * 100.0)
+        return {"top1": top1, "coarse_top1": coarse, "selection": top1}
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"config": config_to_dict(self.cfg)}
+
+
+def refinement_inputs(encoder: nn.Module, refs: PatchImages, queries: Sequence[GeoQuery], view: LocalisationData,
+                      spec: Any, cfg: GeoConfig, device: torch.device, progress: bool,
+                      ref_emb: torch.Tensor | None = None) -> Any:
+    """Coarse retrieval of ``queries`` turned into refinement graphs (:class:`RefinementInput`)."""
+    from sarbridge.geo.refine import gather_candidates
+
+    bs = cfg.eval.batch_size
+    if ref_emb is None:
+        ref_emb = embed_patches(encoder, refs, device, bs, progress, "embedding references")
+    q_emb = embed_patches(encoder, PatchImages(queries, "sar", spec, cfg.data.cache), device, bs, progress, "embedding queries")
+    scores, ranked = coarse_search(ref_emb, q_emb, min(cfg.refine.top_k, len(ref_emb)))
+    targets = torch.as_tensor([q.target for q in queries], dtype=torch.long)
+    return gather_candidates(q_emb, ref_emb, torch.as_tensor(view.reference_xy(), dtype=torch.float32),
+                             torch.as_tensor(ranked), torch.as_tensor(scores, dtype=torch.float32), targets)
+
+
+def refine_optim(cfg: GeoConfig) -> OptimConfig:
+    """AdamW with a short warm-up and cosine decay for the small graph network."""
+    r = cfg.refine
+    return OptimConfig(name="adamw", lr=r.lr, weight_decay=r.weight_decay, warmup_epochs=min(2, r.epochs - 1),
+                       warmup_factor=0.1, min_lr_factor=0.01, epochs=r.epochs, grad_clip=5.0)
+
+
+def seeds_of(queries: Sequence[GeoQuery]) -> np.ndarray:
+    """Targets of queries as an array (helper for summaries)."""
+    return np.array([q.target for q in queries], dtype=np.int64)
