@@ -191,3 +191,17 @@ def test_evaluate_command_with_k_reciprocal(trained: tuple[Path, Path, dict], tm
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"coarse", "refined", "reranked"} <= set(metrics)
     assert metrics["coarse"] == json.loads((run / "metrics.json").read_text())["coarse"]
+
+
+def test_bigearthnet_sanity_evaluation(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    """Real Sentinel-1/2 pairs: each SAR patch searches its optical partner among all six; cells are
+    1,200 m apart, so an error is either 0 (the partner) or at least one cell."""
+    _, run, _ = trained
+    fixture = REPO / "tests" / "fixtures" / "bigearthnet-s1s2-pairs"
+    out = tmp_path / "ben"
+    assert main(["geo", "evaluate", "--model", str(run / "geo_model.pt"), "--data", str(fixture),
+                 "--format", "bigearthnet", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    coarse = json.loads((out / "metrics.json").read_text())["coarse"]
+    assert coarse["queries"] == 6 and coarse["top5"] >= coarse["top1"] and coarse["top10"] == 100.0
+    assert coarse["succ_50m"] == pytest.approx(coarse["top1"]) and coarse["succ_200m"] == pytest.approx(coarse["top1"])
+    assert (out / "retrieval.png").is_file()

@@ -158,9 +158,10 @@ def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: s
         device: ``auto``, ``cpu`` or ``cuda``.
 
     Returns:
-        ``{"lon", "lat", "x", "y", "crs", "error_radius_m", "confidence", "candidates": [...],
-        "query": path, "check_error_m"?}``; ``check_error_m`` is the distance to the query's own
-        georeferenced centre, when it has one.
+        ``{"lon", "lat", "x", "y", "crs", "error_radius_m", "confidence", "patch", "candidates": [...],
+        "query": path, "check_error_m"?}``: the refined position (score-weighted centroid of the best
+        nodes), the chosen patch (rank 1 after refinement) and the ranked candidates;
+        ``check_error_m`` is the distance to the query's own georeferenced centre, when it has one.
     """
     from sarbridge.geo.refine import gather_candidates
     from sarbridge.retrieval.index import EmbeddingIndex
@@ -216,7 +217,7 @@ def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: s
     result: dict[str, Any] = {
         "query": str(qpath), "lon": float(lon), "lat": float(lat), "x": float(pos[0]), "y": float(pos[1]),
         "crs": info["crs"], "error_radius_m": max(spread, half), "confidence": float(probs[node_order[0]]),
-        "refined": model.refiner is not None, "candidates": cands,
+        "refined": model.refiner is not None, "patch": cands[0] if cands else None, "candidates": cands,
     }
     if facts.get("georeferenced"):
         result["check_error_m"] = float(np.hypot(pos[0] - facts["x"], pos[1] - facts["y"]))

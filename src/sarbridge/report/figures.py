@@ -132,8 +132,7 @@ def _stretch(x: np.ndarray, low: float, high: float) -> np.ndarray:
     if hi <= lo:  # flat between the percentiles: fall back to the full range
         lo, hi = float(values.min()), float(values.max())
     if hi <= lo:  # constant image
-        out = np.zeros(x.shape, dtype=np.uint8)
-        return out
+        return np.zeros(x.shape, dtype=np.uint8)
     scaled = np.where(finite, (x - lo) * (255.0 / (hi - lo)), 0.0)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
@@ -273,8 +272,9 @@ def layout_boxes(
             for j in range(len(row.candidates))
         ]
         candidate_boxes.append(cands)
-        caps = [(b[0] - pad // 2, y + thumb, b[2] + pad // 2, y + thumb + caption_h) for b in [query_boxes[-1], *cands]]
-        caption_boxes.append(caps)
+        caption_boxes.append(
+            [(b[0] - pad // 2, y + thumb, b[2] + pad // 2, y + thumb + caption_h) for b in [query_boxes[-1], *cands]]
+        )
         y += thumb + caption_h + pad
     legend_box = (0, y, width, y + legend_h)
     height = y + legend_h
@@ -383,8 +383,8 @@ def _build_figure(rows: list[RankedRow], layout: FigureLayout, title: str | None
                  fontsize=font_pt * 1.4, fontweight="bold", parse_math=False)
 
     handles = [
-        Patch(facecolor=np.array(STATUS_COLOURS[s]) / 255.0, edgecolor="black", linewidth=0.5, label=STATUS_LABELS[s])
-        for s in STATUS_COLOURS
+        Patch(facecolor=np.array(rgb) / 255.0, edgecolor="black", linewidth=0.5, label=STATUS_LABELS[status])
+        for status, rgb in STATUS_COLOURS.items()
     ]
     lb = layout.legend_box
     fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.5, fy((lb[1] + lb[3]) / 2)),
@@ -429,7 +429,9 @@ def retrieval_figure(
     for row in rows:
         for cand in row.candidates:
             if cand.status not in STATUS_COLOURS:  # dataclass fields may be reassigned after init
-                raise ValueError(f"unknown candidate status {cand.status!r}; use one of {', '.join(STATUS_COLOURS)}")
+                raise ValueError(
+                    f"unknown candidate status {cand.status!r}; use one of {', '.join(STATUS_COLOURS)}"
+                )
     fig = _build_figure(rows, layout, title, dpi)
     out = Path(path)
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, facecolor="white"))
