@@ -19,6 +19,10 @@ metres with their own GSD over the same physical chip extent, so an optical and 
 rendered from the same :class:`Pose` cover exactly the same ground (up to the rounding of the
 chip size to whole pixels) and differ only by the GSD ratio.
 
+:mod:`~sarbridge.data.synthetic.scene` draws a georeferenced optical / SAR pair of a whole
+procedural city scene (coast, streets, buildings with heights, parks) for SAR-patch -> optical-map
+localisation; its renderers are exported as ``render_scene_optical`` / ``render_scene_sar``.
+
 Rendering is vectorised NumPy (signed-distance masks on a pixel grid); nothing happens at import.
 """
 
@@ -34,6 +38,16 @@ from sarbridge.data.synthetic.optical import render_optical
 from sarbridge.data.synthetic.pairs import SyntheticPair, render_pair
 from sarbridge.data.synthetic.pose import Pose, chip_extent_m, chip_shape, sample_pose
 from sarbridge.data.synthetic.sar import apply_speckle, render_sar
+from sarbridge.data.synthetic.scene import (
+    LOOK_DIRECTIONS,
+    SCENE_CLASSES,
+    SceneLayout,
+    ScenePaths,
+    generate_scene,
+    generate_scene_layout,
+)
+from sarbridge.data.synthetic.scene import render_optical as render_scene_optical
+from sarbridge.data.synthetic.scene import render_sar as render_scene_sar
 from sarbridge.data.synthetic.ships import derive_scatterers, sample_ship
 from sarbridge.data.synthetic.spec import Block, CargoPattern, Scatterer, ShipSpec
 
@@ -57,4 +71,12 @@ __all__ = [
     "render_sar",
     "render_pair",
     "generate_hoss_dataset",
+    "SCENE_CLASSES",
+    "LOOK_DIRECTIONS",
+    "SceneLayout",
+    "ScenePaths",
+    "generate_scene_layout",
+    "render_scene_optical",
+    "render_scene_sar",
+    "generate_scene",
 ]
