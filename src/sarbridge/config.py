@@ -48,7 +48,7 @@ class DataConfig:
     root: str = ""
     manifest: str | None = None
     image_size: list[int] = field(default_factory=lambda: [256, 128])
-    sar_preprocess: Literal["max", "percentile"] = "max"
+    sar_preprocess: Literal["max", "percentile", "db"] = "max"
     sar_alpha: float = 5.0
     sar_despeckle: str | None = None
     sar_despeckle_window: int = 7

@@ -152,3 +152,26 @@ def test_optical_rgba_drops_alpha():
     out = optical_to_uint8_rgb(rgba)
     assert out.shape == (3, 3, 3)
     np.testing.assert_array_equal(out, rgba[..., :3])
+
+
+def test_db_scale_hand_computed():
+    from sarbridge.data.sar import db_scale
+
+    # 1, 10, 100, 1000 -> 0, 10, 20, 30 dB; alpha 0 keeps the full range: 0, 85, 170, 255
+    x = np.array([[1.0, 10.0], [100.0, 1000.0]])
+    out = _check_rgb_identical(db_scale(x, alpha=0.0), (2, 2))
+    np.testing.assert_array_equal(out, [[0, 85], [170, 255]])
+    assert get_sar_preprocess("db") is db_scale
+
+
+def test_db_scale_clips_bright_outliers_and_zeros():
+    from sarbridge.data.sar import db_scale
+
+    rng = np.random.default_rng(0)
+    x = rng.gamma(1.0, 0.1, size=(50, 50))
+    x[0, 0] = 1e6  # one double-bounce spike
+    x[1, 1] = 0.0  # a no-return pixel: clamped to the smallest positive value, not -inf
+    out = _check_rgb_identical(db_scale(x, alpha=2.0), (50, 50))
+    assert out[0, 0] == 255 and out[1, 1] == 0
+    assert 80 < out.mean() < 180  # the spike does not darken the rest, as max scaling would
+    assert max_scale(x)[..., 0].mean() < 1

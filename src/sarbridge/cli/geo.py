@@ -154,7 +154,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser("demo", help="generate a scene, train, index, locate and evaluate on CPU (minutes)")
     d.add_argument("--out", default="runs/geo_demo")
-    d.add_argument("--size", type=int, default=768, help="scene side in pixels")
+    d.add_argument("--size", type=int, default=1024, help="scene side in pixels")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of configs/geo_demo.yaml")
     add_common(d)

@@ -5,6 +5,9 @@ Two normalisations are provided and selected by name (``data.sar_preprocess``):
 * ``max`` (TransOSS): ``255 * x / max(x)``.
 * ``percentile`` (MOS MCRL denoising): values below the ``alpha``-th percentile are dropped
   (p_min), p_max = max, ``255 * (x - p_min) / (p_max - p_min + eps)`` clipped to [0, 255].
+* ``db``: log intensity ``10 log10(x)``, clipped to its ``alpha``-th and ``(100 - alpha)``-th
+  percentiles and stretched to [0, 255] (the usual display of scene SAR, where a few very bright
+  double-bounce returns would otherwise leave the rest of the image black).
 
 New methods register with :func:`register_sar_preprocess`.
 """
@@ -58,6 +61,17 @@ def percentile_scale(x: np.ndarray, alpha: float = 5.0, **_: float) -> np.ndarra
     p_min = float(np.percentile(x, alpha))
     p_max = float(x.max())
     return _to_uint8_rgb(255.0 * (x - p_min) / (p_max - p_min + EPS))
+
+
+@register_sar_preprocess("db")
+def db_scale(x: np.ndarray, alpha: float = 2.0, **_: float) -> np.ndarray:
+    """Log intensity (dB), clipped to the ``[alpha, 100 - alpha]`` percentiles, rescaled to [0, 255]."""
+    x = _single_band(x)
+    positive = x[x > 0]
+    floor = float(positive.min()) if positive.size else 1.0
+    db = 10.0 * np.log10(np.maximum(x, floor))
+    lo, hi = (float(v) for v in np.percentile(db, [alpha, 100.0 - alpha]))
+    return _to_uint8_rgb(np.clip(255.0 * (db - lo) / max(hi - lo, EPS), 0.0, 255.0))
 
 
 def available_sar_preprocess() -> list[str]:

@@ -53,7 +53,7 @@ class GeoDataConfig:
     split: Literal["same-area", "cross-area"] = "same-area"
     fractions: list[float] = field(default_factory=lambda: [0.6, 0.1, 0.3])
     image_size: list[int] = field(default_factory=lambda: [200, 200])
-    sar_preprocess: Literal["max", "percentile"] = "percentile"
+    sar_preprocess: Literal["max", "percentile", "db"] = "percentile"
     sar_alpha: float = 2.0
     sar_despeckle: str | None = None
     sar_despeckle_window: int = 7
@@ -111,6 +111,11 @@ class RefineConfig:
     ``mode``: ``post-hoc`` trains the graph network on the trained coarse model's retrieval
     results; ``end-to-end`` also trains it jointly with the encoder on in-batch candidates
     (then fine-tunes it post hoc).
+
+    ``train_noise``: std of the Gaussian noise added to the training queries' embeddings before
+    their coarse search, so that training graphs are as imperfect as held-out ones (``null``:
+    calibrated so that the training top-1 falls to the validation top-1; ``0``: off);
+    ``noise_draws`` noisy copies of every training query.
     """
 
     enabled: bool = True
@@ -130,6 +135,8 @@ class RefineConfig:
     batch_size: int = 64
     e2e_weight: float = 1.0
     dropout: float = 0.1
+    train_noise: float | None = None
+    noise_draws: int = 4
 
 
 @dataclass
@@ -222,6 +229,10 @@ def validate_geo(cfg: GeoConfig) -> None:
         _positive(r.sigma, "refine.sigma")
     _positive(r.lr, "refine.lr")
     _positive(r.e2e_weight, "refine.e2e_weight", allow_zero=True)
+    if r.train_noise is not None:
+        _positive(r.train_noise, "refine.train_noise", allow_zero=True)
+    if r.noise_draws < 1:
+        raise ConfigError(f"refine.noise_draws must be >= 1, got {r.noise_draws}")
     if r.batch_size < 1:
         raise ConfigError(f"refine.batch_size must be >= 1, got {r.batch_size}")
     if e.batch_size < 1 or e.top_k < 1 or e.every < 1 or e.k1 < 1 or e.k2 < 1:

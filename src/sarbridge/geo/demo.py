@@ -1,7 +1,7 @@
 """``sarbridge geo demo``: generate a georeferenced scene, train, index the map, locate a query, evaluate.
 
-Everything runs on the CPU in a few minutes (``configs/geo_demo.yaml``: a tiny CNN on 64 px patches
-of a 768 x 768 px scene at 0.5 m). The run folder gets the training outputs (``metrics.json``,
+Everything runs on the CPU in a few minutes (``configs/geo_demo.yaml``: a tiny CNN on 128 px patches
+of a 1024 x 1024 px scene at 0.5 m, resized to 64 px). The run folder gets the training outputs (``metrics.json``,
 ``results.md``, ``retrieval.png``, ``geo_model.pt``), the scene (``scene/``), the map index
 (``index/``) and an example query with its answer (``example_query.tif``, ``example_locate.json``).
 """
@@ -22,7 +22,7 @@ def geo_demo_config_path() -> Path:
     return resource_path("geo_demo.yaml")
 
 
-def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: int = 768, seed: int = 0,
+def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: int = 1024, seed: int = 0,
                  progress: bool = True) -> dict[str, Any]:
     """Generate, train, index, locate and evaluate.
 

@@ -23,7 +23,15 @@ from sarbridge.geo.config import GeoConfig, validate_geo
 from sarbridge.geo.datasets import PatchImages, embed_patches
 from sarbridge.geo.evaluate import RankedResult, evaluate_localisation, patch_size_m
 from sarbridge.geo.patches import LocalisationData
-from sarbridge.geo.train import GeoCoarseTask, GeoRefineTask, area_views, refine_optim, refinement_inputs
+from sarbridge.geo.train import (
+    GeoCoarseTask,
+    GeoRefineTask,
+    area_views,
+    calibrate_noise,
+    graphs_from_embeddings,
+    noisy_graphs,
+    refine_optim,
+)
 from sarbridge.report.tables import localisation_table
 from sarbridge.utils import atomic_write_json, atomic_write_text, resolve_device, seed_everything
 
@@ -121,9 +129,25 @@ def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module
                    train_q: Sequence[Any], val_q: Sequence[Any], out: Path, device: torch.device, resume: bool,
                    progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
     spec = spec_from_geo(cfg)
-    ref_emb = embed_patches(encoder, task.refs, device, cfg.eval.batch_size, progress, "embedding references")
-    train_in = refinement_inputs(encoder, task.refs, train_q, view, spec, cfg, device, progress, ref_emb)
-    val_in = refinement_inputs(encoder, task.refs, val_q, view, spec, cfg, device, progress, ref_emb) if val_q else None
+    r, bs = cfg.refine, cfg.eval.batch_size
+    ref_emb = embed_patches(encoder, task.refs, device, bs, progress, "embedding references")
+    ref_xy = view.reference_xy()
+
+    def embed(queries: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = PatchImages(list(queries), SAR, spec, cfg.data.cache)
+        targets = torch.as_tensor([q.target for q in queries], dtype=torch.long)
+        return embed_patches(encoder, images, device, bs, progress, "embedding queries"), targets
+
+    q_train, t_train = embed(train_q)
+    val_in = None
+    if val_q:
+        q_val, t_val = embed(val_q)
+        val_in = graphs_from_embeddings(q_val, ref_emb, ref_xy, t_val, r.top_k)
+    noise = r.train_noise
+    if noise is None:
+        val_top1 = float((val_in.target_pos == 0).float().mean() * 100.0) if val_in is not None else 100.0
+        noise = calibrate_noise(q_train, ref_emb, t_train, val_top1, seed=cfg.seed)
+    train_in = noisy_graphs(q_train, ref_emb, ref_xy, t_train, r.top_k, noise, r.noise_draws, cfg.seed)
     refiner = task.model.refiner if task.model.refiner is not None else build_refiner(cfg, task.patch_m)
     rtask = GeoRefineTask(cfg, refiner, train_in, val_in)
     trainer = Trainer(rtask, refine_optim(cfg), out / "refine", device, seed=cfg.seed, amp=False, progress=progress)
@@ -135,8 +159,10 @@ def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module
     best = load_checkpoint(result.best_checkpoint, task=rtask.name)
     load_model_state(refiner, best["model"], str(result.best_checkpoint))
     reachable = float((train_in.target_pos >= 0).float().mean() * 100.0)
+    top1 = float((train_in.target_pos == 0).float().mean() * 100.0)
     return refiner.eval(), {"refine_selected_epoch": result.best_epoch, "refine_mode": cfg.refine.mode,
-                            "refine_train_target_in_topk": reachable}
+                            "refine_train_noise": noise, "refine_train_graphs": len(train_in),
+                            "refine_train_coarse_top1": top1, "refine_train_target_in_topk": reachable}
 
 
 def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequence[Any], out: str | Path | None,
