@@ -205,3 +205,17 @@ def test_bigearthnet_sanity_evaluation(trained: tuple[Path, Path, dict], tmp_pat
     assert coarse["queries"] == 6 and coarse["top5"] >= coarse["top1"] and coarse["top10"] == 100.0
     assert coarse["succ_50m"] == pytest.approx(coarse["top1"]) and coarse["succ_200m"] == pytest.approx(coarse["top1"])
     assert (out / "retrieval.png").is_file()
+
+
+def test_demo_command_end_to_end_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    sets = [a for kv in TINY for a in ("--set", kv)]
+    assert main(["geo", "demo", "--out", str(out), "--size", "192", "--quiet", *sets]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"coarse", "refined", "meta", "example"} <= set(metrics)
+    for name in ("scene/optical.tif", "scene/sar.tif", "index/manifest.json", "example_query.tif",
+                 "example_locate.json", "retrieval.png", "results.md"):
+        assert (out / name).is_file(), name
+    answer = json.loads((out / "example_locate.json").read_text())
+    assert answer["check_error_m"] == pytest.approx(metrics["example"]["error_m"])
+    assert "coarse retrieval" in capsys.readouterr().out

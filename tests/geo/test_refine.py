@@ -326,3 +326,15 @@ def test_gather_candidates_target_positions():
     logits = model(batch.query_emb, batch.cand_emb, batch.cand_xy, batch.coarse_scores)
     assert logits.shape == (3, 3)
     assert torch.isfinite(refinement_loss(logits, batch.target_pos))
+
+
+def test_untrained_residual_refiner_keeps_the_coarse_order() -> None:
+    torch.manual_seed(0)
+    refiner = LocationRefiner(8, hidden=16, layers=2, heads=2, edge_k=3)
+    q = torch.nn.functional.normalize(torch.randn(5, 8), dim=1)
+    cand = torch.nn.functional.normalize(torch.randn(5, 6, 8), dim=1)
+    scores = torch.rand(5, 6)
+    logits = refiner(q, cand, torch.rand(5, 6, 2) * 100, scores)
+    assert torch.equal(logits.argsort(dim=1, descending=True), scores.argsort(dim=1, descending=True))
+    plain = LocationRefiner(8, hidden=16, layers=2, heads=2, edge_k=3, residual=False)
+    assert not hasattr(plain, "score_scale")

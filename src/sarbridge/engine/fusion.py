@@ -28,20 +28,11 @@ from sarbridge.data.io import read_image
 from sarbridge.data.records import MODALITY_INDEX, OPTICAL, SAR, Sample
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.errors import ConfigError
-from sarbridge.utils import atomic_write
+from sarbridge.utils import atomic_write, file_digest
 
 DIRECTION_OF = {OPTICAL: "opt2sar", SAR: "sar2opt"}
 Generator = Callable[[list[np.ndarray], str, list[str]], np.ndarray]
 """``generate(raw_images, modality, keys) -> uint8 (N, K, H, W, 3)``; ``keys`` seed each image's stream."""
-
-
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes (cache keys follow the content, not the name)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_digest(model: torch.nn.Module) -> str:

@@ -112,7 +112,7 @@ class RefineConfig:
     results; ``end-to-end`` also trains it jointly with the encoder on in-batch candidates
     (then fine-tunes it post hoc).
 
-    ``train_noise``: std of the Gaussian noise added to the training queries' embeddings before
+    ``train_noise``: expected norm of the Gaussian noise added to the (unit) training query embeddings before
     their coarse search, so that training graphs are as imperfect as held-out ones (``null``:
     calibrated so that the training top-1 falls to the validation top-1; ``0``: off);
     ``noise_draws`` noisy copies of every training query.

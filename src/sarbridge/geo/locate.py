@@ -12,7 +12,6 @@ the position, never less than half a patch side (the resolution of the reference
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,9 @@ from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.errors import DataError, SarbridgeError
 from sarbridge.geo.bundle import GeoModel, load_geo_model
 from sarbridge.geo.datasets import MODALITY_INDEX, PatchImages, embed_patches, prepare_patch
-from sarbridge.utils import atomic_write, resolve_device
+from sarbridge.utils import atomic_write, file_digest, resolve_device
 
 MODEL_FILE = "geo_model.pt"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Cell:
@@ -96,7 +87,7 @@ def build_geo_index(map_path: str | Path, model_path: str | Path, out_dir: str |
     index.save(out, info={"kind": "geo", "map": str(Path(map_path).resolve()), "crs": raster.crs,
                           "bounds": list(raster.bounds), "patch_size": grid.patch_size, "stride": grid.stride,
                           "patch_size_m": side, "gsd": list(raster.gsd), "bands": raster.bands,
-                          "model_sha256": _sha256(out / MODEL_FILE)})
+                          "model_sha256": file_digest(out / MODEL_FILE)})
     return out
 
 
@@ -170,7 +161,7 @@ def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: s
     index = EmbeddingIndex.load(idx_dir)
     info = dict(index.info or {})
     model_file = idx_dir / MODEL_FILE
-    if not model_file.is_file() or _sha256(model_file) != info.get("model_sha256"):
+    if not model_file.is_file() or file_digest(model_file) != info.get("model_sha256"):
         raise DataError(f"index '{idx_dir}' lacks its model or the model does not match the index",
                         "rebuild it with 'sarbridge geo build-index'")
     model: GeoModel = load_geo_model(model_file)

@@ -336,6 +336,10 @@ class LocationRefiner(nn.Module):
         dropout: dropout inside the layers.
         coord_scale: metres per coordinate unit, e.g. the patch size (``None``: per-graph median
             nearest-neighbour spacing).
+        residual: add ``score_scale * z(coarse score)`` (per-graph standardised) to the logits and
+            start the head at zero, so an untrained refiner keeps the coarse order exactly and
+            training learns corrections to it (model selection can then never do worse than the
+            coarse ranking on validation).
     """
 
     def __init__(
@@ -350,6 +354,7 @@ class LocationRefiner(nn.Module):
         use_attention: bool = True,
         dropout: float = 0.0,
         coord_scale: float | None = None,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         if embed_dim < 1:
@@ -378,6 +383,11 @@ class LocationRefiner(nn.Module):
             for _ in range(layers)
         )
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.residual = residual
+        if residual:  # start from the coarse order exactly; training learns corrections to it
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
+            self.score_scale = nn.Parameter(torch.tensor(1.0))
 
     def forward(
         self,
@@ -438,7 +448,12 @@ class LocationRefiner(nn.Module):
                 edge = torch.cat([offset, offset.norm(dim=-1, keepdim=True)], dim=-1).to(h.dtype)
             for layer in self.layers:
                 h = layer(h, neighbours, weights, edge)
-        return self.head(h).squeeze(-1)
+        out = self.head(h).squeeze(-1)
+        if self.residual:
+            s = scores.to(out.dtype)
+            z = (s - s.mean(dim=1, keepdim=True)) / s.std(dim=1, keepdim=True).clamp_min(1e-6) if k > 1 else s * 0
+            out = out + self.score_scale * z
+        return out
 
 
 def refinement_loss(

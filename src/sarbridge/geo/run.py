@@ -187,19 +187,21 @@ def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequenc
         "selection": "validation top-1 (coarse: held-out training-area queries; refine: same)",
     }
     if out is not None:
-        write_geo_results(Path(out), metrics, results, view, title, pictures)
+        write_geo_results(Path(out), metrics, results, view, title, pictures, spec=model.spec)
     return metrics
 
 
 def write_geo_results(out: Path, metrics: dict[str, Any], results: dict[str, RankedResult], view: LocalisationData,
-                      title: str, pictures: int = 6) -> None:
-    """``metrics.json``, ``results.md`` and ``retrieval.png`` (best stage's ranked lists)."""
+                      title: str, pictures: int = 6, spec: Any = None) -> None:
+    """``metrics.json``, ``results.md`` and ``retrieval.png`` (best stage's ranked lists; SAR queries
+    shown as the model sees them when the preprocessing ``spec`` is given)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
     stage = "refined" if "refined" in results else "coarse"
     picture = None
     if pictures > 0 and results[stage].queries:
-        picture = retrieval_picture(out / "retrieval.png", results[stage], view, pictures, f"{title} ({stage})")
+        picture = retrieval_picture(out / "retrieval.png", results[stage], view, pictures, f"{title} ({stage})",
+                                    spec=spec)
     md = [f"# {title}", "", localisation_table(metrics),
           "top-k and mAP: percent of queries whose target (largest-overlap patch) is ranked within k; errors in "
           "metres between the estimated and the true query centre; succ_Xm: percent within X m.\n"]
@@ -212,7 +214,7 @@ def write_geo_results(out: Path, metrics: dict[str, Any], results: dict[str, Ran
 
 
 def retrieval_picture(path: Path, result: RankedResult, view: LocalisationData, rows: int, title: str,
-                      k: int = 5, seed: int = 0) -> Path:
+                      k: int = 5, seed: int = 0, spec: Any = None) -> Path:
     """Query, its top-``k`` with true match green, overlapping neighbours yellow, distances in metres.
 
     Half the rows are random queries, half the worst (largest localisation error)."""
@@ -235,7 +237,9 @@ def retrieval_picture(path: Path, result: RankedResult, view: LocalisationData, 
             d = float(np.linalg.norm(ref_xy[idx] - qxy[i]))
             cands.append(RankedCandidate(view.references[idx].load(), status,
                                          f"#{r + 1} {d:.0f} m s={float(result.scores[i, r]):.2f}"))
-        out_rows.append(RankedRow(q.load(), f"query {q.index} err {err[i]:.0f} m", cands))
+        pixels = q.load()
+        shown = spec.to_uint8(pixels, SAR) if spec is not None else pixels
+        out_rows.append(RankedRow(shown, f"query {q.index} err {err[i]:.0f} m", cands))
     return retrieval_figure(out_rows, path, title=title)
 
 

@@ -228,16 +228,23 @@ def graphs_from_embeddings(q_emb: torch.Tensor, ref_emb: torch.Tensor, ref_xy: n
                              torch.as_tensor(scores, dtype=torch.float32), targets)
 
 
+def perturb(q_emb: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """Unit embeddings plus Gaussian noise of expected norm ``noise`` (dimension-free), re-normalised."""
+    if noise <= 0:
+        return q_emb
+    eps = torch.randn(q_emb.shape, generator=generator) / q_emb.shape[1] ** 0.5
+    return F.normalize(q_emb + noise * eps, dim=1)
+
+
 def noisy_graphs(q_emb: torch.Tensor, ref_emb: torch.Tensor, ref_xy: np.ndarray, targets: torch.Tensor, top_k: int,
                  noise: float, draws: int, seed: int) -> Any:
-    """``draws`` sets of graphs from query embeddings perturbed by Gaussian noise of std ``noise``
-    (then re-normalised), concatenated."""
+    """``draws`` sets of graphs from query embeddings perturbed by :func:`perturb`, concatenated."""
     from sarbridge.geo.refine import RefinementInput
 
     gen = torch.Generator().manual_seed(seed)
     parts = []
     for _ in range(max(1, draws) if noise > 0 else 1):
-        noisy = F.normalize(q_emb + noise * torch.randn(q_emb.shape, generator=gen), dim=1) if noise > 0 else q_emb
+        noisy = perturb(q_emb, noise, gen)
         parts.append(graphs_from_embeddings(noisy, ref_emb, ref_xy, targets, top_k))
     if len(parts) == 1:
         return parts[0]
@@ -246,7 +253,8 @@ def noisy_graphs(q_emb: torch.Tensor, ref_emb: torch.Tensor, ref_xy: np.ndarray,
 
 
 def calibrate_noise(q_emb: torch.Tensor, ref_emb: torch.Tensor, targets: torch.Tensor, val_top1: float,
-                    seed: int = 0, grid: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8)) -> float:
+                    seed: int = 0,
+                    grid: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)) -> float:
     """The smallest embedding noise at which the training queries' coarse top-1 (percent) falls to
     the validation queries' ``val_top1``.
 
@@ -254,10 +262,8 @@ def calibrate_noise(q_emb: torch.Tensor, ref_emb: torch.Tensor, targets: torch.T
     would teach the refiner "always keep rank 1". Perturbing the training embeddings until their
     retrieval is as imperfect as on held-out queries gives graphs that look like test graphs.
     """
-    gen = torch.Generator().manual_seed(seed)
-    eps = torch.randn(q_emb.shape, generator=gen)
     for sigma in grid:
-        noisy = F.normalize(q_emb + sigma * eps, dim=1)
+        noisy = perturb(q_emb, sigma, torch.Generator().manual_seed(seed))
         _, ranked = coarse_search(ref_emb, noisy, 1)
         top1 = float((torch.as_tensor(ranked[:, 0]) == targets).float().mean() * 100.0)
         if top1 <= val_top1:

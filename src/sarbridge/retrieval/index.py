@@ -55,7 +55,7 @@ import numpy as np
 
 from sarbridge.errors import DataError, SarbridgeError
 from sarbridge.retrieval.distance import RetrievalInputError, to_numpy
-from sarbridge.utils import atomic_write, atomic_write_json
+from sarbridge.utils import atomic_write, atomic_write_json, file_digest
 
 __all__ = [
     "BACKENDS",
@@ -405,15 +405,6 @@ def _normalized(a: np.ndarray) -> np.ndarray:
     return (a / np.maximum(norms, _NORM_EPS)[:, None]).astype(np.float32)
 
 
-def _sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_npy(path: Path, a: np.ndarray) -> None:
     """``np.save`` through a file object (``np.save`` on a path would append ``.npy``)."""
     with open(path, "wb") as f:
@@ -638,7 +629,7 @@ class EmbeddingIndex:
         atomic_write(d / VECTORS_FILE, lambda p: _write_npy(p, vectors))
         atomic_write(d / METADATA_FILE, lambda p: p.write_text(meta_text, encoding="utf-8"))
         sha = {
-            VECTORS_FILE: _sha256_file(d / VECTORS_FILE),
+            VECTORS_FILE: file_digest(d / VECTORS_FILE),
             METADATA_FILE: hashlib.sha256(meta_text.encode("utf-8")).hexdigest(),
         }
         for name, content in extra.items():
@@ -733,7 +724,7 @@ class EmbeddingIndex:
             path = d / name
             if not path.is_file():
                 raise damaged(f"{name} is missing")
-            if _sha256_file(path) != digest:
+            if file_digest(path) != digest:
                 raise damaged(f"checksum of {name} does not match its manifest")
 
         try:
