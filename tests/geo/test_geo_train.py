@@ -46,3 +46,14 @@ def test_noisy_graphs_concatenate_draws_and_zero_noise_is_one_clean_set() -> Non
     assert torch.allclose(noisy.query_emb.norm(dim=1), torch.ones(72), atol=1e-5)
     again = noisy_graphs(queries, refs, xy, targets, top_k=4, noise=0.5, draws=3, seed=0)
     assert torch.equal(again.target_pos, noisy.target_pos)  # seeded
+
+
+def test_temperature_calibration_trusts_the_best_node_only_when_that_helps() -> None:
+    from sarbridge.geo.evaluate import calibrate_temperature
+
+    xy = torch.tensor([[[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]]).repeat(4, 1, 1)
+    logits = torch.tensor([[2.0, 1.0, 1.0]]).repeat(4, 1)
+    at_best = np.zeros((4, 2))  # the truth is the best node: a sharp softmax wins
+    assert calibrate_temperature(logits, xy, at_best, top=3) == 0.01
+    between = np.full((4, 2), 10.0 / 3)  # the truth is the plain mean of the three: a flat softmax wins
+    assert calibrate_temperature(logits, xy, between, top=3) == 4.0

@@ -51,7 +51,7 @@ def patch_size_m(data: LocalisationData) -> float:
 @torch.no_grad()
 def refine_ranking(refiner: torch.nn.Module, query_emb: torch.Tensor, ref_emb: torch.Tensor, ref_xy: np.ndarray,
                    ranked: np.ndarray, scores: np.ndarray, top_k: int, centroid_top: int,
-                   device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   device: torch.device, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Re-order the first ``top_k`` coarse candidates with the graph network.
 
     Returns:
@@ -68,7 +68,7 @@ def refine_ranking(refiner: torch.nn.Module, query_emb: torch.Tensor, ref_emb: t
     inp = gather_candidates(query_emb, ref_emb, torch.as_tensor(ref_xy, dtype=torch.float32),
                             torch.as_tensor(ranked[:, :k]), torch.as_tensor(scores[:, :k], dtype=torch.float32), None)
     logits = refiner(inp.query_emb.to(device), inp.cand_emb.to(device), inp.cand_xy.to(device), inp.coarse_scores.to(device))
-    order, rxy, conf = refine_positions(logits.float().cpu(), inp.cand_xy, top=centroid_top)
+    order, rxy, conf = refine_positions(logits.float().cpu(), inp.cand_xy, top=centroid_top, temperature=temperature)
     perm = order.numpy()
     out = np.concatenate([np.take_along_axis(ranked[:, :k], perm, axis=1), ranked[:, k:]], axis=1)
     out_scores = np.concatenate([np.take_along_axis(scores[:, :k], perm, axis=1), scores[:, k:]], axis=1)
@@ -88,6 +88,19 @@ def rerank_k_reciprocal(query_emb: torch.Tensor, ref_emb: torch.Tensor, k: int, 
     return -np.take_along_axis(dist, ranked, axis=1), ranked
 
 
+def calibrate_temperature(logits: torch.Tensor, cand_xy: torch.Tensor, true_xy: np.ndarray, top: int,
+                          grid: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)) -> float:
+    """The softmax temperature of the refined position with the smallest median error on
+    (validation) graphs: small values trust the best node, large ones average the top nodes."""
+    from sarbridge.geo.refine import refine_positions
+
+    def median_error(t: float) -> float:
+        xy = refine_positions(logits, cand_xy, top=top, temperature=t)[1].double().numpy()
+        return float(np.median(np.linalg.norm(xy - true_xy, axis=1)))
+
+    return min(grid, key=median_error)
+
+
 def metrics_of(result: RankedResult, data: LocalisationData) -> dict[str, Any]:
     """Localisation metrics of one :class:`RankedResult` (target + near-misses known per query)."""
     targets = np.array([q.target for q in result.queries], dtype=np.int64)
@@ -104,6 +117,7 @@ def evaluate_localisation(
     refiner: torch.nn.Module | None = None,
     refine_top_k: int = 10,
     centroid_top: int = 3,
+    temperature: float = 1.0,
     rerank: str = "none",
     rerank_args: dict[str, Any] | None = None,
     device: torch.device | None = None,
@@ -118,6 +132,7 @@ def evaluate_localisation(
         refiner: a trained :class:`~sarbridge.geo.refine.LocationRefiner`, or None.
         refine_top_k: graph nodes per query.
         centroid_top: nodes averaged into the refined position.
+        temperature: softmax temperature of the node scores in that average.
         rerank: ``none`` or ``k-reciprocal`` (reported as ``reranked``).
         rerank_args: ``k1``, ``k2``, ``lambda_value``.
         device: where the refiner runs.
@@ -133,7 +148,7 @@ def evaluate_localisation(
     results = {"coarse": RankedResult(queries, ranked, scores, ref_xy[ranked[:, 0]])}
     if refiner is not None:
         r_ranked, r_scores, rxy, conf = refine_ranking(refiner, query_emb, ref_emb, ref_xy, ranked, scores,
-                                                       refine_top_k, centroid_top, device)
+                                                       refine_top_k, centroid_top, device, temperature)
         results["refined"] = RankedResult(queries, r_ranked, r_scores, rxy, conf)
     if rerank == "k-reciprocal":
         args = rerank_args or {}

@@ -188,7 +188,7 @@ def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: s
                                            inp.coarse_scores.to(dev)).float().cpu()[0]
         node_order = torch.argsort(logits, descending=True).numpy()
         order = np.concatenate([node_order, np.arange(kk, len(ids))])
-        probs = torch.softmax(logits, 0).numpy()
+        probs = torch.softmax(logits / float(model.info.get("centroid_temperature", 1.0)), 0).numpy()
     else:
         probs = torch.softmax(torch.as_tensor(scores) * 20.0, 0).numpy()
         node_order = np.argsort(-probs)

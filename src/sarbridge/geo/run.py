@@ -21,7 +21,7 @@ from sarbridge.errors import ConfigError, DataError, SarbridgeError
 from sarbridge.geo.bundle import GeoModel, build_refiner, load_geo_model, save_geo_model, spec_from_geo
 from sarbridge.geo.config import GeoConfig, validate_geo
 from sarbridge.geo.datasets import PatchImages, embed_patches
-from sarbridge.geo.evaluate import RankedResult, evaluate_localisation, patch_size_m
+from sarbridge.geo.evaluate import RankedResult, calibrate_temperature, evaluate_localisation, patch_size_m
 from sarbridge.geo.patches import LocalisationData
 from sarbridge.geo.train import (
     GeoCoarseTask,
@@ -160,7 +160,14 @@ def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module
     load_model_state(refiner, best["model"], str(result.best_checkpoint))
     reachable = float((train_in.target_pos >= 0).float().mean() * 100.0)
     top1 = float((train_in.target_pos == 0).float().mean() * 100.0)
-    return refiner.eval(), {"refine_selected_epoch": result.best_epoch, "refine_mode": cfg.refine.mode,
+    temperature = 1.0
+    if val_in is not None:
+        refiner.eval()
+        with torch.no_grad():
+            logits = refiner(val_in.query_emb.to(device), val_in.cand_emb.to(device), val_in.cand_xy.to(device),
+                             val_in.coarse_scores.to(device)).float().cpu()
+        temperature = calibrate_temperature(logits, val_in.cand_xy, view.query_xy(val_q), r.centroid_top)
+    return refiner.eval(), {"centroid_temperature": temperature, "refine_selected_epoch": result.best_epoch, "refine_mode": cfg.refine.mode,
                             "refine_train_noise": noise, "refine_train_graphs": len(train_in),
                             "refine_train_coarse_top1": top1, "refine_train_target_in_topk": reachable}
 
@@ -178,7 +185,8 @@ def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequenc
     refiner = model.refiner.to(device) if model.refiner is not None else None
     metrics, results = evaluate_localisation(
         view, queries, ref_emb, q_emb, top_k=min(max(cfg.eval.top_k, 20), len(ref_emb)), refiner=refiner,
-        refine_top_k=cfg.refine.top_k, centroid_top=cfg.refine.centroid_top, rerank=rerank or cfg.eval.rerank,
+        refine_top_k=cfg.refine.top_k, centroid_top=cfg.refine.centroid_top,
+        temperature=float(model.info.get("centroid_temperature", 1.0)), rerank=rerank or cfg.eval.rerank,
         rerank_args={"k1": cfg.eval.k1, "k2": cfg.eval.k2, "lambda_value": cfg.eval.lambda_value}, device=device)
     metrics["meta"] = {
         "data": view.name, "crs": view.crs, "references": len(view.references), "queries": len(queries),
