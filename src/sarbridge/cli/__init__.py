@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from sarbridge.errors import SarbridgeError
 
-COMMAND_MODULES = ("reid", "pretrain", "despeckle", "diffusion", "ablate", "geo")
+COMMAND_MODULES = ("reid", "pretrain", "despeckle", "diffusion", "ablate", "geo", "index", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
