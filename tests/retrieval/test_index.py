@@ -277,7 +277,7 @@ def test_load_detects_changed_metadata(tmp_path):
         (lambda d: edit_manifest(d, version=2), "format version 2"),
         (lambda d: edit_manifest(d, count=7), "shape \\(6, 4\\), but the manifest says float32 \\(7, 4\\)"),
         (lambda d: edit_manifest(d, dim=5), "but the manifest says float32 \\(6, 5\\)"),
-        (lambda d: edit_manifest(d, kind="hnsw"), "kind 'hnsw'"),
+        (lambda d: edit_manifest(d, kind="lsh"), "kind 'lsh'"),
         (lambda d: edit_manifest(d, sha256={"vectors.npy": "0"}), "no valid sha256 table"),
         (lambda d: edit_manifest(d, sha256={"vectors.npy": "0", "metadata.json": "0", "../x": "0"}),
          "no valid sha256 table"),
@@ -332,3 +332,146 @@ def test_save_refuses_desynchronised_metadata(tmp_path):
         index.save(tmp_path / "x")
     with pytest.raises(RetrievalInputError, match="info is not JSON-serialisable"):
         EmbeddingIndex(4).save(tmp_path / "y", info={"bad": {1, 2}})
+
+
+# --------------------------------------------------------------------------------------------
+# Approximate kinds (faiss): recall, training, persistence
+# --------------------------------------------------------------------------------------------
+APPROX = {"ivfpq": {"nlist": 16, "m": 8}, "hnsw": {}}
+
+
+def clustered(seed, n, dim=32, clusters=50):
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(123).standard_normal((clusters, dim)).astype(np.float32)
+    x = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def recall_at(approx_ids, exact_ids):
+    k = exact_ids.shape[1]
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(approx_ids, exact_ids)]))
+
+
+@pytest.fixture(scope="module")
+def recall_data():
+    pytest.importorskip("faiss")
+    g, q = clustered(0, 5000), clustered(1, 200)
+    flat = EmbeddingIndex(32, backend="faiss")
+    flat.add(g)
+    built = {}
+    for kind, params in APPROX.items():
+        index = EmbeddingIndex(32, kind=kind, params=params)
+        index.add(g[:3000], meta(0, 3000))
+        index.add(g[3000:], meta(3000, 2000))  # incremental add after (auto) training
+        built[kind] = index
+    return g, q, flat.search(q, 10)[1], built
+
+
+@pytest.mark.parametrize("kind, threshold", [("ivfpq", 0.8), ("hnsw", 0.95)])
+def test_approximate_recall_against_flat(recall_data, kind, threshold):
+    _, q, exact, built = recall_data
+    index = built[kind]
+    assert index.kind == kind and len(index) == 5000 and index.is_trained
+    scores, ids = index.search(q, 10)
+    r = recall_at(ids, exact)
+    print(f"recall@10 {kind}: {r:.3f}")  # observed: ivfpq 0.896 (nprobe 16, rerank 4), hnsw 0.97
+    assert r >= threshold
+    assert (np.diff(scores, axis=1) <= 0).all() and (ids >= 0).all()
+
+
+def test_ivfpq_params_training_and_nprobe(recall_data):
+    g, q, exact, built = recall_data
+    index = built["ivfpq"]
+    assert index.params == {"nlist": 16, "m": 8, "nbits": 8, "nprobe": 16, "rerank": 4}
+    index.set_search_params(nprobe=1)
+    low = recall_at(index.search(q, 10)[1], exact)
+    index.set_search_params(nprobe=16)
+    high = recall_at(index.search(q, 10)[1], exact)
+    assert index.params["nprobe"] == 16 and high >= low and high > 0.5
+    with pytest.raises(RetrievalInputError, match="no search parameter ef_search"):
+        index.set_search_params(ef_search=10)
+    with pytest.raises(RetrievalInputError, match="already trained"):
+        index.train(g[:300])
+    # Few vectors: nlist is lowered to N // 39 and recorded; below 2**nbits the index stays untrained
+    # and answers exactly.
+    small = EmbeddingIndex(32, kind="ivfpq", params={"nlist": 64})
+    small.add(g[:100])
+    assert not small.is_trained
+    np.testing.assert_array_equal(small.search(q[:5], 3)[1], brute_force(g[:100], q[:5], 3)[1])
+    small.add(g[100:400])
+    assert small.is_trained and small.params["nlist"] == 400 // 39
+    auto = EmbeddingIndex(32, kind="ivfpq")
+    auto.train(g[:2000])
+    # "auto" asks for round(4 * sqrt(2000)) = 179 lists; 2000 vectors support 2000 // 39 = 51.
+    assert auto.params["nlist"] == 51 and auto.params["m"] == 2 and len(auto) == 0
+    auto.add(g[:10])
+    assert auto.search(g[:1], 1)[1][0, 0] == 0
+    with pytest.raises(RetrievalInputError, match="dividing the dimension 32"):
+        EmbeddingIndex(32, kind="ivfpq", params={"m": 5})
+    with pytest.raises(RetrievalInputError, match="has no parameter 'M'"):
+        EmbeddingIndex(32, kind="ivfpq", params={"M": 5})
+    with pytest.raises(RetrievalInputError, match="no search parameter nprobe"):
+        EmbeddingIndex(4).set_search_params(nprobe=3)
+
+
+@pytest.mark.parametrize("kind", list(APPROX))
+def test_approximate_round_trip_and_tampered_state(recall_data, tmp_path, kind):
+    _, q, _, built = recall_data
+    index = built[kind]
+    if kind == "hnsw":
+        index.set_search_params(ef_search=32)
+    out = index.save(tmp_path / kind, info={"note": kind})
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["sha256"]) == {"vectors.npy", "metadata.json", "index.faiss"}
+    assert manifest["params"] == index.params
+    loaded = EmbeddingIndex.load(out)
+    assert loaded.kind == kind and loaded.params == index.params and loaded.metadata == index.metadata
+    np.testing.assert_array_equal(loaded.embeddings(), index.embeddings())
+    s0, i0 = index.search(q, 10)
+    s1, i1 = loaded.search(q, 10)
+    np.testing.assert_array_equal(i0, i1)
+    np.testing.assert_array_equal(s0, s1)
+    loaded.add(clustered(5, 10), meta(5000, 10))  # keeps growing after load
+    assert len(loaded) == 5010 and loaded.search(loaded.embeddings()[-1:], 1)[1][0, 0] == 5009
+
+    raw = bytearray((out / "index.faiss").read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (out / "index.faiss").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="checksum of index.faiss does not match"):
+        EmbeddingIndex.load(out)
+
+
+def test_corrupt_state_with_matching_checksum_is_refused(tmp_path):
+    import hashlib
+
+    pytest.importorskip("faiss")
+    index = EmbeddingIndex(8, kind="hnsw")
+    index.add(unit(12, 20, dim=8))
+    d = index.save(tmp_path / "h")
+    junk = b"not a faiss index"
+    (d / "index.faiss").write_bytes(junk)
+    edit_manifest(d, sha256={**json.loads((d / "manifest.json").read_text())["sha256"],
+                             "index.faiss": hashlib.sha256(junk).hexdigest()})
+    with pytest.raises(DataError, match="'hnsw' search structure cannot be restored"):
+        EmbeddingIndex.load(d)
+
+
+@pytest.mark.parametrize("kind", list(APPROX))
+def test_approximate_kinds_need_faiss(monkeypatch, kind):
+    def no_faiss():
+        raise ImportError("No module named 'faiss'")
+
+    monkeypatch.setattr(index_mod, "_import_faiss", no_faiss)
+    with pytest.raises(SarbridgeError, match=f"index kind '{kind}' needs faiss") as e:
+        EmbeddingIndex(16, kind=kind)
+    assert "pip install faiss-cpu" in e.value.hint and "kind=flat" in e.value.hint
+    assert EmbeddingIndex(16).backend == "torch"  # flat still works
+
+
+def test_faiss_gpu_backend_without_gpu_is_refused():
+    pytest.importorskip("faiss")
+    if index_mod._faiss_num_gpus() > 0:
+        pytest.skip("a faiss GPU is present")
+    assert not EmbeddingIndex(4, kind="ivfpq").gpu
+    with pytest.raises(SarbridgeError, match="faiss-gpu"):
+        EmbeddingIndex(4, backend="faiss-gpu")

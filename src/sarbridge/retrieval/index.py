@@ -1,4 +1,4 @@
-"""A persistent embedding index with per-item metadata (exact inner-product search).
+"""A persistent embedding index with per-item metadata (exact or approximate inner-product search).
 
 :class:`EmbeddingIndex` stores float32 embeddings together with one JSON-serialisable metadata
 dict per item (``id``, ``modality``, ``x``, ``y``, ``lon``, ``lat``, ``source`` ...) and answers
@@ -23,15 +23,46 @@ the same results (up to float rounding); within the returned list, equal scores 
 ascending id, but which of several items tied with the ``k``-th score makes the list is up to the
 backend.
 
+**Approximate kinds** (faiss only; without faiss they raise a :class:`~sarbridge.errors.SarbridgeError`
+naming ``pip install faiss-cpu``). Their tuning parameters are passed as ``params={...}``:
+
+* ``"ivfpq"`` -- ``faiss.IndexIVFPQ`` over an inner-product coarse quantiser. Parameters ``nlist``
+  (inverted lists; ``"auto"`` = about ``4 * sqrt(N)`` of the training set), ``m`` (sub-quantisers,
+  must divide ``dim``; default the divisor of ``dim`` nearest below ``dim // 16``), ``nbits`` (8),
+  ``nprobe`` (16, lists visited per query) and ``rerank`` (4: the ``k * rerank`` PQ candidates are
+  re-scored exactly against the stored float32 vectors, so the returned scores are exact inner
+  products; 0 returns the raw PQ scores). It needs training: the first ``add`` that brings the
+  index to at least ``2 ** nbits`` vectors trains it on everything added so far (an untrained index
+  answers queries exactly). When the training set has fewer than ``39 * nlist`` vectors, ``nlist`` is
+  lowered to ``N // 39`` and the value used is recorded in :attr:`EmbeddingIndex.params`.
+  :meth:`EmbeddingIndex.train` trains explicitly on a chosen sample. Later adds are encoded with
+  the trained quantisers.
+* ``"hnsw"`` -- ``faiss.IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT``; parameters ``M`` (32),
+  ``ef_construction`` (200) and ``ef_search`` (64). Scores are exact, the candidate set approximate.
+
+Both may return fewer than ``k`` hits for a query (e.g. IVF with a small ``nprobe``); missing slots
+hold id ``-1`` and score ``-inf``, at the end of the row. :meth:`EmbeddingIndex.set_search_params`
+changes ``nprobe`` / ``ef_search`` after construction (saved with the index).
+
+**GPU.** When faiss is a GPU build (``faiss.get_num_gpus() > 0``; the function is absent from some
+faiss-cpu builds) and ``backend`` is ``"auto"`` or ``"faiss-gpu"``, ``flat`` and ``ivfpq`` indexes
+search through a copy made with ``faiss.index_cpu_to_all_gpus`` (refreshed lazily after adds; the
+CPU index remains the master that is saved). ``hnsw`` has no GPU version and stays on the CPU.
+``backend="faiss-gpu"`` without a usable GPU raises a :class:`~sarbridge.errors.SarbridgeError`.
+This path cannot be exercised by the CPU test suite.
+
 **On-disk format** (:meth:`EmbeddingIndex.save` / :meth:`EmbeddingIndex.load`). A directory with
 
 * ``vectors.npy`` -- the ``(count, dim)`` float32 embeddings (plain ``.npy``, no pickle). This one
   portable form is written whatever the backend; loading rebuilds the search structure from it, so
   an index saved with faiss loads with torch and vice versa;
 * ``metadata.json`` -- the list of per-item metadata dicts;
-* any extra state files of the kind (none for ``"flat"``);
+* any extra state files of the kind (none for ``"flat"``; ``index.faiss``, the
+  ``faiss.serialize_index`` bytes, for a trained ``"ivfpq"`` and for ``"hnsw"``, so loading needs no
+  retraining or graph rebuild);
 * ``manifest.json`` -- ``{"format": "sarbridge-index", "version": 1, "kind", "metric", "dim",
-  "count", "backend", "normalize", "sha256": {file: hex digest}, "created_at", "info"}``, where
+  "count", "backend", "normalize", "params", "sha256": {file: hex digest}, "created_at", "info"}``,
+  where ``params`` are the kind's effective parameters (absent for kinds without any) and
   ``info`` is a free JSON dict of the caller (model checkpoint hash, CRS, ...).
 
 Every file is written atomically (temporary file + rename). ``save`` first removes an existing
@@ -46,7 +77,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
@@ -74,10 +107,12 @@ FORMAT: Final[str] = "sarbridge-index"
 #: ``version`` field of ``manifest.json`` written by this code (and the only one it reads).
 FORMAT_VERSION: Final[int] = 1
 #: Accepted ``backend`` arguments.
-BACKENDS: Final[tuple[str, ...]] = ("auto", "faiss", "torch")
+BACKENDS: Final[tuple[str, ...]] = ("auto", "faiss", "faiss-gpu", "torch")
 
 MANIFEST_FILE: Final[str] = "manifest.json"
 VECTORS_FILE: Final[str] = "vectors.npy"
+#: State file of the faiss-based approximate kinds.
+FAISS_STATE_FILE: Final[str] = "index.faiss"
 METADATA_FILE: Final[str] = "metadata.json"
 
 # Query x item pairs per score block of the torch backend (16 MiB of float32 scores).
@@ -99,6 +134,21 @@ def _import_faiss() -> Any:
     return faiss
 
 
+def _faiss_num_gpus() -> int:
+    """GPUs visible to faiss (0 for CPU builds, also where ``get_num_gpus`` does not exist)."""
+    try:
+        faiss = _import_faiss()
+    except ImportError:
+        return 0
+    getter = getattr(faiss, "get_num_gpus", None)
+    if getter is None or not hasattr(faiss, "index_cpu_to_all_gpus"):
+        return 0
+    try:
+        return int(getter())
+    except Exception:  # noqa: BLE001  (a broken CUDA runtime means: no GPU)
+        return 0
+
+
 def faiss_available() -> bool:
     """Whether ``import faiss`` works in this environment."""
     try:
@@ -117,6 +167,8 @@ class VectorStore:
 
     Kinds whose state cannot be rebuilt from the vectors alone (trained quantisers ...) override
     :meth:`state_files` and :meth:`restore`; the index saves, checksums and verifies those files.
+    Kinds with tuning parameters keep their effective values in :attr:`params` (saved in the
+    manifest and passed back to the factory as keyword arguments on load).
     """
 
     backend: str = ""
@@ -124,6 +176,28 @@ class VectorStore:
     def __init__(self, dim: int, metric: str) -> None:
         self.dim = dim
         self.metric = metric
+        self.params: dict[str, Any] = {}
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the store can encode vectors (always True for kinds without training)."""
+        return True
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Train on ``vectors`` (no-op for kinds without training)."""
+        del vectors
+
+    def set_search_params(self, **values: int) -> None:
+        """Change search-time parameters; the base store has none."""
+        if values:
+            raise RetrievalInputError(
+                f"this index kind has no search parameter {', '.join(sorted(values))}",
+                "nprobe applies to kind 'ivfpq', ef_search to kind 'hnsw'",
+            )
+
+    def to_gpu(self) -> bool:
+        """Search on all faiss GPUs from now on; returns False where the store cannot."""
+        return False
 
     @property
     def ntotal(self) -> int:
@@ -152,8 +226,36 @@ class VectorStore:
         self.add(vectors)
 
 
-class _FaissFlatStore(VectorStore):
-    """Exact inner-product search with ``faiss.IndexFlatIP``."""
+class _GpuCopyMixin:
+    """A lazily refreshed ``faiss.index_cpu_to_all_gpus`` copy of ``self._index`` for searching."""
+
+    _faiss: Any
+    _index: Any
+    _gpu: bool = False
+    _gpu_index: Any = None
+
+    def to_gpu(self) -> bool:
+        self._gpu, self._gpu_index = True, None
+        return True
+
+    def _dirty(self) -> None:
+        self._gpu_index = None
+
+    def _searcher(self) -> Any:
+        if not self._gpu:
+            return self._index
+        if self._gpu_index is None:
+            try:
+                self._gpu_index = self._faiss.index_cpu_to_all_gpus(self._index)
+            except RuntimeError as exc:  # e.g. a PQ layout the GPU code does not support
+                warnings.warn(f"faiss GPU copy failed, searching on the CPU ({exc})", RuntimeWarning, stacklevel=3)
+                self._gpu = False
+                return self._index
+        return self._gpu_index
+
+
+class _FaissFlatStore(_GpuCopyMixin, VectorStore):
+    """Exact inner-product search with ``faiss.IndexFlatIP`` (searched on GPUs after :meth:`to_gpu`)."""
 
     backend = "faiss"
 
@@ -169,9 +271,10 @@ class _FaissFlatStore(VectorStore):
     def add(self, vectors: np.ndarray) -> None:
         if vectors.shape[0]:
             self._index.add(vectors)
+            self._dirty()
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, ids = self._index.search(queries, k)
+        scores, ids = self._searcher().search(queries, k)
         return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
 
     def reconstruct(self) -> np.ndarray:
@@ -249,6 +352,240 @@ class _TorchFlatStore(VectorStore):
         return self._buf[: self._n].copy()
 
 
+def _positive_int(value: Any, name: str, kind: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise RetrievalInputError(f"index kind '{kind}' needs a positive integer {name}, got {value!r}")
+    return int(value)
+
+
+def _default_m(dim: int) -> int:
+    """The divisor of ``dim`` nearest below (or equal to) ``max(1, dim // 16)``."""
+    target = max(1, dim // 16)
+    return max(d for d in range(1, target + 1) if dim % d == 0)
+
+
+class _FaissApproxStore(_TorchFlatStore):
+    """Shared part of the faiss approximate kinds.
+
+    The float32 vectors are kept in the exact buffer of :class:`_TorchFlatStore` (they are saved as
+    ``vectors.npy`` and serve exact re-ranking and searches of a not yet trained index); the faiss
+    index lives in ``self._index`` (None until trained) and is saved as ``index.faiss``.
+    """
+
+    backend = "faiss"
+    kind = ""
+
+    def __init__(self, dim: int, metric: str) -> None:
+        super().__init__(dim, metric)
+        self._faiss = _import_faiss()
+        self._index: Any = None
+
+    @property
+    def is_trained(self) -> bool:
+        return self._index is not None and bool(self._index.is_trained)
+
+    def _index_add(self, vectors: np.ndarray) -> None:
+        self._index.add(vectors)
+
+    def add(self, vectors: np.ndarray) -> None:
+        start = self._n
+        super().add(vectors)
+        if self.is_trained:
+            if vectors.shape[0]:
+                self._index_add(vectors)
+        else:
+            self._maybe_autotrain(start)
+
+    def _maybe_autotrain(self, start: int) -> None:
+        """Hook: train (and index ``buffer[:ntotal]``) once enough vectors are buffered."""
+        del start
+
+    def _faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = self._index.search(queries, k)
+        return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.is_trained:
+            return super().search(queries, k)
+        scores, ids = self._faiss_search(queries, k)
+        missing = ids < 0
+        if missing.any():
+            scores = np.where(missing, np.float32(-np.inf), scores).astype(np.float32)
+        return scores, ids
+
+    def state_files(self) -> dict[str, bytes]:
+        if not self.is_trained:
+            return {}
+        return {FAISS_STATE_FILE: self._faiss.serialize_index(self._index).tobytes()}
+
+    def restore(self, vectors: np.ndarray, files: Mapping[str, bytes]) -> None:
+        raw = files.get(FAISS_STATE_FILE)
+        if raw is None:  # saved before training: rebuild (and train if it now can)
+            self.add(vectors)
+            return
+        try:
+            index = self._faiss.deserialize_index(np.frombuffer(raw, dtype=np.uint8))
+        except RuntimeError as exc:
+            raise ValueError(f"{FAISS_STATE_FILE} cannot be deserialised by faiss ({exc})") from exc
+        if int(index.d) != self.dim or int(index.ntotal) != vectors.shape[0] or not index.is_trained:
+            raise ValueError(
+                f"{FAISS_STATE_FILE} holds a faiss index of dimension {index.d} with {index.ntotal} vectors, "
+                f"expected a trained one of dimension {self.dim} with {vectors.shape[0]}"
+            )
+        self._check_restored(index)
+        _TorchFlatStore.add(self, vectors)
+        self._index = index
+        self._apply_search_params()
+
+    def _check_restored(self, index: Any) -> None:
+        """Hook: refuse a deserialised index of the wrong faiss type."""
+        del index
+
+    def _apply_search_params(self) -> None:
+        """Hook: push the search-time parameters into ``self._index``."""
+
+
+class _IVFPQStore(_GpuCopyMixin, _FaissApproxStore):
+    """``faiss.IndexIVFPQ`` (inner-product quantiser) with optional exact re-ranking."""
+
+    kind = "ivfpq"
+
+    def __init__(self, dim: int, metric: str, nlist: int | str = "auto", m: int | None = None, nbits: int = 8,
+                 nprobe: int = 16, rerank: int = 4) -> None:
+        super().__init__(dim, metric)
+        if nlist != "auto":
+            nlist = _positive_int(nlist, "nlist", self.kind)
+        m = _default_m(dim) if m is None else _positive_int(m, "m", self.kind)
+        if dim % m:
+            raise RetrievalInputError(
+                f"index kind 'ivfpq' needs m (sub-quantisers) dividing the dimension {dim}, got m={m}",
+                f"use m={_default_m(dim)} or another divisor of {dim}",
+            )
+        nbits = _positive_int(nbits, "nbits", self.kind)
+        if nbits > 16:
+            raise RetrievalInputError(f"index kind 'ivfpq' supports nbits up to 16, got {nbits}")
+        if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
+            raise RetrievalInputError(f"index kind 'ivfpq' needs a non-negative integer rerank, got {rerank!r}")
+        self.params = {"nlist": nlist, "m": m, "nbits": nbits,
+                       "nprobe": _positive_int(nprobe, "nprobe", self.kind), "rerank": int(rerank)}
+
+    @property
+    def min_train(self) -> int:
+        """Fewest training vectors: one per PQ centroid (``2 ** nbits``)."""
+        return 2 ** int(self.params["nbits"])
+
+    def _nlist_for(self, n: int) -> int:
+        nlist = self.params["nlist"]
+        if nlist == "auto":
+            nlist = max(1, round(4 * math.sqrt(n)))
+        return int(max(1, min(nlist, n // 39)))
+
+    def train(self, vectors: np.ndarray) -> None:
+        if self.is_trained:
+            raise RetrievalInputError("the ivfpq index is already trained", "build a new index to retrain it")
+        n = vectors.shape[0]
+        if n < self.min_train:
+            raise RetrievalInputError(
+                f"index kind 'ivfpq' needs at least {self.min_train} training vectors (2**nbits), got {n}",
+                "train on more vectors, or lower params['nbits']",
+            )
+        f = self._faiss
+        nlist = self._nlist_for(n)
+        quantizer = f.IndexFlatIP(self.dim)
+        index = f.IndexIVFPQ(quantizer, self.dim, nlist, int(self.params["m"]), int(self.params["nbits"]),
+                             f.METRIC_INNER_PRODUCT)
+        index.cp.min_points_per_centroid = 1  # nlist was already lowered to keep >= 39 points per list
+        index.pq.cp.min_points_per_centroid = 1  # small training sets are legal; no C++ warning spam
+        index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._index = index  # faiss' Python wrapper keeps a reference to the quantiser
+        self.params["nlist"] = nlist  # record what was actually used
+        self._apply_search_params()
+        if self._n:  # vectors buffered before training
+            self._index.add(self._buf[: self._n])
+        self._dirty()
+
+    def _maybe_autotrain(self, start: int) -> None:
+        del start
+        if self._n >= self.min_train:
+            self.train(self._buf[: self._n])
+
+    def _index_add(self, vectors: np.ndarray) -> None:
+        self._index.add(vectors)
+        self._dirty()
+
+    def _check_restored(self, index: Any) -> None:
+        ivf = self._faiss.try_extract_index_ivf(index)
+        pq = getattr(index, "pq", None)
+        if ivf is None or pq is None or int(pq.M) != int(self.params["m"]):
+            raise ValueError(f"{FAISS_STATE_FILE} is not the IVF-PQ index its manifest describes")
+        self.params["nlist"] = int(ivf.nlist)
+
+    def _apply_search_params(self) -> None:
+        if self._index is not None:
+            self._index.nprobe = int(self.params["nprobe"])
+
+    def set_search_params(self, **values: int) -> None:
+        unknown = set(values) - {"nprobe"}
+        if unknown:
+            raise RetrievalInputError(f"index kind 'ivfpq' has no search parameter {', '.join(sorted(unknown))}",
+                                      "use nprobe")
+        if "nprobe" in values:
+            self.params["nprobe"] = _positive_int(values["nprobe"], "nprobe", self.kind)
+            self._apply_search_params()
+
+    def _faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        searcher = self._searcher()
+        if searcher is not self._index:
+            params = getattr(self._faiss, "GpuParameterSpace", None)
+            if params is not None:
+                params().set_index_parameter(searcher, "nprobe", int(self.params["nprobe"]))
+        rerank = int(self.params["rerank"])
+        kk = min(self._n, k * rerank) if rerank else k
+        scores, ids = searcher.search(queries, kk)
+        ids = ids.astype(np.int64, copy=False)
+        if not rerank:
+            return scores.astype(np.float32, copy=False), ids
+        # Exact re-scoring of the PQ candidates against the stored vectors.
+        cand = self._buf[np.maximum(ids, 0)]
+        exact = np.einsum("qd,qkd->qk", queries, cand, dtype=np.float64).astype(np.float32)
+        exact[ids < 0] = -np.inf
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(exact, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+class _HNSWStore(_FaissApproxStore):
+    """``faiss.IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT`` (CPU only)."""
+
+    kind = "hnsw"
+
+    def __init__(self, dim: int, metric: str, M: int = 32, ef_construction: int = 200,  # noqa: N803
+                 ef_search: int = 64) -> None:
+        super().__init__(dim, metric)
+        self.params = {"M": _positive_int(M, "M", self.kind),
+                       "ef_construction": _positive_int(ef_construction, "ef_construction", self.kind),
+                       "ef_search": _positive_int(ef_search, "ef_search", self.kind)}
+        f = self._faiss
+        self._index = f.IndexHNSWFlat(dim, self.params["M"], f.METRIC_INNER_PRODUCT)
+        self._index.hnsw.efConstruction = self.params["ef_construction"]
+        self._apply_search_params()
+
+    def _check_restored(self, index: Any) -> None:
+        if not isinstance(index, self._faiss.IndexHNSWFlat) and not hasattr(index, "hnsw"):
+            raise ValueError(f"{FAISS_STATE_FILE} is not the HNSW index its manifest describes")
+
+    def _apply_search_params(self) -> None:
+        self._index.hnsw.efSearch = int(self.params["ef_search"])
+
+    def set_search_params(self, **values: int) -> None:
+        unknown = set(values) - {"ef_search"}
+        if unknown:
+            raise RetrievalInputError(f"index kind 'hnsw' has no search parameter {', '.join(sorted(unknown))}",
+                                      "use ef_search")
+        if "ef_search" in values:
+            self.params["ef_search"] = _positive_int(values["ef_search"], "ef_search", self.kind)
+            self._apply_search_params()
+
+
 # --------------------------------------------------------------------------------------------
 # Kind registry
 # --------------------------------------------------------------------------------------------
@@ -259,14 +596,17 @@ class IndexKind:
     Attributes:
         name: the ``kind`` argument / manifest field (e.g. ``"flat"``).
         metrics: supported ``metric`` names.
-        stores: backend name (``"faiss"``, ``"torch"``) -> factory ``(dim, metric) -> store``.
+        stores: backend name (``"faiss"``, ``"torch"``) -> factory ``(dim, metric, **params) -> store``.
         description: one line for listings and error messages.
+        params: names of the tuning parameters the factories accept as keyword arguments, with
+            their defaults (for listings; the factories apply the defaults themselves).
     """
 
     name: str
     metrics: tuple[str, ...]
-    stores: Mapping[str, Callable[[int, str], VectorStore]]
+    stores: Mapping[str, Callable[..., VectorStore]]
     description: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 _KINDS: dict[str, IndexKind] = {}
@@ -313,6 +653,24 @@ register_kind(
         description="exact search over all stored vectors",
     )
 )
+register_kind(
+    IndexKind(
+        name="ivfpq",
+        metrics=("ip",),
+        stores={"faiss": _IVFPQStore},
+        description="approximate search: faiss IVF-PQ (needs training), exact re-ranking of candidates",
+        params={"nlist": "auto", "m": None, "nbits": 8, "nprobe": 16, "rerank": 4},
+    )
+)
+register_kind(
+    IndexKind(
+        name="hnsw",
+        metrics=("ip",),
+        stores={"faiss": _HNSWStore},
+        description="approximate search: faiss HNSW graph over the exact vectors",
+        params={"M": 32, "ef_construction": 200, "ef_search": 64},
+    )
+)
 
 
 def _resolve(kind: str, metric: str, backend: str) -> tuple[IndexKind, str]:
@@ -329,6 +687,10 @@ def _resolve(kind: str, metric: str, backend: str) -> tuple[IndexKind, str]:
         )
     if backend not in BACKENDS:
         raise RetrievalInputError(f"unknown index backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
+    if backend == "faiss-gpu":
+        if "faiss" not in spec.stores:
+            raise RetrievalInputError(f"index kind '{kind}' has no 'faiss' backend", "use backend='torch'")
+        backend = "faiss"  # the GPU check follows in EmbeddingIndex
     if backend == "auto":
         if "faiss" in spec.stores and faiss_available():
             return spec, "faiss"
@@ -344,6 +706,9 @@ def _resolve(kind: str, metric: str, backend: str) -> tuple[IndexKind, str]:
         try:
             _import_faiss()
         except ImportError as exc:
+            if "torch" not in spec.stores:
+                raise SarbridgeError(f"index kind '{kind}' needs faiss",
+                                     "pip install faiss-cpu or use kind=flat") from exc
             raise SarbridgeError(
                 f"index backend 'faiss' was requested but faiss cannot be imported ({exc})",
                 "install faiss-cpu, or use backend='torch'",
@@ -423,23 +788,29 @@ class EmbeddingIndex:
 
     Args:
         dim: embedding dimension.
-        kind: index kind from the registry (:func:`available_kinds`; built in: ``"flat"``).
+        kind: index kind from the registry (:func:`available_kinds`; built in: ``"flat"``,
+            ``"ivfpq"``, ``"hnsw"``).
         metric: similarity; ``"ip"`` (inner product, higher is better).
-        backend: ``"auto"`` (faiss if importable, else torch), ``"faiss"`` or ``"torch"``.
+        backend: ``"auto"`` (faiss if importable, else torch; faiss GPUs when the faiss build has
+            them), ``"faiss"`` (CPU), ``"faiss-gpu"`` or ``"torch"``.
         normalize: L2-normalise added vectors and queries inside the index. Leave False when the
             embeddings are already unit vectors (the caller's job by default).
         info: free JSON-serialisable dict saved in the manifest (checkpoint hash, CRS ...).
+        params: tuning parameters of the kind (see the module docstring), e.g.
+            ``{"nlist": 16, "m": 8}`` for ``"ivfpq"``; omitted ones take their defaults.
 
     Attributes:
         dim, kind, metric, normalize: as given.
         backend: the resolved backend (``"faiss"`` or ``"torch"``).
+        gpu: whether searches run on faiss GPUs.
         info: the free info dict (also filled by :meth:`load`).
         created_at: ISO-8601 UTC time of the last :meth:`save` / of the loaded manifest, else None.
 
     Raises:
         RetrievalInputError: (a :class:`ValueError`) bad ``dim`` or unknown kind / metric /
             backend.
-        SarbridgeError: ``backend="faiss"`` but faiss cannot be imported.
+        SarbridgeError: ``backend="faiss"`` or an approximate kind but faiss cannot be imported;
+            ``backend="faiss-gpu"`` without a faiss GPU.
 
     Example:
         >>> index = EmbeddingIndex(4)
@@ -459,10 +830,20 @@ class EmbeddingIndex:
         backend: str = "auto",
         normalize: bool = False,
         info: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise RetrievalInputError(f"index dimension must be a positive integer, got {dim!r}")
         spec, resolved = _resolve(kind, metric, backend)
+        given = dict(params or {})
+        if params is not None and not isinstance(params, Mapping):
+            raise RetrievalInputError(f"params must be a dict, got {type(params).__name__}")
+        unknown = sorted(set(given) - set(spec.params))
+        if unknown:
+            raise RetrievalInputError(
+                f"index kind '{spec.name}' has no parameter {', '.join(map(repr, unknown))}",
+                f"its parameters: {', '.join(spec.params) or 'none'}",
+            )
         self.dim = int(dim)
         self.kind = spec.name
         self.metric = metric
@@ -472,8 +853,17 @@ class EmbeddingIndex:
         if info is not None:
             self.info = self._checked_info(info)
         self.created_at: str | None = None
-        self._store = spec.stores[resolved](self.dim, metric)
+        self._store = spec.stores[resolved](self.dim, metric, **given)
         self._metadata: list[dict[str, Any]] = []
+        self.gpu = False
+        if resolved == "faiss" and backend in ("auto", "faiss-gpu") and _faiss_num_gpus() > 0:
+            self.gpu = self._store.to_gpu()
+        if backend == "faiss-gpu" and not self.gpu:
+            raise SarbridgeError(
+                "index backend 'faiss-gpu' was requested but "
+                + ("faiss sees no GPU" if _faiss_num_gpus() == 0 else f"kind '{self.kind}' has no GPU search"),
+                "install a GPU build of faiss, or use backend='faiss'",
+            )
 
     # ---- basic properties -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -485,6 +875,48 @@ class EmbeddingIndex:
         return self._store.ntotal
 
     @property
+    def params(self) -> dict[str, Any]:
+        """Effective tuning parameters of the kind (a copy; empty for ``"flat"``)."""
+        return dict(self._store.params)
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the index has its trained quantisers (always True for kinds without training)."""
+        return self._store.is_trained
+
+    def train(self, vectors: Any) -> None:
+        """Train the quantisers of a kind that needs it (``"ivfpq"``) on ``vectors``.
+
+        Vectors added before are indexed right after training. A no-op for other kinds. Without an
+        explicit call, ``"ivfpq"`` trains itself on the first ``add`` that reaches ``2 ** nbits``
+        vectors.
+
+        Args:
+            vectors: ``(N, dim)`` training sample (normalised like added vectors when
+                ``normalize=True``); it is not added to the index.
+
+        Raises:
+            RetrievalInputError: malformed vectors, too few of them, or an already trained index.
+        """
+        x = _matrix(vectors, "training vectors", self.dim)
+        if self.normalize:
+            x = _normalized(x)
+        self._store.train(x)
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change search-time parameters (kept in :attr:`params` and saved).
+
+        Args:
+            nprobe: inverted lists visited per query (``"ivfpq"``); more is slower and more exact.
+            ef_search: candidate list size of the graph search (``"hnsw"``).
+
+        Raises:
+            RetrievalInputError: a parameter the kind does not have, or not a positive integer.
+        """
+        values = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
+        self._store.set_search_params(**values)
+
+    @property
     def metadata(self) -> list[dict[str, Any]]:
         """Per-item metadata, ``metadata[id]`` (the stored list itself: treat it as read-only)."""
         return self._metadata
@@ -492,7 +924,8 @@ class EmbeddingIndex:
     def __repr__(self) -> str:
         return (
             f"EmbeddingIndex(dim={self.dim}, kind={self.kind!r}, metric={self.metric!r}, "
-            f"backend={self.backend!r}, count={len(self)}, normalize={self.normalize})"
+            f"backend={self.backend!r}, count={len(self)}, normalize={self.normalize}"
+            + (f", params={self._store.params}" if self._store.params else "") + ")"
         )
 
     # ---- adding and searching ---------------------------------------------------------------
@@ -547,7 +980,8 @@ class EmbeddingIndex:
 
         Returns:
             ``(scores, ids)``: ``(M, min(k, len(self)))`` float32 scores and int64 ids, sorted by
-            descending score, equal scores by ascending id.
+            descending score, equal scores by ascending id. Approximate kinds may find fewer than
+            ``k`` items: the missing slots at the end of a row hold id ``-1`` and score ``-inf``.
 
         Raises:
             RetrievalInputError: (a :class:`ValueError`) the index is empty, ``k`` is not a
@@ -645,6 +1079,7 @@ class EmbeddingIndex:
             "count": n,
             "backend": self.backend,
             "normalize": self.normalize,
+            **({"params": self._store.params} if self._store.params else {}),
             "sha256": sha,
             "created_at": self.created_at,
             "info": self.info,
@@ -747,13 +1182,19 @@ class EmbeddingIndex:
         if len(metadata) != count:
             raise damaged(f"{METADATA_FILE} has {len(metadata)} entries, but the manifest says {count}")
 
+        params = manifest.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise damaged(f"{MANIFEST_FILE} has a non-dict params entry")
         try:
             index = cls(dim, kind=kind, metric=metric, backend=backend,
-                        normalize=bool(manifest.get("normalize", False)))
+                        normalize=bool(manifest.get("normalize", False)), params=params)
         except RetrievalInputError as exc:
             raise DataError(f"index '{d}' cannot be opened: {exc.message}", exc.hint) from exc
         extra = {name: (d / name).read_bytes() for name in sha if name not in (VECTORS_FILE, METADATA_FILE)}
-        index._store.restore(np.ascontiguousarray(vectors), extra)
+        try:
+            index._store.restore(np.ascontiguousarray(vectors), extra)
+        except (RuntimeError, ValueError) as exc:
+            raise damaged(f"the '{kind}' search structure cannot be restored ({exc})") from exc
         if index._store.ntotal != count:
             raise damaged(f"rebuilding the search structure gave {index._store.ntotal} items, expected {count}")
         index._metadata = metadata
