@@ -109,6 +109,16 @@ class EvalConfig:
     batch_size: int = 64
     max_rank: int = 50
     every: int = 1
+    #: Re-ranking of the test (and validation) rankings: none, k-reciprocal (Zhong et al. 2017)
+    #: or gnn (Zhang et al. 2020). ``k1`` / ``k2`` are the neighbourhood sizes of either.
+    rerank: Literal["none", "k-reciprocal", "gnn"] = "none"
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+    #: Query expansion before ranking: none, aqe (average) or alpha (alpha-weighted).
+    query_expansion: Literal["none", "aqe", "alpha"] = "none"
+    qe_k: int = 5
+    qe_alpha: float = 3.0
 
 
 @dataclass
@@ -364,6 +374,22 @@ def validate_device(device: str) -> None:
         raise ConfigError(f"device '{device}' is not known", "use auto, cpu, cuda or cuda:N")
 
 
+def validate_eval_rerank(e: EvalConfig, prefix: str = "eval") -> None:
+    """Re-ranking / query-expansion switches of an :class:`EvalConfig`."""
+    if e.rerank not in ("none", "k-reciprocal", "gnn"):
+        raise ConfigError(f"{prefix}.rerank has value {e.rerank!r}", "use one of 'none', 'k-reciprocal', 'gnn'")
+    if e.query_expansion not in ("none", "aqe", "alpha"):
+        raise ConfigError(f"{prefix}.query_expansion has value {e.query_expansion!r}",
+                          "use one of 'none', 'aqe', 'alpha'")
+    for key in ("k1", "k2", "qe_k"):
+        if getattr(e, key) < 1:
+            raise ConfigError(f"{prefix}.{key} must be >= 1, got {getattr(e, key)}")
+    if not 0.0 <= e.lambda_value <= 1.0:
+        raise ConfigError(f"{prefix}.lambda_value must be in [0, 1], got {e.lambda_value}")
+    if not (math.isfinite(e.qe_alpha) and e.qe_alpha >= 0):
+        raise ConfigError(f"{prefix}.qe_alpha must be a finite number >= 0, got {e.qe_alpha}")
+
+
 def validate(cfg: Any) -> None:
     """Range checks that types alone cannot express."""
     if not isinstance(cfg, ExperimentConfig):
@@ -390,6 +416,7 @@ def validate(cfg: Any) -> None:
     validate_gsd_and_augment(d)
     if cfg.eval.batch_size < 1 or cfg.eval.max_rank < 1 or cfg.eval.every < 1:
         raise ConfigError("eval.batch_size, eval.max_rank and eval.every must be >= 1")
+    validate_eval_rerank(cfg.eval)
     if d.sar_despeckle_window < 3 or d.sar_despeckle_window % 2 == 0:
         raise ConfigError(f"data.sar_despeckle_window must be odd and >= 3, got {d.sar_despeckle_window}")
     f = cfg.fusion

@@ -204,3 +204,49 @@ def test_initial_ranking_equals_a_stable_sort():
         for kt in (1, 7, 60):
             for rows in (1, 16, 40):
                 torch.testing.assert_close(_initial_ranking(d, kt, rows), want[:, :kt], rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory-bounded top-k variant
+# --------------------------------------------------------------------------------------------
+from sarbridge.retrieval.rerank import k_reciprocal_rerank_topk  # noqa: E402
+
+
+def _check_topk(q, g, topk, **kw):
+    dense = k_reciprocal_rerank_features(q, g, **{k: v for k, v in kw.items() if k != "chunk_size"})
+    dist, idx = k_reciprocal_rerank_topk(q, g, topk=topk, **kw)
+    kt = min(topk, g.shape[0])
+    assert dist.shape == idx.shape == (q.shape[0], kt)
+    assert dist.dtype == np.float32 and idx.dtype == np.int64
+    np.testing.assert_allclose(dist, np.take_along_axis(dense, idx, axis=1), atol=1e-5, rtol=0)
+    want = np.argsort(dense, axis=1, kind="stable")[:, :kt]
+    np.testing.assert_allclose(dist, np.take_along_axis(dense, want, axis=1), atol=1e-5, rtol=0)
+    differ = idx != want  # only where the dense values tie (within float noise)
+    assert np.all(np.abs(np.take_along_axis(dense, idx, 1) - np.take_along_axis(dense, want, 1))[differ] < 1e-5)
+    assert (~differ).mean() > 0.99
+
+
+@pytest.mark.parametrize("distance, k1, k2, chunk", [("euclidean", 20, 6, None), ("sqeuclidean", 20, 6, 7),
+                                                     ("cosine", 9, 1, 13), ("euclidean", 5, 3, 1)])
+def test_topk_equals_dense_top_k(distance, k1, k2, chunk):
+    rng = np.random.default_rng(42)
+    q = rng.standard_normal((40, 16)).astype(np.float32)
+    g = rng.standard_normal((200, 16)).astype(np.float32)
+    _check_topk(q, g, 50, k1=k1, k2=k2, lambda_value=0.3, distance=distance, chunk_size=chunk)
+
+
+def test_topk_equal_to_gallery_size_and_beyond():
+    q, g = random_features(9, m=12, n=35, dim=6)
+    _check_topk(q, g, 35, k1=7, k2=3, lambda_value=0.2)
+    _check_topk(q, g, 500, k1=7, k2=3, lambda_value=0.0)
+    _check_topk(torch.from_numpy(q).double(), torch.from_numpy(g).double(), 35, k1=50, k2=20)
+
+
+def test_topk_bad_inputs_and_empty():
+    q, g = random_features(0, m=3, n=5)
+    with pytest.raises(RetrievalInputError, match="topk"):
+        k_reciprocal_rerank_topk(q, g, topk=0)
+    with pytest.raises(RetrievalInputError, match="unknown distance"):
+        k_reciprocal_rerank_topk(q, g, distance="l1")
+    d, i = k_reciprocal_rerank_topk(q[:0], g, topk=3)
+    assert d.shape == i.shape == (0, 3)

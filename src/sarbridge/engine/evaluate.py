@@ -1,8 +1,9 @@
 """Feature extraction and the re-identification evaluator (fast-reid style).
 
 :class:`ReIDEvaluator` accumulates query and gallery features batch by batch (``process``) and
-``evaluate`` returns R1/R5/R10/mAP/mINP for one protocol; :func:`evaluate_protocols` runs the
-ALL->ALL, Optical->SAR and SAR->Optical protocols from one bank of extracted features.
+``evaluate`` returns R1/R5/R10/mAP/mINP for one protocol, optionally after query expansion and
+re-ranking (k-reciprocal or GNN); :func:`evaluate_protocols` runs the ALL->ALL, Optical->SAR and
+SAR->Optical protocols from one bank of extracted features.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.retrieval.distance import pairwise_distance
 from sarbridge.retrieval.metrics import evaluate, summarize
+from sarbridge.retrieval.rerank import (
+    alpha_query_expansion,
+    average_query_expansion,
+    gnn_rerank,
+    k_reciprocal_rerank_features,
+    k_reciprocal_rerank_topk,
+)
 
 
 @torch.no_grad()
@@ -49,15 +57,45 @@ def extract_features(
     return torch.cat(feats) if feats else torch.zeros(0, 0)
 
 
+#: Re-ranking methods accepted by :class:`ReIDEvaluator` (and ``eval.rerank``).
+RERANK_METHODS: tuple[str, ...] = ("none", "k-reciprocal", "gnn")
+#: Query expansion methods accepted by :class:`ReIDEvaluator` (and ``eval.query_expansion``).
+QE_METHODS: tuple[str, ...] = ("none", "aqe", "alpha")
+# Gallery items outside a query's re-ranked top-k get this distance (evaluated after them).
+_FAR: float = 1.0e6
+
+
 class ReIDEvaluator:
     """Collects features of the first ``num_query`` items as queries, the rest as gallery.
+
+    Ranking (fast-reid style): optional query expansion of the query features against the
+    gallery, then the distance matrix -- plain ``metric`` distances, k-reciprocal re-ranked
+    distances (:func:`~sarbridge.retrieval.rerank.k_reciprocal_rerank_features` with ``metric``
+    when ``M + N <= dense_limit``, else
+    :func:`~sarbridge.retrieval.rerank.k_reciprocal_rerank_topk` with every item outside a
+    query's best ``rerank_topk`` at a large distance, so CMC up to ``rerank_topk`` is exact and
+    mAP counts later matches as ranked after them), or GNN re-ranked distances
+    (:func:`~sarbridge.retrieval.rerank.gnn_rerank`, ``1 - cos`` of the propagated features,
+    with ``k1`` / ``k2``) -- and :func:`~sarbridge.retrieval.metrics.evaluate`.
 
     Args:
         num_query: how many of the processed items are queries.
         metric: distance for ranking (``sqeuclidean`` on L2-normalised features is the reference).
-        normalize: L2-normalise features first.
+        normalize: L2-normalise features first (query expansion always works on, and returns,
+            normalised features).
         max_rank: CMC length.
         exclude_same_modality: drop gallery items of the query's modality.
+        rerank: ``"none"``, ``"k-reciprocal"`` or ``"gnn"``.
+        k1: k-reciprocal / GNN neighbourhood size.
+        k2: k-reciprocal local query expansion size / GNN propagation neighbours.
+        lambda_value: weight of the original distance in the k-reciprocal blend.
+        query_expansion: ``"none"``, ``"aqe"`` or ``"alpha"``, applied to the queries before
+            ranking.
+        qe_k: gallery neighbours used by query expansion.
+        qe_alpha: exponent of alpha-QE.
+        dense_limit: largest ``M + N`` re-ranked with the dense k-reciprocal version.
+        rerank_topk: gallery items kept per query by the memory-bounded version.
+        gnn_layers: GNN propagation layers.
     """
 
     def __init__(
@@ -67,12 +105,31 @@ class ReIDEvaluator:
         normalize: bool = True,
         max_rank: int = 50,
         exclude_same_modality: bool = False,
+        rerank: str = "none",
+        k1: int = 20,
+        k2: int = 6,
+        lambda_value: float = 0.3,
+        query_expansion: str = "none",
+        qe_k: int = 5,
+        qe_alpha: float = 3.0,
+        dense_limit: int = 6000,
+        rerank_topk: int = 1000,
+        gnn_layers: int = 2,
     ) -> None:
+        if rerank not in RERANK_METHODS:
+            raise ValueError(f"unknown rerank {rerank!r}; use one of {', '.join(RERANK_METHODS)}")
+        if query_expansion not in QE_METHODS:
+            raise ValueError(f"unknown query_expansion {query_expansion!r}; use one of {', '.join(QE_METHODS)}")
         self.num_query = num_query
         self.metric = metric
         self.normalize = normalize
         self.max_rank = max_rank
         self.exclude_same_modality = exclude_same_modality
+        self.rerank = rerank
+        self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
+        self.query_expansion = query_expansion
+        self.qe_k, self.qe_alpha = qe_k, qe_alpha
+        self.dense_limit, self.rerank_topk, self.gnn_layers = dense_limit, rerank_topk, gnn_layers
         self.reset()
 
     def reset(self) -> None:
@@ -88,12 +145,33 @@ class ReIDEvaluator:
         self._mods.append(np.asarray(modalities).reshape(-1))
         self._cams.append(np.zeros(len(self._pids[-1]), int) if camids is None else np.asarray(camids).reshape(-1))
 
+    def distances(self, qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
+        """``(M, N)`` ranking distances after query expansion and re-ranking (see the class)."""
+        if self.query_expansion == "aqe":
+            qf = average_query_expansion(qf, gf, k=self.qe_k)
+        elif self.query_expansion == "alpha":
+            qf = alpha_query_expansion(qf, gf, k=self.qe_k, alpha=self.qe_alpha)
+        if self.rerank == "none":
+            return pairwise_distance(qf, gf, metric=self.metric, normalize=self.normalize)
+        if self.rerank == "gnn":
+            return gnn_rerank(qf, gf, k1=self.k1, k2=self.k2, layers=self.gnn_layers)
+        m, n = qf.shape[0], gf.shape[0]
+        if m + n <= self.dense_limit:
+            return k_reciprocal_rerank_features(qf, gf, k1=self.k1, k2=self.k2, lambda_value=self.lambda_value,
+                                                distance=self.metric, normalize=self.normalize)
+        top_d, top_i = k_reciprocal_rerank_topk(qf, gf, k1=self.k1, k2=self.k2, lambda_value=self.lambda_value,
+                                                topk=self.rerank_topk, distance=self.metric,
+                                                normalize=self.normalize)
+        dist = np.full((m, n), _FAR, dtype=np.float32)
+        np.put_along_axis(dist, top_i, top_d, axis=1)
+        return dist
+
     def evaluate(self) -> dict[str, Any]:
         """Ranks queries against the gallery; returns the summary (percentages) plus raw ``cmc``."""
         feats = torch.cat(self._feats)
         pids, mods = np.concatenate(self._pids), np.concatenate(self._mods)
         q, g = slice(0, self.num_query), slice(self.num_query, None)
-        dist = pairwise_distance(feats[q], feats[g], metric=self.metric, normalize=self.normalize)
+        dist = self.distances(feats[q], feats[g])
         res = evaluate(dist, pids[q], pids[g], q_mods=mods[q], g_mods=mods[g], max_rank=self.max_rank,
                        exclude_same_modality=self.exclude_same_modality)
         out = summarize(res)
@@ -101,22 +179,37 @@ class ReIDEvaluator:
         return out
 
 
+def rerank_options(eval_cfg: Any) -> dict[str, Any]:
+    """The :class:`ReIDEvaluator` re-ranking / query-expansion keywords of an ``EvalConfig``."""
+    keys = ("rerank", "k1", "k2", "lambda_value", "query_expansion", "qe_k", "qe_alpha")
+    return {k: getattr(eval_cfg, k) for k in keys if hasattr(eval_cfg, k)}
+
+
 def evaluate_protocols(
     bank: dict[str, torch.Tensor],
     protocols: dict[str, tuple[list[Sample], list[Sample]]],
     max_rank: int = 50,
+    rerank_options: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate each protocol from a ``path -> feature`` bank.
 
     Protocols whose query or gallery is empty, or without any matching query, are reported with
     ``queries: 0`` and no metrics rather than failing the whole evaluation.
+
+    Args:
+        bank: ``path -> feature`` of every image.
+        protocols: ``name -> (queries, gallery)``.
+        max_rank: CMC length.
+        rerank_options: keyword arguments for :class:`ReIDEvaluator` (``rerank``, ``k1``,
+            ``k2``, ``lambda_value``, ``query_expansion``, ``qe_k``, ``qe_alpha``, ...);
+            None ranks by plain distance.
     """
     results: dict[str, dict[str, Any]] = {}
     for name, (query, gallery) in protocols.items():
         if not query or not gallery:
             results[name] = {"queries": 0, "note": "empty query or gallery"}
             continue
-        ev = ReIDEvaluator(len(query), max_rank=max_rank)
+        ev = ReIDEvaluator(len(query), max_rank=max_rank, **(rerank_options or {}))
         for part in (query, gallery):
             ev.process(torch.stack([bank[s.path] for s in part]), [s.pid for s in part],
                        [s.modality_index for s in part], [s.camid for s in part])

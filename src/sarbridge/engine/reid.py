@@ -19,7 +19,7 @@ from sarbridge.data.sampler import PKSampler
 from sarbridge.data.splits import ReIDSplits, build_protocols, check_nonempty, holdout_validation
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.engine.checkpoint import load_checkpoint, load_model_state
-from sarbridge.engine.evaluate import evaluate_protocols, extract_features
+from sarbridge.engine.evaluate import evaluate_protocols, extract_features, rerank_options
 from sarbridge.engine.trainer import StepCallback, Trainer
 from sarbridge.errors import ConfigError, SarbridgeError
 from sarbridge.losses.alignment import CMALoss
@@ -114,7 +114,8 @@ class ReIDTask:
         bank = {s.path: f for s, f in zip(self.val, feats)}
         opt = [s for s in self.val if s.modality == OPTICAL]
         sar = [s for s in self.val if s.modality == SAR]
-        res = evaluate_protocols(bank, {"opt2sar": (opt, sar), "sar2opt": (sar, opt)}, self.cfg.eval.max_rank)
+        res = evaluate_protocols(bank, {"opt2sar": (opt, sar), "sar2opt": (sar, opt)}, self.cfg.eval.max_rank,
+                                 rerank_options(self.cfg.eval))
         out: dict[str, float] = {}
         for name, r in res.items():
             if r.get("queries", 0):
@@ -154,9 +155,10 @@ def evaluate_splits(
     progress: bool = True,
     fusion: Any | None = None,
     cache_dir: str | Path | None = None,
+    rerank: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Extract features once per image (fused with generated twins when ``fusion.enabled``) and
-    evaluate the three protocols."""
+    evaluate the three protocols (``rerank``: :func:`evaluate_protocols` re-ranking options)."""
     protocols, source = build_protocols(splits)
     unique: dict[str, Sample] = {}
     for q, g in protocols.values():
@@ -169,7 +171,7 @@ def evaluate_splits(
         from sarbridge.engine.fusion import fuse_bank
 
         bank = fuse_bank(model, spec, bank, samples, fusion, device, cache_dir or "fusion_cache", progress)
-    results: dict[str, Any] = evaluate_protocols(bank, protocols, max_rank)
+    results: dict[str, Any] = evaluate_protocols(bank, protocols, max_rank, rerank)
     results["protocol_source"] = source
     if fusion is not None and fusion.enabled:
         results["fusion"] = {"tau": fusion.tau, "samples": fusion.samples, "steps": fusion.steps,
@@ -222,7 +224,8 @@ def train_reid(
         return {}
     model, spec, _, state = model_from_checkpoint(result.best_checkpoint)
     metrics = evaluate_splits(model.to(device), spec, splits, device, cfg.eval.batch_size, cfg.eval.max_rank,
-                              progress, fusion=cfg.fusion, cache_dir=out / "fusion_cache")
+                              progress, fusion=cfg.fusion, cache_dir=out / "fusion_cache",
+                              rerank=rerank_options(cfg.eval))
     metrics["meta"] = {
         "checkpoint": str(result.best_checkpoint), "selected_epoch": result.best_epoch,
         "selection": "validation mAP (held-out training identities)" if val else "last epoch (no validation split)",
@@ -260,7 +263,7 @@ def evaluate_reid(
     splits = load_splits(cfg.data, require_train=False)
     out = Path(out_dir)
     metrics = evaluate_splits(model.to(dev), spec, splits, dev, cfg.eval.batch_size, cfg.eval.max_rank, progress,
-                              fusion=cfg.fusion, cache_dir=out / "fusion_cache")
+                              fusion=cfg.fusion, cache_dir=out / "fusion_cache", rerank=rerank_options(cfg.eval))
     metrics["meta"] = {"checkpoint": str(checkpoint), "selected_epoch": state.get("epoch"), "data": splits.root,
                        "device": str(dev)}
     save_config(cfg, out / "config.yaml")
