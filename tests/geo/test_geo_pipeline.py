@@ -183,11 +183,12 @@ def test_build_index_refuses_a_map_without_crs(trained: tuple[Path, Path, dict],
     assert "no" in capsys.readouterr().err and not (tmp_path / "i" / "manifest.json").exists()
 
 
-def test_evaluate_command_with_k_reciprocal(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["k-reciprocal", "gnn"])
+def test_evaluate_command_with_re_ranking(trained: tuple[Path, Path, dict], tmp_path: Path, method: str) -> None:
     scene, run, _ = trained
     out = tmp_path / "eval"
     assert main(["geo", "evaluate", "--model", str(run / "geo_model.pt"), "--data", str(scene), "--out", str(out),
-                 "--rerank", "k-reciprocal", "--quiet", "--device", "cpu"]) == 0
+                 "--rerank", method, "--quiet", "--device", "cpu"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"coarse", "refined", "reranked"} <= set(metrics)
     assert metrics["coarse"] == json.loads((run / "metrics.json").read_text())["coarse"]

@@ -146,7 +146,7 @@ class GeoEvalConfig:
     batch_size: int = 64
     top_k: int = 20
     every: int = 1
-    rerank: Literal["none", "k-reciprocal"] = "none"
+    rerank: Literal["none", "k-reciprocal", "gnn"] = "none"
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3

@@ -75,14 +75,20 @@ def refine_ranking(refiner: torch.nn.Module, query_emb: torch.Tensor, ref_emb: t
     return out, out_scores, rxy.double().numpy(), conf.numpy()
 
 
-def rerank_k_reciprocal(query_emb: torch.Tensor, ref_emb: torch.Tensor, k: int, k1: int, k2: int,
-                        lambda_value: float) -> tuple[np.ndarray, np.ndarray]:
-    """k-reciprocal re-ranking (Zhong et al. 2017) of all references; ``(scores, ranked)`` with
-    scores = -distance, best first."""
-    from sarbridge.retrieval.rerank import k_reciprocal_rerank_features
+def rerank_coarse(query_emb: torch.Tensor, ref_emb: torch.Tensor, k: int, method: str, k1: int, k2: int,
+                  lambda_value: float) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank all references of every query: ``k-reciprocal`` (Zhong et al. 2017) or ``gnn``
+    (Zhang et al. 2020); returns ``(scores, ranked)`` with scores = -distance, best first."""
+    from sarbridge.retrieval.rerank import gnn_rerank, k_reciprocal_rerank_features
 
-    dist = k_reciprocal_rerank_features(query_emb, ref_emb, k1=min(k1, len(ref_emb)), k2=min(k2, len(ref_emb)),
-                                        lambda_value=lambda_value, distance="euclidean")
+    n = len(ref_emb)
+    if method == "k-reciprocal":
+        dist = k_reciprocal_rerank_features(query_emb, ref_emb, k1=min(k1, n), k2=min(k2, n),
+                                            lambda_value=lambda_value, distance="euclidean")
+    elif method == "gnn":
+        dist = gnn_rerank(query_emb, ref_emb, k1=min(k1, n), k2=min(k2, n))
+    else:
+        raise ValueError(f"unknown re-ranking '{method}': use k-reciprocal or gnn")
     dist = np.asarray(dist)
     ranked = np.argsort(dist, axis=1, kind="stable")[:, :k]
     return -np.take_along_axis(dist, ranked, axis=1), ranked
@@ -133,7 +139,7 @@ def evaluate_localisation(
         refine_top_k: graph nodes per query.
         centroid_top: nodes averaged into the refined position.
         temperature: softmax temperature of the node scores in that average.
-        rerank: ``none`` or ``k-reciprocal`` (reported as ``reranked``).
+        rerank: ``none``, ``k-reciprocal`` or ``gnn`` (reported as ``reranked``).
         rerank_args: ``k1``, ``k2``, ``lambda_value``.
         device: where the refiner runs.
 
@@ -150,10 +156,10 @@ def evaluate_localisation(
         r_ranked, r_scores, rxy, conf = refine_ranking(refiner, query_emb, ref_emb, ref_xy, ranked, scores,
                                                        refine_top_k, centroid_top, device, temperature)
         results["refined"] = RankedResult(queries, r_ranked, r_scores, rxy, conf)
-    if rerank == "k-reciprocal":
+    if rerank in ("k-reciprocal", "gnn"):
         args = rerank_args or {}
-        k_scores, k_ranked = rerank_k_reciprocal(query_emb, ref_emb, top_k, args.get("k1", 20), args.get("k2", 6),
-                                                 args.get("lambda_value", 0.3))
+        k_scores, k_ranked = rerank_coarse(query_emb, ref_emb, top_k, rerank, args.get("k1", 20), args.get("k2", 6),
+                                           args.get("lambda_value", 0.3))
         results["reranked"] = RankedResult(queries, k_ranked, k_scores, ref_xy[k_ranked[:, 0]])
     metrics = {name: metrics_of(res, data) for name, res in results.items()}
     return metrics, results

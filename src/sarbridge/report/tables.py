@@ -59,7 +59,7 @@ def write_results(out_dir: str | Path, metrics: dict[str, Any], title: str = "sa
 
 LOCALISATION_KEYS = ("top1", "top5", "top10", "top20", "mAP", "mean_err_m", "median_err_m",
                      "succ_50m", "succ_100m", "succ_150m", "succ_200m", "queries")
-LOCALISATION_TITLES = {"coarse": "coarse retrieval", "refined": "+ graph refinement", "reranked": "+ k-reciprocal re-ranking"}
+LOCALISATION_TITLES = {"coarse": "coarse retrieval", "refined": "+ graph refinement", "reranked": "+ re-ranking (k-reciprocal or GNN)"}
 
 
 def localisation_table(metrics: dict[str, Any]) -> str:
