@@ -104,7 +104,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 # --- search -------------------------------------------------------------------------------------
 
-def search_row(n: int, dim: int, kind: str, nq: int, k: int, seed: int) -> dict:
+def search_row(n: int, dim: int, kind: str, nq: int, k: int, seed: int, ivf: tuple[int, int] = (32, 10)) -> dict:
     import torch
 
     from sarbridge.retrieval.index import EmbeddingIndex
@@ -115,8 +115,8 @@ def search_row(n: int, dim: int, kind: str, nq: int, k: int, seed: int) -> dict:
     truth, t_matmul = exact_topk(q, g, k)
     params = {}
     if kind == "ivfpq":
-        params = {"nlist": int(min(1024, max(16, 4 * np.sqrt(n)))), "m": dim // 16, "nbits": 8, "nprobe": 32,
-                  "rerank": 10}
+        params = {"nlist": int(min(1024, max(16, 4 * np.sqrt(n)))), "m": dim // 16, "nbits": 8, "nprobe": ivf[0],
+                  "rerank": ivf[1]}
     elif kind == "hnsw":
         params = {"M": 32, "ef_construction": 100, "ef_search": 64}
     t = time.perf_counter()
@@ -258,7 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", nargs="+", default=["flat", "ivfpq", "hnsw"])
     p.add_argument("--hnsw-max", type=int, default=100000, help="largest gallery for HNSW (its build is slow on few cores)")
     p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--rerank", type=int, nargs="+", default=[5000, 20000], help="gallery sizes (queries = size/5)")
+    p.add_argument("--ivf-nprobe", type=int, default=32, help="IVF-PQ lists visited per query")
+    p.add_argument("--ivf-rerank", type=int, default=10, help="IVF-PQ candidates re-scored exactly, as a multiple of k")
+    p.add_argument("--skip-search", action="store_true")
+    p.add_argument("--skip-eval", action="store_true")
+    p.add_argument("--rerank", nargs="+", default=["5000", "20000"],
+                   help="gallery sizes (queries = size/5) or QxG, e.g. 20000x20000")
     p.add_argument("--naive-max", type=int, default=6000, help="largest M+N for the dense naive re-ranking")
     p.add_argument("--eval", type=str, nargs="+", default=["5000x5000", "20000x20000", "10000x100000"])
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
@@ -266,16 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", default="docs/benchmarks.md")
     a = p.parse_args(argv)
     if a.quick:
-        a.sizes, a.dims, a.queries, a.rerank, a.eval, a.naive_max = [1000, 5000], [64], 200, [500], ["500x2000"], 1000
+        a.sizes, a.dims, a.queries, a.rerank, a.eval, a.naive_max = [1000, 5000], [64], 200, ["500"], ["500x2000"], 1000
     seed = 0
-    search = [isolated(search_row, n, d, kind, a.queries, 10, seed) | {"n": n, "dim": d, "kind": kind}
-              for d in a.dims for n in a.sizes for kind in a.kinds if not (kind == "hnsw" and n > a.hnsw_max)]
+    search = [] if a.skip_search else [
+        isolated(search_row, n, d, kind, a.queries, 10, seed, (a.ivf_nprobe, a.ivf_rerank)) | {"n": n, "dim": d, "kind": kind}
+        for d in a.dims for n in a.sizes for kind in a.kinds if not (kind == "hnsw" and n > a.hnsw_max)]
     print(table(search, ["n", "dim", "kind", "build_s", "qps", "latency_ms", "recall@10", "vs_matmul", "peak_mb"]))
     rer = []
     from sarbridge.retrieval import rerank as _r
 
-    for n in a.rerank:
-        m = max(1, n // 5)
+    for spec in a.rerank:
+        m, n = (int(x) for x in spec.split("x")) if "x" in str(spec) else (max(1, int(spec) // 5), int(spec))
         methods = ["k-reciprocal (dense)" if m + n <= 3 * a.naive_max else None,
                    "k-reciprocal (top-k)" if hasattr(_r, "k_reciprocal_rerank_topk") else None,
                    "gnn" if hasattr(_r, "gnn_rerank") else None,
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                         "error": f"skipped: needs ~{3 * 4 * (m + n) ** 2 / 2**30:.0f} GiB of dense matrices"})
     print(table(rer, ["m", "n", "method", "time_s", "peak_mb"]))
     ev = []
-    for spec in a.eval:
+    for spec in [] if a.skip_eval else a.eval:
         nq, ng = (int(x) for x in spec.split("x"))
         for method in ("ours", "naive loop"):
             ev.append(isolated(eval_row, nq, ng, method, seed, 500) | {"q": nq, "g": ng, "method": method})
@@ -300,13 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     md = (f"Machine: {result['machine']}.\n\nCommand: `{result['command']}`.\n\n### Search (k = 10, {a.queries} queries)\n\n"
           + table(search, ["n", "dim", "kind", "build_s", "qps", "latency_ms", "recall@10", "vs_matmul", "peak_mb"])
           + "\n`vs_matmul`: batched search time / a bare torch matmul + top-k of the same size in the same process.\n"
-          + "\n### Re-ranking (k1 = 20, k2 = 6, lambda = 0.3; queries = gallery / 5, dim 128)\n\n"
+          + "\n### Re-ranking (k1 = 20, k2 = 6, lambda = 0.3; m queries x n gallery items, dim 128)\n\n"
           + table(rer, ["m", "n", "method", "time_s", "peak_mb"])
           + "\n### Evaluation (CMC/mAP/mINP)\n\n" + table(ev, ["q", "g", "method", "time_s", "scaled_from", "peak_mb"])
           + "\n`scaled_from`: the naive loop ran on that many queries; its time is scaled to all queries.\n")
     (out / "results.md").write_text(md)
     docs = Path(a.docs)
-    if docs.is_file() and BEGIN in docs.read_text():
+    if a.docs and docs.is_file() and BEGIN in docs.read_text():
         text = docs.read_text()
         head, _, rest = text.partition(BEGIN)
         _, _, tail = rest.partition(END)

@@ -57,3 +57,23 @@ def test_temperature_calibration_trusts_the_best_node_only_when_that_helps() -> 
     assert calibrate_temperature(logits, xy, at_best, top=3) == 0.01
     between = np.full((4, 2), 10.0 / 3)  # the truth is the plain mean of the three: a flat softmax wins
     assert calibrate_temperature(logits, xy, between, top=3) == 4.0
+
+
+def test_query_expansion_switch_equals_expanding_the_queries_first() -> None:
+    from sarbridge.geo.evaluate import evaluate_localisation
+    from sarbridge.geo.patches import GeoQuery, GeoReference, LocalisationData
+    from sarbridge.retrieval.rerank import average_query_expansion
+
+    refs_emb, q_emb, targets, xy = _setup()
+    q_emb = F.normalize(q_emb + 0.3 * torch.randn(q_emb.shape, generator=torch.Generator().manual_seed(1)), dim=1)
+    refs = [GeoReference(i, float(x), float(y), 0.0, 0.0, (x - 5, y - 5, x + 5, y + 5), f"r{i}", lambda: None)
+            for i, (x, y) in enumerate(xy)]
+    queries = [GeoQuery(i, float(xy[t][0]), float(xy[t][1]), 0.0, 0.0, int(t), (), "test", "aligned", f"q{i}",
+                        lambda: None) for i, t in enumerate(targets.tolist())]
+    data = LocalisationData(refs, queries, "EPSG:32631")
+    with_switch, _ = evaluate_localisation(data, queries, refs_emb, q_emb, top_k=5, query_expansion="aqe", qe_k=3)
+    by_hand, _ = evaluate_localisation(data, queries, refs_emb, average_query_expansion(q_emb, refs_emb, k=3).float(),
+                                       top_k=5)
+    plain, _ = evaluate_localisation(data, queries, refs_emb, q_emb, top_k=5)
+    assert with_switch["coarse"] == by_hand["coarse"]
+    assert with_switch["coarse"] != plain["coarse"] or with_switch["coarse"]["top1"] == 100.0

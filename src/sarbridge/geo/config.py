@@ -141,7 +141,9 @@ class RefineConfig:
 
 @dataclass
 class GeoEvalConfig:
-    """Coarse search depth and the re-ranking alternative to the graph refinement."""
+    """Coarse search depth, the re-ranking alternative to the graph refinement, and query expansion
+    (``aqe``/``alpha``: each query embedding is replaced by its (weighted) mean with its ``qe_k``
+    nearest references before every stage)."""
 
     batch_size: int = 64
     top_k: int = 20
@@ -150,6 +152,9 @@ class GeoEvalConfig:
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3
+    query_expansion: Literal["none", "aqe", "alpha"] = "none"
+    qe_k: int = 5
+    qe_alpha: float = 3.0
 
 
 @dataclass
@@ -239,6 +244,8 @@ def validate_geo(cfg: GeoConfig) -> None:
         raise ConfigError("eval.batch_size, top_k, every, k1 and k2 must be >= 1")
     if e.top_k < r.top_k:
         raise ConfigError(f"eval.top_k ({e.top_k}) must be >= refine.top_k ({r.top_k})", "raise eval.top_k")
+    if e.qe_k < 1 or not (e.qe_alpha >= 0 and math.isfinite(e.qe_alpha)):
+        raise ConfigError(f"eval.qe_k must be >= 1 and eval.qe_alpha >= 0, got {e.qe_k} and {e.qe_alpha}")
     if not 0.0 <= e.lambda_value <= 1.0:
         raise ConfigError(f"eval.lambda_value must be in [0, 1], got {e.lambda_value}")
     validate_optim(cfg.optim)

@@ -127,6 +127,9 @@ def evaluate_localisation(
     rerank: str = "none",
     rerank_args: dict[str, Any] | None = None,
     device: torch.device | None = None,
+    query_expansion: str = "none",
+    qe_k: int = 5,
+    qe_alpha: float = 3.0,
 ) -> tuple[dict[str, Any], dict[str, RankedResult]]:
     """Coarse (+ refined, + re-ranked) metrics of ``queries`` against all references of ``data``.
 
@@ -142,6 +145,8 @@ def evaluate_localisation(
         rerank: ``none``, ``k-reciprocal`` or ``gnn`` (reported as ``reranked``).
         rerank_args: ``k1``, ``k2``, ``lambda_value``.
         device: where the refiner runs.
+        query_expansion: ``none``, ``aqe`` (average) or ``alpha`` (alpha-weighted) query expansion
+            with the ``qe_k`` nearest references, applied to the query embeddings first.
 
     Returns:
         ``(metrics, results)``: ``{"coarse": {...}, "refined": {...}?, "reranked": {...}?}`` and
@@ -149,6 +154,12 @@ def evaluate_localisation(
     """
     queries = list(queries)
     device = device or torch.device("cpu")
+    if query_expansion != "none":
+        from sarbridge.retrieval.rerank import alpha_query_expansion, average_query_expansion
+
+        k = min(qe_k, len(ref_emb))
+        query_emb = (average_query_expansion(query_emb, ref_emb, k=k) if query_expansion == "aqe"
+                     else alpha_query_expansion(query_emb, ref_emb, k=k, alpha=qe_alpha)).float().cpu()
     scores, ranked = coarse_search(ref_emb, query_emb, top_k)
     ref_xy = data.reference_xy()
     results = {"coarse": RankedResult(queries, ranked, scores, ref_xy[ranked[:, 0]])}

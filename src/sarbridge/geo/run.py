@@ -187,11 +187,12 @@ def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequenc
         view, queries, ref_emb, q_emb, top_k=min(max(cfg.eval.top_k, 20), len(ref_emb)), refiner=refiner,
         refine_top_k=cfg.refine.top_k, centroid_top=cfg.refine.centroid_top,
         temperature=float(model.info.get("centroid_temperature", 1.0)), rerank=rerank or cfg.eval.rerank,
-        rerank_args={"k1": cfg.eval.k1, "k2": cfg.eval.k2, "lambda_value": cfg.eval.lambda_value}, device=device)
+        rerank_args={"k1": cfg.eval.k1, "k2": cfg.eval.k2, "lambda_value": cfg.eval.lambda_value}, device=device,
+        query_expansion=cfg.eval.query_expansion, qe_k=cfg.eval.qe_k, qe_alpha=cfg.eval.qe_alpha)
     metrics["meta"] = {
         "data": view.name, "crs": view.crs, "references": len(view.references), "queries": len(queries),
         "setting": cfg.data.setting, "split": cfg.data.split, "patch_size_m": round(patch_size_m(view), 3),
-        "checkpoint": str(model.path), "device": str(device),
+        "checkpoint": str(model.path), "device": str(device), "query_expansion": cfg.eval.query_expansion,
         "selection": "validation top-1 (coarse: held-out training-area queries; refine: same)",
     }
     if out is not None:
