@@ -103,12 +103,9 @@ class OptimConfig:
 
 
 @dataclass
-class EvalConfig:
-    """Feature extraction and ranking settings."""
+class RerankOptions:
+    """Re-ranking and query-expansion switches shared by the re-ID and localisation evaluators."""
 
-    batch_size: int = 64
-    max_rank: int = 50
-    every: int = 1
     #: Re-ranking of the test (and validation) rankings: none, k-reciprocal (Zhong et al. 2017)
     #: or gnn (Zhang et al. 2020). ``k1`` / ``k2`` are the neighbourhood sizes of either.
     rerank: Literal["none", "k-reciprocal", "gnn"] = "none"
@@ -119,6 +116,15 @@ class EvalConfig:
     query_expansion: Literal["none", "aqe", "alpha"] = "none"
     qe_k: int = 5
     qe_alpha: float = 3.0
+
+
+@dataclass
+class EvalConfig(RerankOptions):
+    """Feature extraction and ranking settings (plus the :class:`RerankOptions` switches)."""
+
+    batch_size: int = 64
+    max_rank: int = 50
+    every: int = 1
 
 
 @dataclass
@@ -374,8 +380,8 @@ def validate_device(device: str) -> None:
         raise ConfigError(f"device '{device}' is not known", "use auto, cpu, cuda or cuda:N")
 
 
-def validate_eval_rerank(e: EvalConfig, prefix: str = "eval") -> None:
-    """Re-ranking / query-expansion switches of an :class:`EvalConfig`."""
+def validate_eval_rerank(e: RerankOptions, prefix: str = "eval") -> None:
+    """Re-ranking / query-expansion switches (:class:`RerankOptions`) of an evaluation config."""
     if e.rerank not in ("none", "k-reciprocal", "gnn"):
         raise ConfigError(f"{prefix}.rerank has value {e.rerank!r}", "use one of 'none', 'k-reciprocal', 'gnn'")
     if e.query_expansion not in ("none", "aqe", "alpha"):

@@ -19,26 +19,11 @@ def _one_error_line(capsys) -> str:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, hoss_sample_root) -> Path:
     """One epoch of a 1-block ViT on the embedded HOSS sample (a few seconds on CPU)."""
-    from sarbridge.config import load_config
     from sarbridge.engine.reid import train_reid
-    from sarbridge.resources import resource_path
+    from tiny_setup import tiny_config
 
-    overrides = [
-        f"data.root={hoss_sample_root}",
-        "data.image_size=[32,16]",
-        "data.sampler.num_ids=4",
-        "data.sampler.num_instances=2",
-        "data.augment.pad=2",
-        "model.backbone=vit_tiny_patch16_224",
-        "model.backbone_kwargs={depth: 1, embed_dim: 32, num_heads: 2, patch_size: 8}",
-        "optim.name=sgd",
-        "optim.lr=0.01",
-        "optim.warmup_epochs=1",
-        "optim.epochs=1",
-        "device=cpu",
-    ]
     out = tmp_path_factory.mktemp("run")
-    train_reid(load_config(resource_path("demo.yaml"), overrides), out, progress=False, evaluate_test=False)
+    train_reid(tiny_config(hoss_sample_root, epochs=1), out, progress=False, evaluate_test=False)
     ckpt = out / "best.pt"
     if not ckpt.is_file():
         ckpt = out / "last.pt"

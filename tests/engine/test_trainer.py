@@ -120,7 +120,7 @@ def test_reid_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path):
     """SIGKILL a real training process mid-epoch, resume it, compare with an uninterrupted run."""
     ref_out, cut_out = tmp_path / "ref", tmp_path / "cut"
     train_reid(tiny_config(epochs=4), ref_out, progress=False, evaluate_test=False)
-    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), out=str(cut_out))
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parents[1]), out=str(cut_out))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert load_checkpoint(cut_out / "last.pt")["epoch"] == 1  # epochs 0 and 1 complete

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sarbridge.config import OptimConfig, load_config, validate_device, validate_optim
+from sarbridge.config import OptimConfig, RerankOptions, load_config, validate_device, validate_eval_rerank, validate_optim
 from sarbridge.errors import ConfigError
 
 __all__ = [
@@ -140,21 +140,15 @@ class RefineConfig:
 
 
 @dataclass
-class GeoEvalConfig:
-    """Coarse search depth, the re-ranking alternative to the graph refinement, and query expansion
-    (``aqe``/``alpha``: each query embedding is replaced by its (weighted) mean with its ``qe_k``
-    nearest references before every stage)."""
+class GeoEvalConfig(RerankOptions):
+    """Coarse search depth, plus the :class:`~sarbridge.config.RerankOptions` switches: re-ranking as
+    the alternative to the graph refinement, and query expansion (``aqe``/``alpha``: each query
+    embedding is replaced by its (weighted) mean with its ``qe_k`` nearest references before every
+    stage)."""
 
     batch_size: int = 64
     top_k: int = 20
     every: int = 1
-    rerank: Literal["none", "k-reciprocal", "gnn"] = "none"
-    k1: int = 20
-    k2: int = 6
-    lambda_value: float = 0.3
-    query_expansion: Literal["none", "aqe", "alpha"] = "none"
-    qe_k: int = 5
-    qe_alpha: float = 3.0
 
 
 @dataclass
@@ -240,14 +234,11 @@ def validate_geo(cfg: GeoConfig) -> None:
         raise ConfigError(f"refine.noise_draws must be >= 1, got {r.noise_draws}")
     if r.batch_size < 1:
         raise ConfigError(f"refine.batch_size must be >= 1, got {r.batch_size}")
-    if e.batch_size < 1 or e.top_k < 1 or e.every < 1 or e.k1 < 1 or e.k2 < 1:
-        raise ConfigError("eval.batch_size, top_k, every, k1 and k2 must be >= 1")
+    if e.batch_size < 1 or e.top_k < 1 or e.every < 1:
+        raise ConfigError("eval.batch_size, top_k and every must be >= 1")
+    validate_eval_rerank(e)
     if e.top_k < r.top_k:
         raise ConfigError(f"eval.top_k ({e.top_k}) must be >= refine.top_k ({r.top_k})", "raise eval.top_k")
-    if e.qe_k < 1 or not (e.qe_alpha >= 0 and math.isfinite(e.qe_alpha)):
-        raise ConfigError(f"eval.qe_k must be >= 1 and eval.qe_alpha >= 0, got {e.qe_k} and {e.qe_alpha}")
-    if not 0.0 <= e.lambda_value <= 1.0:
-        raise ConfigError(f"eval.lambda_value must be in [0, 1], got {e.lambda_value}")
     validate_optim(cfg.optim)
     validate_device(cfg.device)
 

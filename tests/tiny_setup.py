@@ -1,4 +1,4 @@
-"""Tiny, fast experiment configs for engine tests (shared by the tests of this folder)."""
+"""Tiny, fast re-identification experiment configs shared by the tests (importable from every test folder)."""
 
 from __future__ import annotations
 
