@@ -74,3 +74,17 @@ def test_bad_parameters():
         gnn_rerank(q, g, k1=0)
     with pytest.raises(RetrievalInputError, match="layers"):
         gnn_rerank(q, g, layers=-1)
+
+
+def test_gnn_topk_output_is_the_head_of_the_full_ranking() -> None:
+    import numpy as np
+
+    from sarbridge.retrieval.rerank import gnn_rerank
+
+    rng = np.random.default_rng(3)
+    q, g = rng.standard_normal((9, 8)).astype(np.float32), rng.standard_normal((30, 8)).astype(np.float32)
+    full = gnn_rerank(q, g, k1=6, k2=3)
+    dist, idx = gnn_rerank(q, g, k1=6, k2=3, topk=5, chunk_size=4)
+    expected = np.argsort(full, axis=1, kind="stable")[:, :5]
+    assert np.array_equal(idx, expected)
+    assert np.allclose(dist, np.take_along_axis(full, expected, axis=1), atol=1e-6)

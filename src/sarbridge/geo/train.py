@@ -17,7 +17,6 @@ logs). The run folder gets ``geo_model.pt`` (the inference bundle), ``metrics.js
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -156,16 +156,21 @@ def gnn_rerank(
     mode: GNNMode = "features",
     chunk_size: int | None = None,
     device: Any = None,
-) -> np.ndarray:
+    topk: int | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """GNN re-ranked query x gallery distances ``1 - cos`` of the propagated representations.
 
     Args:
         q: ``(M, D)`` query features (numpy array or torch tensor).
         g: ``(N, D)`` gallery features.
         k1, k2, layers, mode, chunk_size, device: see :func:`gnn_propagate`.
+        topk: return only each query's ``topk`` best gallery items, so the output is
+            ``O(M * topk)`` instead of ``O(M * N)`` (``features`` mode then stays bounded for
+            50,000 x 50,000 galleries).
 
     Returns:
-        ``(M, N)`` float32 numpy array of distances in ``[0, 2]`` (smaller = better).
+        ``(M, N)`` float32 numpy array of distances in ``[0, 2]`` (smaller = better), or with
+        ``topk`` a pair ``(dist (M, k), idx (M, k) int64)``, ascending distance (ties by index).
 
     Raises:
         RetrievalInputError: malformed features or bad parameters.
@@ -183,11 +188,18 @@ def gnn_rerank(
     m, n = qt.shape[0], gt.shape[0]
     dtype = torch.float64 if torch.float64 in (qt.dtype, gt.dtype) else torch.float32
     f = gnn_propagate(torch.cat([qt.to(dtype), gt.to(dtype)]), k1, k2, layers, mode, chunk_size)
-    out = np.empty((m, n), dtype=np.float32)
+    k = None if topk is None else max(1, min(int(topk), n))
+    out = np.empty((m, n if k is None else k), dtype=np.float32)
+    idx = None if k is None else np.empty((m, k), dtype=np.int64)
     rows = _rows(n, m, chunk_size)
     with torch.no_grad():
         fg = f[m:]
         for s in range(0, m, rows):
             d = (1.0 - f[s: min(s + rows, m)] @ fg.T).clamp_(0.0, 2.0)
+            if k is not None:
+                # stable order: ascending distance, ties by gallery index
+                order = torch.argsort(d, dim=1, stable=True)[:, :k]
+                idx[s: s + d.shape[0]] = order.cpu().numpy()
+                d = torch.gather(d, 1, order)
             out[s: s + d.shape[0]] = d.to(torch.float32).cpu().numpy()
-    return out
+    return out if k is None else (out, idx)
