@@ -4,8 +4,9 @@ The implementations live in submodules; this module re-exports them:
 
 * :mod:`sarbridge.retrieval.rerank_kreciprocal` -- k-reciprocal re-ranking (Zhong et al. 2017):
   the dense :func:`k_reciprocal_rerank` / :func:`k_reciprocal_rerank_features` (``O((M+N)^2)``
-  memory, exact algorithm documented there) and the memory-bounded
-  :func:`k_reciprocal_rerank_topk` (sparse weights, best ``topk`` per query, same values).
+  memory, exact algorithm documented there); :mod:`sarbridge.retrieval.rerank_kreciprocal_topk` --
+  the memory-bounded :func:`k_reciprocal_rerank_topk` (sparse weights, best ``topk`` per query,
+  same values).
 * :mod:`sarbridge.retrieval.rerank_gnn` -- GNN re-ranking (Zhang et al. 2020):
   :func:`gnn_rerank`, :func:`gnn_propagate`.
 * :mod:`sarbridge.retrieval.query_expansion` -- :func:`average_query_expansion` (AQE) and
@@ -23,8 +24,8 @@ from sarbridge.retrieval.rerank_kreciprocal import (  # noqa: F401  (private hel
     _reciprocal,
     k_reciprocal_rerank,
     k_reciprocal_rerank_features,
-    k_reciprocal_rerank_topk,
 )
+from sarbridge.retrieval.rerank_kreciprocal_topk import k_reciprocal_rerank_topk
 
 __all__ = [
     "alpha_query_expansion",
