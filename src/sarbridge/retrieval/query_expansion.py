@@ -96,21 +96,38 @@ def _check_k(k: Any, name: str = "k") -> int:
     return int(k)
 
 
-def _expand(q: Any, g: Any, k: Any, alpha: float | None, chunk_size: int | None) -> torch.Tensor:
+def query_gallery_tensors(q: Any, g: Any, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated query and gallery features on one device, in one dtype (float64 if either is).
+
+    Args:
+        q, g: ``(M, D)`` and ``(N, D)`` features (numpy arrays, tensors or nested sequences).
+        device: target device; None uses the first tensor input's device, else the CPU.
+
+    Raises:
+        RetrievalInputError: malformed features (see :func:`as_feature_tensor`) or different ``D``.
+    """
     import torch
 
-    k = _check_k(k)
-    if chunk_size is not None:
-        _check_k(chunk_size, "chunk_size")
-    dev = q.device if isinstance(q, torch.Tensor) else (g.device if isinstance(g, torch.Tensor) else None)
-    qt = as_feature_tensor(q, "query", dev)
+    if device is None:
+        device = next((t.device for t in (q, g) if isinstance(t, torch.Tensor)), None)
+    qt = as_feature_tensor(q, "query", device)
     gt = as_feature_tensor(g, "gallery", qt.device)
     if qt.shape[1] != gt.shape[1]:
         raise RetrievalInputError(
             f"feature dimensions differ: query has {qt.shape[1]}, gallery has {gt.shape[1]}"
         )
     dtype = torch.float64 if torch.float64 in (qt.dtype, gt.dtype) else torch.float32
-    qt, gt = l2_normalize(qt.to(dtype)), l2_normalize(gt.to(dtype))
+    return qt.to(dtype), gt.to(dtype)
+
+
+def _expand(q: Any, g: Any, k: Any, alpha: float | None, chunk_size: int | None) -> torch.Tensor:
+    import torch
+
+    k = _check_k(k)
+    if chunk_size is not None:
+        _check_k(chunk_size, "chunk_size")
+    qt, gt = query_gallery_tensors(q, g)
+    qt, gt = l2_normalize(qt), l2_normalize(gt)
     m, n = qt.shape[0], gt.shape[0]
     k = min(k, n)
     if m == 0 or k == 0:

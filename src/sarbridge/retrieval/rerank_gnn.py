@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import numpy as np
 
 from sarbridge.retrieval.distance import RetrievalInputError
-from sarbridge.retrieval.query_expansion import _check_k, as_feature_tensor, l2_normalize, topk_stable
+from sarbridge.retrieval.query_expansion import (
+    _check_k,
+    as_feature_tensor,
+    l2_normalize,
+    query_gallery_tensors,
+    topk_stable,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -177,17 +183,9 @@ def gnn_rerank(
     """
     import torch
 
-    if device is None:
-        device = next((t.device for t in (q, g) if isinstance(t, torch.Tensor)), None)
-    qt = as_feature_tensor(q, "query", device)
-    gt = as_feature_tensor(g, "gallery", qt.device)
-    if qt.shape[1] != gt.shape[1]:
-        raise RetrievalInputError(
-            f"feature dimensions differ: query has {qt.shape[1]}, gallery has {gt.shape[1]}"
-        )
+    qt, gt = query_gallery_tensors(q, g, device)
     m, n = qt.shape[0], gt.shape[0]
-    dtype = torch.float64 if torch.float64 in (qt.dtype, gt.dtype) else torch.float32
-    f = gnn_propagate(torch.cat([qt.to(dtype), gt.to(dtype)]), k1, k2, layers, mode, chunk_size)
+    f = gnn_propagate(torch.cat([qt, gt]), k1, k2, layers, mode, chunk_size)
     k = None if topk is None else max(1, min(int(topk), n))
     out = np.empty((m, n if k is None else k), dtype=np.float32)
     idx = None if k is None else np.empty((m, k), dtype=np.int64)

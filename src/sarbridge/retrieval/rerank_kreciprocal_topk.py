@@ -114,25 +114,18 @@ def k_reciprocal_rerank_topk(
     """
     import torch
 
-    from sarbridge.retrieval.query_expansion import as_feature_tensor, l2_normalize
+    from sarbridge.retrieval.query_expansion import l2_normalize, query_gallery_tensors
 
     if distance not in METRICS:
         raise RetrievalInputError(f"unknown distance {distance!r}", f"use one of {', '.join(METRICS)}")
     lam = _check_params(k1, k2, lambda_value, chunk_size)
     _check_int(topk, "topk")
-    dev = _device(device, q, g)
-    qt = as_feature_tensor(q, "query", dev)
-    gt = as_feature_tensor(g, "gallery", dev)
-    if qt.shape[1] != gt.shape[1]:
-        raise RetrievalInputError(
-            f"feature dimensions differ: query has {qt.shape[1]}, gallery has {gt.shape[1]}"
-        )
+    qt, gt = query_gallery_tensors(q, g, _device(device, q, g))
     m, n = qt.shape[0], gt.shape[0]
     kt = min(int(topk), n)
     if m == 0 or n == 0:
         return np.zeros((m, kt), dtype=np.float32), np.zeros((m, kt), dtype=np.int64)
-    dtype = torch.float64 if torch.float64 in (qt.dtype, gt.dtype) else torch.float32
-    x = torch.cat([qt.to(dtype), gt.to(dtype)])
+    x = torch.cat([qt, gt])
     if normalize or distance == "cosine":
         x = l2_normalize(x)
     with torch.no_grad():
