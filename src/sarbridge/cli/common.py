@@ -11,6 +11,16 @@ def add_common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_run_args(sp: argparse.ArgumentParser, config_help: str, data_help: str) -> None:
+    """``--config``, ``--set``, ``--data``, ``--out``, ``--resume``, ``--overwrite`` of a training command."""
+    sp.add_argument("--config", required=True, help=config_help)
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    sp.add_argument("--data", help=data_help)
+    sp.add_argument("--out", required=True, help="run folder for checkpoints and results")
+    sp.add_argument("--resume", action="store_true", help="continue the run in OUT (from its last.pt)")
+    sp.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
+
+
 def config_overrides(args: argparse.Namespace, **flags: str) -> list[str]:
     """``--set`` items, then ``--data``/``--device`` and each extra ``flag=config.key`` when given.
 

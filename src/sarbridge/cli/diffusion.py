@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.cli.common import add_common, config_overrides
+from sarbridge.cli.common import add_common, add_run_args, config_overrides
 
 
 def cmd_diffusion_train(args: argparse.Namespace) -> int:
@@ -108,13 +108,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``diffusion-train`` and ``translate``."""
     t = sub.add_parser("diffusion-train", help="train a Brownian Bridge diffusion model on paired optical/SAR images")
-    t.add_argument("--config", required=True, help="YAML diffusion config (see configs/bbdm_demo.yaml)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    t.add_argument("--data", help="HOSS folder, synthetic set (pairs.csv) or folder with opt/ + sar/")
+    add_run_args(t, "YAML diffusion config (see configs/bbdm_demo.yaml)",
+                 "HOSS folder, synthetic set (pairs.csv) or folder with opt/ + sar/")
     t.add_argument("--direction", choices=("opt2sar", "sar2opt"), help="translation direction (overrides direction)")
-    t.add_argument("--out", required=True, help="run folder for checkpoints and metrics")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     add_common(t)
     t.set_defaults(func=cmd_diffusion_train)
 

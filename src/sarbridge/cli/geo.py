@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sarbridge.cli.common import add_common, config_overrides
+from sarbridge.cli.common import add_common, add_run_args, config_overrides
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
@@ -114,12 +114,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_synth)
 
     t = sub.add_parser("train", help="train the coarse model and the graph refiner, evaluate on test queries")
-    t.add_argument("--config", required=True, help="YAML (see configs/geo_demo.yaml, configs/cmpc_sn6.yaml)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    t.add_argument("--data", help="data root (overrides data.root)")
-    t.add_argument("--out", required=True)
-    t.add_argument("--resume", action="store_true", help="continue the run in OUT")
-    t.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
+    add_run_args(t, "YAML (see configs/geo_demo.yaml, configs/cmpc_sn6.yaml)", "data root (overrides data.root)")
     add_common(t)
     t.set_defaults(func=cmd_train)
 

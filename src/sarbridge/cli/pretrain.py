@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.cli.common import add_common, config_overrides
+from sarbridge.cli.common import add_common, add_run_args, config_overrides
 
 LAYOUT_CHOICES = ("sen12", "qxs", "manifest", "bigearthnet", "synthetic")
 
@@ -31,12 +31,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``pretrain`` subcommand."""
     p = sub.add_parser("pretrain", help="contrastive (CLIP-style) optical/SAR pretraining of the ReID backbone")
-    p.add_argument("--config", required=True, help="YAML pretraining file (see configs/pretrain_demo.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--data", help="pair data: a folder, or the manifest CSV (overrides data.root)")
+    add_run_args(p, "YAML pretraining file (see configs/pretrain_demo.yaml)",
+                 "pair data: a folder, or the manifest CSV (overrides data.root)")
     p.add_argument("--layout", choices=LAYOUT_CHOICES, help="how the pairs are laid out (overrides data.layout)")
-    p.add_argument("--out", required=True, help="run folder for checkpoints and results")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
     add_common(p)
     p.set_defaults(func=cmd_pretrain)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.cli.common import add_common, config_overrides
+from sarbridge.cli.common import add_common, add_run_args, config_overrides
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
@@ -59,12 +59,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the re-identification subcommands."""
     t = sub.add_parser("train", help="train a ship re-identification model and evaluate it")
-    t.add_argument("--config", required=True, help="YAML experiment file (see configs/)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    t.add_argument("--data", help="dataset folder (overrides data.root)")
-    t.add_argument("--out", required=True, help="run folder for checkpoints and results")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
+    add_run_args(t, "YAML experiment file (see configs/)", "dataset folder (overrides data.root)")
     add_common(t)
     t.set_defaults(func=cmd_train)
 
