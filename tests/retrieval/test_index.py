@@ -475,3 +475,16 @@ def test_faiss_gpu_backend_without_gpu_is_refused():
     assert not EmbeddingIndex(4, kind="ivfpq").gpu
     with pytest.raises(SarbridgeError, match="faiss-gpu"):
         EmbeddingIndex(4, backend="faiss-gpu")
+
+
+@pytest.mark.parametrize("kind, backend", [("flat", "faiss"), ("flat", "torch"), ("ivfpq", "auto"), ("hnsw", "auto")])
+def test_embedding_rows_equal_the_full_copy(kind, backend):
+    x = clustered(0, 600)
+    params = {"nlist": 4, "m": 4} if kind == "ivfpq" else None
+    index = EmbeddingIndex(32, kind=kind, backend=backend, params=params)
+    index.add(x)
+    ids = np.array([5, 0, 599, 5])
+    np.testing.assert_array_equal(index.embeddings(ids), index.embeddings()[ids])
+    assert index.embeddings([]).shape == (0, 32)
+    with pytest.raises(RetrievalInputError, match="ids must be in"):
+        index.embeddings([600])

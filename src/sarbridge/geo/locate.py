@@ -180,7 +180,7 @@ def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: s
     order = np.arange(len(ids))
     if model.refiner is not None and len(ids) >= 2:
         kk = min(model.cfg.refine.top_k, len(ids))
-        ref_emb = torch.as_tensor(index.embeddings()[ids[:kk]], dtype=torch.float32)
+        ref_emb = torch.as_tensor(index.embeddings(ids[:kk]), dtype=torch.float32)
         inp = gather_candidates(q, ref_emb, torch.as_tensor(xy[:kk], dtype=torch.float32), torch.arange(kk)[None],
                                 torch.as_tensor(scores[None, :kk], dtype=torch.float32), None)
         with torch.no_grad():

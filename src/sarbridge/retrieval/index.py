@@ -216,6 +216,10 @@ class VectorStore:
         """All stored vectors as a new ``(ntotal, dim)`` float32 array, in id order."""
         raise NotImplementedError
 
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (valid ids), as a new ``(len(ids), dim)`` float32 array."""
+        return self.reconstruct()[ids]
+
     def state_files(self) -> dict[str, bytes]:
         """Extra files (name -> content) needed besides the vectors to restore this store."""
         return {}
@@ -282,6 +286,12 @@ class _FaissFlatStore(_GpuCopyMixin, VectorStore):
         if n == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         return np.ascontiguousarray(self._index.reconstruct_n(0, n), dtype=np.float32)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for j, i in enumerate(ids):
+            out[j] = self._index.reconstruct(int(i))
+        return out
 
 
 class _TorchFlatStore(VectorStore):
@@ -350,6 +360,9 @@ class _TorchFlatStore(VectorStore):
 
     def reconstruct(self) -> np.ndarray:
         return self._buf[: self._n].copy()
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        return self._buf[ids]
 
 
 def _positive_int(value: Any, name: str, kind: str) -> int:
@@ -1004,12 +1017,18 @@ class EmbeddingIndex:
             ids = np.take_along_axis(ids, order, axis=1)
         return np.ascontiguousarray(scores), np.ascontiguousarray(ids)
 
-    def embeddings(self) -> np.ndarray:
-        """The stored embeddings as a new ``(len, dim)`` float32 array (row ``i`` = id ``i``).
+    def embeddings(self, ids: Any = None) -> np.ndarray:
+        """The stored embeddings as a new ``(len, dim)`` float32 array (row ``i`` = id ``i``), or
+        only the rows of ``ids`` (without copying the whole index).
 
         With ``normalize=True`` these are the normalised vectors actually searched.
         """
-        return self._store.reconstruct()
+        if ids is None:
+            return self._store.reconstruct()
+        idx = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise RetrievalInputError(f"ids must be in [0, {len(self)}), got {int(idx.min())}..{int(idx.max())}")
+        return self._store.rows(idx)
 
     # ---- persistence ------------------------------------------------------------------------
     @staticmethod
