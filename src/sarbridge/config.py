@@ -57,6 +57,14 @@ class DataConfig:
     val_fraction: float = 0.15
     num_workers: int = 0
     cache: bool = True
+    #: on-disk, memory-mapped cache of decoded + preprocessed images (keyed by the preprocessing);
+    #: null = none (``cache`` still keeps decoded images in memory)
+    cache_dir: str | None = None
+    #: augment (flip, pad-crop, random erasing, normalise) on the GPU: auto = when training on CUDA
+    gpu_augment: Literal["auto", "always", "never"] = "auto"
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    prefetch_factor: int = 2
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -100,6 +108,8 @@ class OptimConfig:
     min_lr_factor: float = 0.002
     epochs: int = 60
     grad_clip: float | None = None
+    #: gradient accumulation: optimiser step every this many batches (effective batch x this)
+    accumulate: int = 1
 
 
 @dataclass
@@ -165,6 +175,22 @@ class AblationConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How a training loop uses the hardware (shared by every task's config).
+
+    ``precision``: ``auto`` = bf16 autocast on CUDA where supported, else fp16 with loss scaling,
+    fp32 on CPU (``amp: false`` forces fp32). ``channels_last``: ``auto`` = for convolutional
+    backbones on CUDA. ``compile``: wrap the model in ``torch.compile`` (``compile_mode``).
+    """
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: Literal["auto", "always", "never"] = "auto"
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    cudnn_benchmark: bool = True
+
+
+@dataclass
 class ExperimentConfig:
     """A whole re-identification experiment."""
 
@@ -172,6 +198,7 @@ class ExperimentConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -360,6 +387,8 @@ def validate_optim(o: OptimConfig, prefix: str = "optim") -> None:
         raise ConfigError(f"{prefix}.lr must be a positive finite number, got {o.lr}")
     if o.warmup_epochs < 0:
         raise ConfigError(f"{prefix}.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    if o.accumulate < 1:
+        raise ConfigError(f"{prefix}.accumulate must be >= 1 (batches per optimiser step), got {o.accumulate}")
 
 
 def validate_gsd_and_augment(d: Any) -> None:
@@ -435,6 +464,8 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"fusion.modalities has unknown modality {bad[0]!r}", "use optical and/or sar")
     if d.num_workers < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
+    if d.prefetch_factor < 1:
+        raise ConfigError(f"data.prefetch_factor must be >= 1, got {d.prefetch_factor}")
     validate_device(cfg.device)
 
 

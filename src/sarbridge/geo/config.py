@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sarbridge.config import OptimConfig, RerankOptions, load_config, validate_device, validate_eval_rerank, validate_optim
+from sarbridge.config import (
+    OptimConfig,
+    RerankOptions,
+    RuntimeConfig,
+    load_config,
+    validate_device,
+    validate_eval_rerank,
+    validate_optim,
+)
 from sarbridge.errors import ConfigError
 
 __all__ = [
@@ -159,6 +167,7 @@ class GeoConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: GeoDataConfig = field(default_factory=GeoDataConfig)
     model: GeoModelConfig = field(default_factory=GeoModelConfig)
     loss: GeoLossConfig = field(default_factory=GeoLossConfig)
