@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from sarbridge.errors import SarbridgeError
 
-COMMAND_MODULES = ("reid", "pretrain", "despeckle", "diffusion", "ablate", "geo", "index", "export")
+COMMAND_MODULES = (
+    "reid", "pretrain", "despeckle", "diffusion", "ablate", "geo", "index", "export", "report", "analyze", "serve",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
