@@ -164,3 +164,36 @@ def test_too_few_identities(n_ids, p):
     assert f"{n_ids} identities" in msg and f"num_ids={p}" in msg
     assert exc.value.hint and "data.sampler.num_ids" in exc.value.hint
     assert "fix:" in msg
+
+
+# -- distributed (rank / world_size) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_distributed_ranks_split_the_single_process_epoch(world):
+    pids, mods = make_data({p: (3 + p % 4, 2 + p % 3) for p in range(12)})
+    whole = PKSampler(pids, mods, num_ids=3, num_instances=2, seed=5)
+    for epoch in (0, 1):
+        whole.set_epoch(epoch)
+        ref = list(whole)
+        usable = ref[: len(ref) - len(ref) % world]
+        parts = []
+        for r in range(world):
+            s = PKSampler(pids, mods, num_ids=3, num_instances=2, seed=5, rank=r, world_size=world)
+            s.set_epoch(epoch)
+            part = check_batches(s, pids, 3, 2)
+            assert len(s) == len(part) == len(ref) // world  # per-rank length, equal on all ranks
+            assert part == usable[r::world]  # rank r takes batches r, r+W, ...
+            assert part == list(s)  # deterministic
+            parts.append(part)
+        flat = [tuple(b) for p in parts for b in p]
+        assert len(set(flat)) == len(flat)  # disjoint across ranks
+        assert sorted(flat) == sorted(tuple(b) for b in usable)  # union == the single-process epoch minus the tail
+
+
+def test_distributed_sampler_checks_rank_and_batch_count():
+    pids, mods = make_data({p: (2, 2) for p in range(4)})
+    with pytest.raises(ValueError):
+        PKSampler(pids, mods, num_ids=2, num_instances=2, rank=2, world_size=2)
+    with pytest.raises(DataError, match="processes"):
+        PKSampler(pids, mods, num_ids=2, num_instances=2, world_size=64)

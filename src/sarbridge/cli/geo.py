@@ -10,8 +10,11 @@ from sarbridge.cli.common import add_common, add_run_args, config_overrides
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
+    from sarbridge.engine.distributed import current_context
     from sarbridge.report.tables import localisation_table
 
+    if not current_context().is_main:  # under torchrun only rank 0 prints the summary
+        return
     print(localisation_table(metrics), end="")
     print(f"results: {out / 'metrics.json'}, {out / 'results.md'}"
           + (f", {out / 'retrieval.png'}" if (out / "retrieval.png").exists() else ""))
@@ -90,6 +93,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         overrides.append(f"device={args.device}")
     metrics = run_geo_demo(args.out, overrides=overrides, size=args.size, seed=args.seed, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
+    if metrics.get("report"):
+        print(f"report: {metrics['report']}")
     return 0
 
 

@@ -9,8 +9,11 @@ from sarbridge.cli.common import add_common, add_run_args, config_overrides
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
+    from sarbridge.engine.distributed import current_context
     from sarbridge.report.tables import protocol_table
 
+    if not current_context().is_main:  # under torchrun only rank 0 prints the summary
+        return
     print(protocol_table(metrics), end="")
     if "protocol_source" in metrics:
         print(f"protocols: {metrics['protocol_source']}")
@@ -44,6 +47,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         overrides.append(f"device={args.device}")
     metrics = run_demo(args.out, data=args.data, overrides=overrides, num_ids=args.ids, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
+    if metrics.get("report"):
+        print(f"report: {metrics['report']}")
     return 0
 
 

@@ -18,6 +18,12 @@ class PKSampler(Sampler[list[int]]):
     replacement until fewer than ``num_ids`` have groups left. Deterministic given
     ``(seed, epoch)``; call :meth:`set_epoch` before each epoch.
 
+    Distributed (``world_size > 1``): every rank builds the same global batch list from
+    ``(seed, epoch)`` (:meth:`global_batches`), truncates it to a multiple of ``world_size`` and
+    takes batches ``rank, rank + W, rank + 2W, ...``: each batch (whole identities, K images each)
+    goes to exactly one rank, no batch is seen twice in an epoch, every rank gets the same number
+    of batches, and ``len()`` is the per-rank count.
+
     Args:
         pids: identity of each dataset index (negative ids are skipped).
         modalities: modality index of each dataset index (0/1).
@@ -25,6 +31,8 @@ class PKSampler(Sampler[list[int]]):
         num_instances: images per identity (K).
         balance_modalities: alternate modalities inside each identity's group.
         seed: base seed.
+        rank: this process's rank.
+        world_size: number of processes sharing the epoch.
     """
 
     def __init__(
@@ -35,13 +43,19 @@ class PKSampler(Sampler[list[int]]):
         num_instances: int = 4,
         balance_modalities: bool = True,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"PKSampler rank {rank} outside a world of {world_size} processes")
         self.pids = np.asarray(pids)
         self.modalities = np.asarray(modalities)
         self.num_ids = num_ids
         self.num_instances = num_instances
         self.balance = balance_modalities
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         self.index_by_pid: dict[int, np.ndarray] = {
             int(p): np.flatnonzero(self.pids == p) for p in np.unique(self.pids) if p >= 0
@@ -53,6 +67,14 @@ class PKSampler(Sampler[list[int]]):
                 f"the training split has {len(self.index_by_pid)} identities, fewer than "
                 f"data.sampler.num_ids={num_ids}",
                 f"set --set data.sampler.num_ids={max(2, len(self.index_by_pid))} or add identities",
+            )
+        if world_size > 1 and len(self.global_batches()) < world_size:
+            from sarbridge.errors import DataError
+
+            raise DataError(
+                f"the training split gives {len(self.global_batches())} PK batches per epoch, fewer than "
+                f"the {world_size} processes",
+                "lower data.sampler.num_ids / num_instances or start fewer processes",
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,7 +100,8 @@ class PKSampler(Sampler[list[int]]):
             seq = [int(i) for i in rng.permutation(idx)]
         return [seq[i : i + k] for i in range(0, len(seq) - k + 1, k)]
 
-    def _batches(self) -> list[list[int]]:
+    def global_batches(self) -> list[list[int]]:
+        """Every rank's batches of the current epoch, in order (the single-process epoch)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         groups = {pid: self._groups(rng, idx) for pid, idx in self.index_by_pid.items()}
         available = [pid for pid in sorted(groups) if groups[pid]]
@@ -91,6 +114,13 @@ class PKSampler(Sampler[list[int]]):
             batches.append(batch)
             available = [pid for pid in available if groups[pid]]
         return batches
+
+    def _batches(self) -> list[list[int]]:
+        batches = self.global_batches()
+        if self.world_size == 1:
+            return batches
+        usable = len(batches) - len(batches) % self.world_size
+        return batches[self.rank : usable : self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self._batches())

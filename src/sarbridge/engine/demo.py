@@ -32,6 +32,10 @@ def run_demo(
         num_ids: identities of the generated set.
         seed: seed of the generated set.
         progress: show progress bars.
+
+    Returns:
+        The test metrics (as in ``metrics.json``) plus ``report``: the path of the
+        ``report.html`` written at the end.
     """
     out = Path(out_dir)
     if data == "hoss":
@@ -45,4 +49,10 @@ def run_demo(
     else:
         root = Path(data)
     cfg = load_config(demo_config_path(), [f"data.root={root}", *(overrides or [])])
-    return train_reid(cfg, out, progress=progress, overwrite=True)
+    metrics = train_reid(cfg, out, progress=progress, overwrite=True)
+    if not metrics:  # e.g. a non-zero rank of a distributed run: it evaluates nothing
+        return metrics
+    from sarbridge.report.html import write_report
+
+    metrics["report"] = str(write_report(out))
+    return metrics

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from sarbridge.data.dataset import ImageDataset
 from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
+from sarbridge.report.rankings import QueryRankings, rank_lists
 from sarbridge.retrieval.distance import pairwise_distance
 from sarbridge.retrieval.metrics import evaluate, summarize
 from sarbridge.retrieval.rerank import (
@@ -41,7 +42,27 @@ def extract_features(
     progress: bool = True,
     desc: str = "features",
 ) -> torch.Tensor:
-    """Retrieval features (N, D) of ``samples`` in order, on the CPU, float32."""
+    """Retrieval features (N, D) of ``samples`` in order, on the CPU, float32.
+
+    Under ``torchrun`` each rank extracts a contiguous shard
+    (:func:`~sarbridge.engine.distributed.shard_range`) and the shards are gathered, so every
+    rank returns the same ``(N, D)`` tensor; every rank must call this (progress on rank 0 only).
+    """
+    from sarbridge.engine.distributed import current_context, gather_rows, shard_range
+
+    ctx = current_context()
+    if ctx.distributed:
+        mine = shard_range(len(samples), ctx.rank, ctx.world_size)
+        local = _extract(model, [samples[i] for i in mine], spec, device, batch_size, num_workers,
+                         progress and ctx.is_main, desc)
+        return gather_rows(local, len(samples), ctx)
+    return _extract(model, samples, spec, device, batch_size, num_workers, progress, desc)
+
+
+@torch.no_grad()
+def _extract(model: torch.nn.Module, samples: Sequence[Sample], spec: PreprocessSpec, device: torch.device,
+             batch_size: int, num_workers: int, progress: bool, desc: str) -> torch.Tensor:
+    """Single-process extraction of :func:`extract_features`."""
     ds = ImageDataset(samples, spec)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
@@ -168,6 +189,20 @@ class ReIDEvaluator:
 
     def evaluate(self) -> dict[str, Any]:
         """Ranks queries against the gallery; returns the summary (percentages) plus raw ``cmc``."""
+        return self._evaluate(0)[0]
+
+    def evaluate_with_rankings(self, top_k: int = 10) -> tuple[dict[str, Any], QueryRankings]:
+        """:meth:`evaluate` plus every query's top-``top_k`` gallery items (by the same ranking
+        distances), the rank of its first match and its AP (as :func:`evaluate` computes it).
+
+        Returns:
+            ``(summary, rankings)``; rows of ``rankings`` follow the processed queries.
+        """
+        out, rankings = self._evaluate(max(1, int(top_k)))
+        assert rankings is not None
+        return out, rankings
+
+    def _evaluate(self, top_k: int) -> tuple[dict[str, Any], QueryRankings | None]:
         feats = torch.cat(self._feats)
         pids, mods = np.concatenate(self._pids), np.concatenate(self._mods)
         q, g = slice(0, self.num_query), slice(self.num_query, None)
@@ -176,7 +211,23 @@ class ReIDEvaluator:
                        exclude_same_modality=self.exclude_same_modality)
         out = summarize(res)
         out["cmc"] = res["cmc"].tolist()
-        return out
+        if top_k <= 0:
+            return out, None
+        rankings = rank_lists(dist, pids[q], pids[g], mods[q], mods[g], self.exclude_same_modality, top_k)
+        rankings.ap[res["valid_queries"]] = res["all_AP"]
+        rankings.description = self.score_description()
+        return out, rankings
+
+    def score_description(self) -> str:
+        """How the ranking distances are computed, for reports."""
+        base = f"{self.metric} distance" + (" of L2-normalised features" if self.normalize else "")
+        if self.query_expansion != "none":
+            base += f" after {self.query_expansion} query expansion"
+        if self.rerank == "k-reciprocal":
+            base = f"k-reciprocal re-ranked distance (k1={self.k1}, k2={self.k2}, lambda={self.lambda_value}) over {base}"
+        elif self.rerank == "gnn":
+            base = f"GNN re-ranked distance (1 - cos, k1={self.k1}, k2={self.k2}) over {base}"
+        return base + "; smaller is better"
 
 
 def rerank_options(eval_cfg: Any) -> dict[str, Any]:
@@ -204,7 +255,29 @@ def evaluate_protocols(
             ``k2``, ``lambda_value``, ``query_expansion``, ``qe_k``, ``qe_alpha``, ...);
             None ranks by plain distance.
     """
+    return evaluate_protocols_with_rankings(bank, protocols, max_rank, rerank_options, top_k=0)[0]
+
+
+def evaluate_protocols_with_rankings(
+    bank: dict[str, torch.Tensor],
+    protocols: dict[str, tuple[list[Sample], list[Sample]]],
+    max_rank: int = 50,
+    rerank_options: dict[str, Any] | None = None,
+    top_k: int = 10,
+) -> tuple[dict[str, dict[str, Any]], dict[str, tuple[list[Sample], list[Sample], QueryRankings]]]:
+    """:func:`evaluate_protocols` plus per-query rankings of every evaluated protocol.
+
+    Args:
+        bank, protocols, max_rank, rerank_options: as for :func:`evaluate_protocols`.
+        top_k: gallery items kept per query; 0 computes no rankings.
+
+    Returns:
+        ``(results, rankings)``: the metrics, and ``name -> (queries, gallery, QueryRankings)``
+        for the protocols that were evaluated (``QueryRankings.description`` says how the
+        ranking distance was computed).
+    """
     results: dict[str, dict[str, Any]] = {}
+    rankings: dict[str, tuple[list[Sample], list[Sample], QueryRankings]] = {}
     for name, (query, gallery) in protocols.items():
         if not query or not gallery:
             results[name] = {"queries": 0, "note": "empty query or gallery"}
@@ -214,7 +287,11 @@ def evaluate_protocols(
             ev.process(torch.stack([bank[s.path] for s in part]), [s.pid for s in part],
                        [s.modality_index for s in part], [s.camid for s in part])
         try:
-            results[name] = ev.evaluate()
+            if top_k > 0:
+                results[name], ranks = ev.evaluate_with_rankings(top_k)
+                rankings[name] = (list(query), list(gallery), ranks)
+            else:
+                results[name] = ev.evaluate()
         except ValueError as exc:
             results[name] = {"queries": 0, "note": str(exc)}
-    return results
+    return results, rankings

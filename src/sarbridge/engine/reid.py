@@ -19,7 +19,13 @@ from sarbridge.data.sampler import PKSampler
 from sarbridge.data.splits import ReIDSplits, build_protocols, check_nonempty, holdout_validation
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.engine.checkpoint import load_checkpoint, load_model_state
-from sarbridge.engine.evaluate import evaluate_protocols, extract_features, rerank_options
+from sarbridge.engine.distributed import barrier, current_context, init_distributed
+from sarbridge.engine.evaluate import (
+    evaluate_protocols,
+    evaluate_protocols_with_rankings,
+    extract_features,
+    rerank_options,
+)
 from sarbridge.engine.trainer import StepCallback, Trainer
 from sarbridge.errors import ConfigError, SarbridgeError
 from sarbridge.losses.alignment import CMALoss
@@ -63,9 +69,15 @@ class ReIDTask:
 
     Validation (model selection) is Optical->SAR and SAR->Optical retrieval among held-out
     training identities; ``selection`` is the mean of the two mAPs.
+
+    Under ``torchrun`` the PK sampler gives each rank its own share of the epoch's batches and
+    validation features are extracted in shards and gathered (same metrics on every rank).
+    Training forwards go through :attr:`train_module` (set by the trainer: the DDP / compiled
+    wrapper of :attr:`model`).
     """
 
     name = "reid"
+    train_module: nn.Module | None = None
 
     def __init__(self, cfg: ExperimentConfig, train: Sequence[Sample], val: Sequence[Sample], progress: bool = True) -> None:
         self.cfg = cfg
@@ -78,8 +90,10 @@ class ReIDTask:
         ds = ImageDataset(train, self.spec, self.spec.train_transform(aug.flip, aug.pad, aug.random_erasing),
                           self.label_map, cache=cfg.data.cache)
         sp = cfg.data.sampler
+        ctx = current_context()
         self.sampler = PKSampler([s.pid for s in train], [s.modality_index for s in train], sp.num_ids,
-                                 sp.num_instances, sp.balance_modalities, seed=cfg.seed)
+                                 sp.num_instances, sp.balance_modalities, seed=cfg.seed, rank=ctx.rank,
+                                 world_size=ctx.world_size)
         workers = cfg.data.num_workers
         self.loader = DataLoader(ds, batch_sampler=self.sampler, num_workers=workers,
                                  persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
@@ -94,7 +108,8 @@ class ReIDTask:
 
     def training_step(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
         labels = batch["label"].to(device)
-        out = self.model(batch["image"].to(device, non_blocking=True), batch["modality"].to(device),
+        net = self.train_module if self.train_module is not None else self.model
+        out = net(batch["image"].to(device, non_blocking=True), batch["modality"].to(device),
                          batch["size"].to(device))
         ce = self.ce(out["logits"].float(), labels)
         tri = self.triplet(out["features"].float(), labels)
@@ -156,9 +171,14 @@ def evaluate_splits(
     fusion: Any | None = None,
     cache_dir: str | Path | None = None,
     rerank: dict[str, Any] | None = None,
+    rankings_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Extract features once per image (fused with generated twins when ``fusion.enabled``) and
-    evaluate the three protocols (``rerank``: :func:`evaluate_protocols` re-ranking options)."""
+    evaluate the three protocols (``rerank``: :func:`evaluate_protocols` re-ranking options).
+
+    With ``rankings_dir`` the per-query top-10 lists, first-match ranks, APs and CMC curves are
+    also written to ``rankings_dir/rankings.json`` (:mod:`sarbridge.report.rankings`), which
+    ``sarbridge report`` turns into ranked-list pictures without the model."""
     protocols, source = build_protocols(splits)
     unique: dict[str, Sample] = {}
     for q, g in protocols.values():
@@ -171,7 +191,14 @@ def evaluate_splits(
         from sarbridge.engine.fusion import fuse_bank
 
         bank = fuse_bank(model, spec, bank, samples, fusion, device, cache_dir or "fusion_cache", progress)
-    results: dict[str, Any] = evaluate_protocols(bank, protocols, max_rank, rerank)
+    results: dict[str, Any]
+    if rankings_dir is None:
+        results = evaluate_protocols(bank, protocols, max_rank, rerank)
+    else:
+        from sarbridge.report.rankings import write_reid_rankings
+
+        results, ranks = evaluate_protocols_with_rankings(bank, protocols, max_rank, rerank)
+        write_reid_rankings(rankings_dir, ranks, {k: v.get("cmc", []) for k, v in results.items()})
     results["protocol_source"] = source
     if fusion is not None and fusion.enabled:
         results["fusion"] = {"tau": fusion.tau, "samples": fusion.samples, "steps": fusion.steps,
@@ -193,6 +220,10 @@ def train_reid(
     Writes ``config.yaml``, ``last.pt``, ``best.pt``, ``train_log.jsonl``, ``metrics.json`` and
     ``results.md`` into ``out_dir``.
 
+    Under ``torchrun --nproc_per_node N`` every process runs this function: training uses
+    DistributedDataParallel, the test features are extracted in shards, and only rank 0 writes
+    files and shows progress (every rank returns the same metrics).
+
     Returns:
         The metrics written to ``metrics.json``.
     """
@@ -206,32 +237,39 @@ def train_reid(
         from sarbridge.engine.fusion import check_fusion_ready
 
         check_fusion_ready(cfg.fusion)
+    ctx = init_distributed(cfg.device)
+    progress = progress and ctx.is_main
     splits = load_splits(cfg.data)
     check_nonempty(splits.train, "split 'bounding_box_train'", splits.root)
     train, val = holdout_validation(splits.train, cfg.data.val_fraction, seed=cfg.seed)
     verify_images([*splits.train, *splits.query, *splits.gallery], progress=progress)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)  # model initialisation is part of the run's reproducibility
+    device = ctx.device
+    seed_everything(cfg.seed)  # model initialisation is part of the run's reproducibility (same on every rank)
     task = ReIDTask(cfg, train, val, progress=progress)
     trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
-                      callbacks=callbacks, progress=progress)
+                      callbacks=callbacks, progress=progress, runtime=cfg.runtime, dist=ctx)
     if resume:
         trainer.resume()
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     result = trainer.fit()
     if not evaluate_test:
         return {}
     model, spec, _, state = model_from_checkpoint(result.best_checkpoint)
     metrics = evaluate_splits(model.to(device), spec, splits, device, cfg.eval.batch_size, cfg.eval.max_rank,
                               progress, fusion=cfg.fusion, cache_dir=out / "fusion_cache",
-                              rerank=rerank_options(cfg.eval))
+                              rerank=rerank_options(cfg.eval), rankings_dir=out if ctx.is_main else None)
     metrics["meta"] = {
         "checkpoint": str(result.best_checkpoint), "selected_epoch": result.best_epoch,
         "selection": "validation mAP (held-out training identities)" if val else "last epoch (no validation split)",
         "train_images": len(train), "val_images": len(val), "data": splits.root, "device": str(device),
     }
-    write_results(out, metrics, title=f"sarbridge re-identification: {cfg.name}")
+    if ctx.distributed:
+        metrics["meta"]["processes"] = ctx.world_size
+    if ctx.is_main:
+        write_results(out, metrics, title=f"sarbridge re-identification: {cfg.name}")
+    barrier(ctx)
     return metrics
 
 
@@ -244,6 +282,9 @@ def evaluate_reid(
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the test protocols of ``data`` (default: the data it was trained on).
+
+    Writes ``config.yaml``, ``metrics.json``, ``results.md`` and ``rankings.json`` (per-query
+    top-10 lists for ``sarbridge report``) into ``out_dir``.
 
     ``overrides`` (``key=value``) change evaluation-time settings of the checkpoint's config, e.g.
     ``fusion.enabled=true`` with ``fusion.opt2sar_checkpoint=...`` for MOS feature fusion.
@@ -263,7 +304,8 @@ def evaluate_reid(
     splits = load_splits(cfg.data, require_train=False)
     out = Path(out_dir)
     metrics = evaluate_splits(model.to(dev), spec, splits, dev, cfg.eval.batch_size, cfg.eval.max_rank, progress,
-                              fusion=cfg.fusion, cache_dir=out / "fusion_cache", rerank=rerank_options(cfg.eval))
+                              fusion=cfg.fusion, cache_dir=out / "fusion_cache", rerank=rerank_options(cfg.eval),
+                              rankings_dir=out)
     metrics["meta"] = {"checkpoint": str(checkpoint), "selected_epoch": state.get("epoch"), "data": splits.root,
                        "device": str(dev)}
     save_config(cfg, out / "config.yaml")

@@ -2,15 +2,23 @@
 
 A task (ship re-identification, map localisation, diffusion ...) implements the small
 :class:`TrainTask` protocol; the :class:`Trainer` owns everything else: device placement, the
-optimiser and warm-up + cosine schedule, automatic mixed precision on CUDA, per-epoch seeding
-(so a resumed run repeats exactly what an uninterrupted one does), atomic checkpoints every
-epoch, model selection on a validation score and a JSON-lines training log.
+optimiser and warm-up + cosine schedule, mixed precision (bf16/fp16 autocast), channels_last,
+optional ``torch.compile``, gradient accumulation, DistributedDataParallel under ``torchrun``,
+per-epoch seeding (so a resumed run repeats exactly what an uninterrupted one does), atomic
+checkpoints every epoch, model selection on a validation score and a JSON-lines training log.
+
+The trainer gives the task the module to run training forwards through as
+``task.train_module`` (the model wrapped by DDP and/or ``torch.compile``; the plain model in a
+single process without compile): a task must forward through it in ``training_step`` so that
+gradients are synchronised across processes. ``task.model`` stays the plain module (validation,
+checkpoints).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +28,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sarbridge.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from sarbridge.errors import CheckpointError, SarbridgeError
+from sarbridge.engine.distributed import (
+    DistContext,
+    barrier,
+    broadcast_buffers_,
+    broadcast_object,
+    current_context,
+)
+from sarbridge.errors import CheckpointError, ConfigError, SarbridgeError
 from sarbridge.utils import atomic_write_text, seed_everything
 
 StepCallback = Callable[["Trainer", int, int, dict[str, float]], None]
@@ -72,6 +87,69 @@ def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
+_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, amp: bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run, or None for fp32.
+
+    ``amp=False`` forces fp32. ``auto``: bf16 on CUDA where supported, else fp16; fp32 on other
+    devices. ``bf16``/``fp16`` are honoured on every device (CPU autocast included).
+
+    Raises:
+        ConfigError: an unknown precision name.
+    """
+    if precision not in ("auto", *_PRECISIONS):
+        raise ConfigError(f"runtime.precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if not amp:
+        return None
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return _PRECISIONS[precision]
+
+
+def conv_fraction(model: nn.Module) -> float:
+    """Share of the model's parameters (by count) that belong to ``Conv2d`` layers."""
+    total = sum(p.numel() for p in model.parameters())
+    conv = sum(p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
+    return conv / total if total else 0.0
+
+
+def use_channels_last(model: nn.Module, mode: str, device: torch.device) -> bool:
+    """Whether to train in channels_last: ``always``, ``never``, or ``auto`` = on CUDA for models
+    whose parameters are mostly convolutional (more than half in ``Conv2d`` layers)."""
+    if mode not in ("auto", "always", "never"):
+        raise ConfigError(f"runtime.channels_last must be auto, always or never, got {mode!r}")
+    if mode != "auto":
+        return mode == "always"
+    return device.type == "cuda" and conv_fraction(model) > 0.5
+
+
+def _to_channels_last(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.ndim == 4 and x.is_floating_point():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    return tuple(_to_channels_last(a) for a in args), {k: _to_channels_last(v) for k, v in kwargs.items()}
+
+
+def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
+    """``(item, is_last)`` pairs, looking one item ahead."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True
+
+
 @dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` returns."""
@@ -86,16 +164,27 @@ class TrainResult:
 class Trainer:
     """Runs a :class:`TrainTask` for ``optim.epochs`` epochs.
 
+    Under ``torchrun`` (a process group exists) the model is wrapped in DistributedDataParallel,
+    only rank 0 writes checkpoints and logs and shows progress, the others wait at barriers, and the
+    validation metrics (hence the selected epoch) of rank 0 are broadcast to every rank.
+
     Args:
         task: the task.
-        optim: an :class:`~sarbridge.config.OptimConfig` (or any object with its fields).
+        optim: an :class:`~sarbridge.config.OptimConfig` (or any object with its fields);
+            ``accumulate`` (default 1) batches make one optimiser step.
         out_dir: where ``last.pt``, ``best.pt`` and ``train_log.jsonl`` go.
         device: torch device.
-        seed: base seed; epoch ``e`` runs under seed ``seed * 1000 + e``.
-        amp: autocast (bf16 where supported, else fp16 with loss scaling) on CUDA; ignored on CPU.
+        seed: base seed; epoch ``e`` runs under seed ``seed * 1000 + e`` (rank 0; other ranks derive
+            their own from it, so data augmentation differs between ranks).
+        amp: allow mixed precision (``False`` forces fp32 whatever ``runtime.precision`` says).
         eval_every: validate every this many epochs (and at the last).
-        callbacks: called after every optimiser step as ``cb(trainer, epoch, step, logs)``.
-        progress: show a progress bar.
+        callbacks: called after every batch as ``cb(trainer, epoch, step, logs)``.
+        progress: show a progress bar (rank 0 only).
+        runtime: a :class:`~sarbridge.config.RuntimeConfig` (precision, channels_last, compile,
+            compile_mode, cudnn_benchmark); None = its defaults.
+        dist: the distributed context (default: :func:`~sarbridge.engine.distributed.current_context`).
+        find_unused_parameters: DDP option (tasks whose forward skips some parameters need it).
+        compile_backend: ``torch.compile`` backend (None = inductor; tests use ``"eager"``).
     """
 
     def __init__(
@@ -109,7 +198,13 @@ class Trainer:
         eval_every: int = 1,
         callbacks: Sequence[StepCallback] = (),
         progress: bool = True,
+        runtime: Any | None = None,
+        dist: DistContext | None = None,
+        find_unused_parameters: bool = True,
+        compile_backend: str | None = None,
     ) -> None:
+        from sarbridge.config import RuntimeConfig
+
         self.task = task
         self.cfg = optim
         self.out_dir = Path(out_dir)
@@ -117,13 +212,38 @@ class Trainer:
         self.seed = seed
         self.eval_every = max(1, eval_every)
         self.callbacks = list(callbacks)
-        self.progress = progress
+        self.dist = dist if dist is not None else current_context()
+        self.progress = progress and self.dist.is_main
+        self.runtime = runtime if runtime is not None else RuntimeConfig()
+        self.accumulate = int(getattr(optim, "accumulate", 1) or 1)
+        if self.accumulate < 1:
+            raise ConfigError(f"optim.accumulate must be >= 1, got {self.accumulate}")
         self.model = task.model.to(device)
+        self.channels_last = use_channels_last(self.model, self.runtime.channels_last, device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            self.model.register_forward_pre_hook(_channels_last_inputs, with_kwargs=True)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(self.runtime.cudnn_benchmark)
         self.optimizer = build_optimizer(self.model, optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(e, optim))
-        self.use_amp = bool(amp) and device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.amp_dtype = resolve_precision(self.runtime.precision, amp, device)
+        self.use_amp = self.amp_dtype is not None
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        module: nn.Module = self.model
+        if self.dist.distributed:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters)
+            module = self.ddp
+        if self.runtime.compile:
+            if compile_backend in (None, "inductor"):
+                module = torch.compile(module, mode=self.runtime.compile_mode)  # type: ignore[assignment]
+            else:
+                module = torch.compile(module, backend=compile_backend)  # type: ignore[assignment]
+        self.train_module = module
+        task.train_module = module  # type: ignore[attr-defined]
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": -1, "score": None}
@@ -175,20 +295,41 @@ class Trainer:
         self.start_epoch = int(state["epoch"]) + 1
         return self.start_epoch
 
-    def _step(self, batch: Any) -> dict[str, float]:
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            losses = self.task.training_step(batch, self.device)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise SarbridgeError(f"training loss became {loss.item()} (diverged)", "lower optim.lr or check the data for outliers")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+    def _epoch_seed(self, epoch: int) -> int:
+        base = self.seed * 1000 + epoch
+        if self.dist.rank == 0:
+            return base
+        import numpy as np
+
+        return int(np.random.SeedSequence([base, self.dist.rank]).generate_state(1)[0])
+
+    def _forward_backward(self, batch: Any, divisor: int, sync: bool) -> dict[str, float]:
+        """One micro-batch: forward under autocast, ``loss / divisor`` backward (DDP gradient
+        synchronisation only when ``sync``)."""
+        quiet = self.ddp.no_sync() if self.ddp is not None and not sync else nullcontext()
+        with quiet:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.use_amp):
+                losses = self.task.training_step(batch, self.device)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise SarbridgeError(f"training loss became {loss.item()} (diverged)",
+                                     "lower optim.lr or check the data for outliers")
+            self.scaler.scale(loss / divisor).backward()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _optimizer_step(self) -> None:
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _step(self, batch: Any) -> dict[str, float]:
+        """One batch and one optimiser step (no accumulation)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = self._forward_backward(batch, 1, sync=True)
+        self._optimizer_step()
+        return logs
 
     def _write_log(self) -> None:
         import json
@@ -196,34 +337,52 @@ class Trainer:
         text = "".join(json.dumps(h) + "\n" for h in self.history)
         atomic_write_text(self.out_dir / "train_log.jsonl", text)
 
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        self.model.train()
+        sums: dict[str, float] = {}
+        n = steps = 0
+        batches = self.task.train_batches(epoch)
+        total = len(batches) if hasattr(batches, "__len__") else None
+        bar = tqdm(batches, total=total, desc=f"{self.task.name} epoch {epoch + 1}/{self.cfg.epochs}",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        acc, group_start = self.accumulate, 0
+        for step, (batch, is_last) in enumerate(_with_last(bar)):
+            if step % acc == 0:
+                group_start = step
+                self.optimizer.zero_grad(set_to_none=True)
+            # a partial group at the end of the epoch averages over the batches it has
+            divisor = min(acc, total - group_start) if total is not None else acc
+            closes = (step + 1) % acc == 0 or is_last
+            logs = self._forward_backward(batch, divisor, sync=closes)
+            if closes:
+                self._optimizer_step()
+                steps += 1
+            n += 1
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+            for cb in self.callbacks:
+                cb(self, epoch, step, logs)
+        bar.close()
+        record: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": n,
+                                  "optimizer_steps": steps}
+        record.update({k: v / max(n, 1) for k, v in sums.items()})
+        return record
+
     def fit(self) -> TrainResult:
         """Train from ``start_epoch`` to the last epoch; returns where the checkpoints are."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        main = self.dist.is_main
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         for epoch in range(self.start_epoch, self.cfg.epochs):
-            seed_everything(self.seed * 1000 + epoch)
-            self.model.train()
-            sums: dict[str, float] = {}
-            n = 0
-            batches = self.task.train_batches(epoch)
-            total = len(batches) if hasattr(batches, "__len__") else None
-            bar = tqdm(batches, total=total, desc=f"{self.task.name} epoch {epoch + 1}/{self.cfg.epochs}",
-                       disable=not self.progress, leave=False, dynamic_ncols=True)
-            for step, batch in enumerate(bar):
-                logs = self._step(batch)
-                n += 1
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                bar.set_postfix(loss=f"{logs['loss']:.3f}")
-                for cb in self.callbacks:
-                    cb(self, epoch, step, logs)
-            bar.close()
-            record: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": n}
-            record.update({k: v / max(n, 1) for k, v in sums.items()})
+            seed_everything(self._epoch_seed(epoch))
+            record = self._train_epoch(epoch)
             self.scheduler.step()
             last = epoch == self.cfg.epochs - 1
             if (epoch + 1) % self.eval_every == 0 or last:
                 self.model.eval()
-                val = self.task.validate(epoch, self.device)
+                broadcast_buffers_(self.model, ctx=self.dist)  # e.g. BatchNorm statistics of rank 0
+                val = broadcast_object(self.task.validate(epoch, self.device), ctx=self.dist)
                 if val:
                     record.update({f"val_{k}": v for k, v in val.items()})
                     score = val.get("selection")
@@ -234,14 +393,25 @@ class Trainer:
                 self.best = {"epoch": epoch, "score": None}
                 self._save_best(epoch)
             self.history.append(record)
-            save_checkpoint(self._state(epoch), self.last_path)
-            self._write_log()
+            if main:
+                save_checkpoint(self._state(epoch), self.last_path)
+                self._write_log()
             if self.progress:
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float))
                 tqdm.write(f"[{self.task.name}] epoch {epoch + 1}/{self.cfg.epochs}: {shown}")
+            barrier(self.dist)
         return TrainResult(self.last_path, self.best_path, int(self.best["epoch"]), self.best["score"], self.history)
 
+    def close(self) -> None:
+        """Drop the DDP / compiled wrappers (and their gradient hooks); ``task.train_module`` falls
+        back to the plain model. Call it before wrapping part of the model in another trainer."""
+        self.ddp = None
+        self.train_module = self.model
+        self.task.train_module = None  # type: ignore[attr-defined]
+
     def _save_best(self, epoch: int) -> None:
+        if not self.dist.is_main:
+            return
         state = {"task": self.task.name, "epoch": epoch, "model": self.model.state_dict(),
                  "best": dict(self.best), **self.task.checkpoint_extra()}
         save_checkpoint(state, self.best_path)

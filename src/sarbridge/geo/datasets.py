@@ -92,17 +92,31 @@ class QueryPairs(Dataset):
 @torch.no_grad()
 def embed_patches(model: torch.nn.Module, images: PatchImages, device: torch.device, batch_size: int = 64,
                   progress: bool = False, desc: str = "embedding") -> torch.Tensor:
-    """L2-normalised embeddings ``(N, D)`` (float32, CPU) of a :class:`PatchImages` set."""
+    """L2-normalised embeddings ``(N, D)`` (float32, CPU) of a :class:`PatchImages` set.
+
+    Under ``torchrun`` each rank embeds a contiguous shard and the shards are gathered, so every
+    rank returns the same tensor (every rank must call this; progress on rank 0 only).
+    """
+    from torch.utils.data import Subset
+
+    from sarbridge.engine.distributed import current_context, gather_rows, shard_range
+
+    ctx = current_context()
+    source: Dataset = images
+    if ctx.distributed:
+        source = Subset(images, list(shard_range(len(images), ctx.rank, ctx.world_size)))
+        progress = progress and ctx.is_main
     was_training = model.training
     model.eval()
     out = []
     modality = MODALITY_INDEX[images.modality]
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         x = batch.to(device, non_blocking=True)
         m = torch.full((x.shape[0],), modality, dtype=torch.long, device=device)
         out.append(model.embed(x, m).float().cpu())
     model.train(was_training)
-    if not out:
-        return torch.zeros(0, getattr(model, "dim", 1))
-    return torch.cat(out)
+    local = torch.cat(out) if out else torch.zeros(0, getattr(model, "dim", 1))
+    if ctx.distributed:
+        return gather_rows(local, len(images), ctx)
+    return local

@@ -2,7 +2,7 @@
 
 Everything runs on the CPU in a few minutes (``configs/geo_demo.yaml``: a tiny CNN on 128 px patches
 of a 1024 x 1024 px scene at 0.5 m, resized to 64 px). The run folder gets the training outputs (``metrics.json``,
-``results.md``, ``retrieval.png``, ``geo_model.pt``), the scene (``scene/``), the map index
+``results.md``, ``retrieval.png``, ``geo_model.pt``, ``rankings.json``, ``report.html``), the scene (``scene/``), the map index
 (``index/``) and an example query with its answer (``example_query.tif``, ``example_locate.json``).
 """
 
@@ -34,7 +34,8 @@ def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: 
         progress: progress bars.
 
     Returns:
-        The test metrics (``coarse``, ``refined``, ``meta``), plus ``example`` (the located query).
+        The test metrics (``coarse``, ``refined``, ``meta``), plus ``example`` (the located query)
+        and ``report`` (the path of the ``report.html`` written at the end).
     """
     from sarbridge.data.georaster import read_georaster, write_georaster
     from sarbridge.data.synthetic.scene import generate_scene
@@ -68,6 +69,9 @@ def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: 
                           "lon": answer["lon"], "lat": answer["lat"], "error_m": answer.get("check_error_m"),
                           "error_radius_m": answer["error_radius_m"]}
     atomic_write_json(out / "metrics.json", metrics)
+    from sarbridge.report.html import write_report
+
+    metrics["report"] = str(write_report(out))
     if progress:
         print(f"example: {answer['query']} located at lon {answer['lon']:.6f}, lat {answer['lat']:.6f} "
               f"(error {answer.get('check_error_m', float('nan')):.1f} m, radius {answer['error_radius_m']:.1f} m)")

@@ -16,6 +16,7 @@ import torch
 
 from sarbridge.config import save_config
 from sarbridge.data.records import OPTICAL, SAR
+from sarbridge.engine.distributed import barrier, init_distributed
 from sarbridge.engine.trainer import Trainer
 from sarbridge.errors import ConfigError, DataError, SarbridgeError
 from sarbridge.geo.bundle import GeoModel, build_refiner, load_geo_model, save_geo_model, spec_from_geo
@@ -85,6 +86,10 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
         progress: progress bars and per-epoch lines.
         data: use this instead of reading ``cfg.data``.
 
+    Under ``torchrun --nproc_per_node N`` every process runs this: both stages train with
+    DistributedDataParallel, patches are embedded in shards, and only rank 0 writes files and
+    shows progress (every rank returns the same metrics).
+
     Returns:
         The metrics written to ``metrics.json``.
     """
@@ -97,17 +102,22 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     if not test_q:
         raise DataError(f"'{cfg.data.root or cfg.data.map}' yields no test queries",
                         "raise data.fractions[2], data.queries, or use a larger map/strip")
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    ctx = init_distributed(cfg.device)
+    progress = progress and ctx.is_main
+    device = ctx.device
+    seed_everything(cfg.seed)  # same model initialisation on every rank
     task = GeoCoarseTask(cfg, train_view, train_q, val_q, progress)
     task.preload()
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     trainer = Trainer(task, cfg.optim, out / "coarse", device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
-                      progress=progress)
+                      progress=progress, runtime=cfg.runtime, dist=ctx)
     if resume and trainer.last_path.exists():
         trainer.resume()
     coarse = trainer.fit()
+    trainer.close()  # the refiner stage may wrap part of this model again
+    del trainer
     from sarbridge.engine.checkpoint import load_checkpoint, load_model_state
 
     best = load_checkpoint(coarse.best_checkpoint, task=task.name)
@@ -118,10 +128,14 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
         refiner, refine_info = _train_refiner(cfg, task, encoder, train_view, train_q, val_q, out, device, resume, progress)
     info = {"epoch": coarse.best_epoch, "patch_size_m": task.patch_m, "crs": data.crs, "data": data.name,
             "coarse_selected_epoch": coarse.best_epoch, **refine_info}
-    bundle_path = save_geo_model(out / "geo_model.pt", cfg, encoder.cpu(), refiner.cpu() if refiner is not None else None, info)
+    bundle_path = out / "geo_model.pt"
+    if ctx.is_main:
+        save_geo_model(bundle_path, cfg, encoder.cpu(), refiner.cpu() if refiner is not None else None, info)
+    barrier(ctx)
     model = load_geo_model(bundle_path)
-    metrics = evaluate_geo_model(model, test_view, test_q, out, device, progress,
+    metrics = evaluate_geo_model(model, test_view, test_q, out if ctx.is_main else None, device, progress,
                                  title=f"sarbridge localisation: {cfg.name}")
+    barrier(ctx)
     return metrics
 
 
@@ -150,7 +164,8 @@ def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module
     train_in = noisy_graphs(q_train, ref_emb, ref_xy, t_train, r.top_k, noise, r.noise_draws, cfg.seed)
     refiner = task.model.refiner if task.model.refiner is not None else build_refiner(cfg, task.patch_m)
     rtask = GeoRefineTask(cfg, refiner, train_in, val_in)
-    trainer = Trainer(rtask, refine_optim(cfg), out / "refine", device, seed=cfg.seed, amp=False, progress=progress)
+    trainer = Trainer(rtask, refine_optim(cfg), out / "refine", device, seed=cfg.seed, amp=False, progress=progress,
+                      runtime=cfg.runtime)
     if resume and trainer.last_path.exists():
         trainer.resume()
     result = trainer.fit()
@@ -201,10 +216,15 @@ def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequenc
 
 
 def write_geo_results(out: Path, metrics: dict[str, Any], results: dict[str, RankedResult], view: LocalisationData,
-                      title: str, pictures: int = 6, spec: Any = None) -> None:
+                      title: str, pictures: int = 6, spec: Any = None, rankings: bool = True) -> None:
     """``metrics.json``, ``results.md`` and ``retrieval.png`` (best stage's ranked lists; SAR queries
-    shown as the model sees them when the preprocessing ``spec`` is given)."""
+    shown as the model sees them when the preprocessing ``spec`` is given), and with ``rankings``
+    ``rankings.json`` + ``thumbs/`` (per-query top-10 lists of every stage, for ``sarbridge report``)."""
     out.mkdir(parents=True, exist_ok=True)
+    if rankings:
+        from sarbridge.report.rankings import write_geo_rankings
+
+        write_geo_rankings(out, results, view, spec=spec)
     atomic_write_json(out / "metrics.json", metrics)
     stage = "refined" if "refined" in results else "coarse"
     picture = None

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from sarbridge.config import OptimConfig, config_to_dict
 from sarbridge.data.records import OPTICAL
+from sarbridge.engine.distributed import current_context
 from sarbridge.errors import DataError
 from sarbridge.geo.bundle import arch_of, build_encoder, build_refiner, spec_from_geo
 from sarbridge.geo.config import GeoConfig
@@ -52,13 +53,37 @@ def area_views(data: LocalisationData) -> tuple[LocalisationData, LocalisationDa
 
 class GeoTrainModel(nn.Module):
     """Everything the coarse stage trains or checkpoints: encoder, critic (frozen outside its own
-    updates, so the encoder's optimiser skips it) and, end to end, the refiner."""
+    updates, so the encoder's optimiser skips it) and, end to end, the refiner.
+
+    :meth:`forward` is the training forward (run through DistributedDataParallel under torchrun):
+    the critic is not part of it (it has its own optimiser and gradient averaging)."""
 
     def __init__(self, encoder: nn.Module, critic: nn.Module | None, refiner: nn.Module | None) -> None:
         super().__init__()
         self.encoder = encoder
         self.critic = critic
         self.refiner = refiner
+
+    def forward(self, images: torch.Tensor, modality: torch.Tensor, targets: torch.Tensor | None = None,
+                ref_xy: torch.Tensor | None = None, top_k: int = 0) -> dict[str, torch.Tensor]:
+        """Embeddings of a batch ``[optical; SAR]`` (the first ``len(targets)`` rows optical).
+
+        Args:
+            images: ``(2n, 3, H, W)``: n optical patches, then their n SAR queries.
+            modality: ``(2n,)`` modality indices (0 optical, 1 SAR).
+            targets: ``(n,)`` reference index of each pair (needed for the end-to-end refinement).
+            ref_xy: ``(n, 2)`` target positions (end-to-end refinement).
+            top_k: in-batch candidates of the end-to-end refinement.
+
+        Returns:
+            ``embedding`` (float32) and, with a refiner and ``targets``, ``refine`` (its loss).
+        """
+        out = {"embedding": self.encoder(images, modality)["embedding"].float()}
+        if self.refiner is not None and targets is not None and ref_xy is not None:
+            n = targets.shape[0]
+            e_opt, e_sar = out["embedding"][:n], out["embedding"][n:]
+            out["refine"] = in_batch_refinement(self.refiner, e_sar, e_opt, targets, ref_xy, top_k)
+        return out
 
 
 def in_batch_refinement(refiner: nn.Module, e_sar: torch.Tensor, e_opt: torch.Tensor, targets: torch.Tensor,
@@ -82,6 +107,7 @@ class GeoCoarseTask:
     """Stage 1: triplet + Wasserstein (+ end-to-end refinement) on query/target pairs."""
 
     name = "geo-coarse"
+    train_module: nn.Module | None = None
 
     def __init__(self, cfg: GeoConfig, train_view: LocalisationData, train: Sequence[GeoQuery],
                  val: Sequence[GeoQuery], progress: bool = True) -> None:
@@ -108,9 +134,20 @@ class GeoCoarseTask:
         self.refs = PatchImages(train_view.references, OPTICAL, self.spec, cfg.data.cache)
         self.pairs = QueryPairs(self.train_q, self.refs, train_view.reference_xy(), self.spec, cfg.data.cache)
         self.val_sar = PatchImages(self.val_q, "sar", self.spec, cfg.data.cache) if self.val_q else None
-        bs = min(cfg.data.batch_size, len(self.train_q))
         workers = cfg.data.num_workers
-        self.loader = DataLoader(self.pairs, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
+        ctx = current_context()
+        self.dist_sampler: DistributedSampler[Any] | None = None
+        if ctx.distributed:  # each rank a disjoint share of the pairs; same order on all ranks per epoch
+            self.dist_sampler = DistributedSampler(self.pairs, num_replicas=ctx.world_size, rank=ctx.rank,
+                                                   shuffle=True, seed=cfg.seed, drop_last=True)
+            bs = min(cfg.data.batch_size, len(self.dist_sampler))
+            if bs < 2:
+                raise DataError(f"{len(self.train_q)} training queries over {ctx.world_size} processes leave "
+                                f"{len(self.dist_sampler)} per process", "use more queries or fewer processes")
+        else:
+            bs = min(cfg.data.batch_size, len(self.train_q))
+        self.loader = DataLoader(self.pairs, batch_size=bs, shuffle=self.dist_sampler is None,
+                                 sampler=self.dist_sampler, drop_last=True, num_workers=workers,
                                  persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
     def preload(self) -> None:
@@ -122,6 +159,8 @@ class GeoCoarseTask:
                 self.val_sar.preload("reading validation queries", self.progress)
 
     def train_batches(self, epoch: int) -> DataLoader:
+        if self.dist_sampler is not None:
+            self.dist_sampler.set_epoch(epoch)
         return self.loader
 
     def training_step(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
@@ -130,7 +169,11 @@ class GeoCoarseTask:
         targets = batch["target"].to(device)
         n = opt.shape[0]
         modality = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)]).to(device)
-        emb = self.model.encoder(torch.cat([opt, sar]), modality)["embedding"].float()
+        net = self.train_module if self.train_module is not None else self.model
+        e2e = self.model.refiner is not None
+        out = net(torch.cat([opt, sar]), modality, targets if e2e else None,
+                  batch["ref_xy"].to(device) if e2e else None, self.cfg.refine.top_k)
+        emb = out["embedding"]
         e_opt, e_sar = emb[:n], emb[n:]
         triplet = 0.5 * (self.triplet(e_sar, targets, e_opt, targets) + self.triplet(e_opt, targets, e_sar, targets))
         loss = self.cfg.loss.triplet_weight * triplet
@@ -143,11 +186,9 @@ class GeoCoarseTask:
             logs["wasserstein"] = w_loss.detach() / max(self.cfg.loss.wasserstein.weight, 1e-12)
             for k, v in critic_logs.items():
                 logs[f"critic_{k}"] = torch.tensor(float(v))
-        if self.model.refiner is not None:
-            e2e = in_batch_refinement(self.model.refiner, e_sar, e_opt, targets, batch["ref_xy"].to(device),
-                                      self.cfg.refine.top_k)
-            loss = loss + self.cfg.refine.e2e_weight * e2e
-            logs["refine"] = e2e.detach()
+        if "refine" in out:
+            loss = loss + self.cfg.refine.e2e_weight * out["refine"]
+            logs["refine"] = out["refine"].detach()
         return {"loss": loss, **logs}
 
     def validate(self, epoch: int, device: torch.device) -> dict[str, float] | None:
@@ -179,6 +220,7 @@ class GeoRefineTask:
     """Stage 2: the location-aware graph network on the coarse model's top-k (node classification)."""
 
     name = "geo-refine"
+    train_module: nn.Module | None = None
 
     def __init__(self, cfg: GeoConfig, refiner: nn.Module, train_input: Any, val_input: Any | None) -> None:
         self.cfg, self.model = cfg, refiner
@@ -186,20 +228,32 @@ class GeoRefineTask:
         self.n = int(train_input.query_emb.shape[0])
 
     def train_batches(self, epoch: int) -> list[torch.Tensor]:
-        perm = torch.randperm(self.n)
+        """Shuffled mini-batches of graph indices; under torchrun every rank draws the same
+        permutation (seeded by ``(seed, epoch)``), the batch list is truncated to a multiple of the
+        number of processes and rank ``r`` takes batches ``r, r + W, ...``."""
         bs = self.cfg.refine.batch_size
-        return [perm[i:i + bs] for i in range(0, self.n, bs)]
+        ctx = current_context()
+        if not ctx.distributed:
+            perm = torch.randperm(self.n)
+            return [perm[i:i + bs] for i in range(0, self.n, bs)]
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch))
+        batches = [perm[i:i + bs] for i in range(0, self.n, bs)]
+        usable = len(batches) - len(batches) % ctx.world_size
+        if usable == 0:
+            raise DataError(f"{self.n} refinement graphs make {len(batches)} batches, fewer than the "
+                            f"{ctx.world_size} processes", "lower refine.batch_size or start fewer processes")
+        return batches[ctx.rank:usable:ctx.world_size]
 
-    def _logits(self, inp: Any, idx: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    def _logits(self, inp: Any, idx: torch.Tensor | None, device: torch.device, net: nn.Module | None = None) -> torch.Tensor:
         parts = (inp.query_emb, inp.cand_emb, inp.cand_xy, inp.coarse_scores)
         if idx is not None:
             parts = tuple(p[idx] for p in parts)
-        return self.model(*(p.to(device) for p in parts))
+        return (net if net is not None else self.model)(*(p.to(device) for p in parts))
 
     def training_step(self, batch: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         from sarbridge.geo.refine import refinement_loss
 
-        logits = self._logits(self.train_input, batch, device)
+        logits = self._logits(self.train_input, batch, device, self.train_module)
         loss = refinement_loss(logits.float(), self.train_input.target_pos[batch].to(device))
         return {"loss": loss}
 

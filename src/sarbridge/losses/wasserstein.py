@@ -197,6 +197,10 @@ class WassersteinAlignment:
         critic_lr: Adam learning rate of the critic.
         weight: ``lambda``, the multiplier of the encoder loss.
         generator: random generator for the gradient penalty (reproducibility).
+        sync_gradients: under ``torchrun`` (a process group of more than one process), average the
+            critic's gradients over the processes before each critic step, so every rank's critic
+            (and its Adam state) stays identical. Every rank must then call :meth:`critic_update`
+            equally often with both modalities present.
 
     With ``mode="clip"`` the critic's weights are clipped once at construction as well.
 
@@ -214,6 +218,7 @@ class WassersteinAlignment:
         critic_lr: float = 1e-3,
         weight: float = 0.01,
         generator: torch.Generator | None = None,
+        sync_gradients: bool = True,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown Wasserstein alignment mode '{mode}': use 'gp' or 'clip'")
@@ -230,6 +235,7 @@ class WassersteinAlignment:
         self.critic_lr = float(critic_lr)
         self.weight = float(weight)
         self.generator = generator
+        self.sync_gradients = bool(sync_gradients)
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr)
         self.updates = 0
         self._freeze()
@@ -283,6 +289,10 @@ class WassersteinAlignment:
                 else:
                     loss = -w
                 loss.backward()
+                if self.sync_gradients:
+                    from sarbridge.engine.distributed import all_reduce_gradients_
+
+                    all_reduce_gradients_(self.critic.parameters())
                 self.optimizer.step()
                 if self.mode == "clip":
                     clip_weights_(self.critic, self.clip)
