@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -13,12 +14,30 @@ from sarbridge.data.io import read_image
 from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
 
+if TYPE_CHECKING:
+    from sarbridge.data.cache import PreprocessCache
+
 
 class ImageDataset(Dataset):
-    """Reads, converts and transforms images; optionally caches decoded uint8 pixels in memory.
+    """Reads, converts and transforms images; optionally caches decoded uint8 pixels in memory or on disk.
 
     Items are dicts with ``image`` (3, H, W), ``size`` (3,), ``label`` (contiguous class index or
     -1), ``pid``, ``modality`` (0 optical, 1 SAR), ``camid`` and ``index``.
+
+    Args:
+        samples: the images.
+        spec: preprocessing (modality conversion, size features, image size).
+        transform: PIL image -> tensor (default ``spec.eval_transform()``); unused with ``output="raw"``.
+        label_map: identity -> contiguous class index.
+        cache: keep decoded uint8 pixels in memory (per process) after the first read.
+        cache_dir: use the on-disk, memory-mapped :mod:`~sarbridge.data.cache` in this folder
+            (built here, in the calling process, when missing); its pixels are already resized to
+            ``spec.image_size``, which the transforms' resize then leaves unchanged.
+        output: ``"transformed"`` (``transform`` applied) or ``"raw"``: the uint8 (3, H, W) image
+            resized to ``spec.image_size`` (PIL bicubic) without any other transform, for
+            augmentation on the GPU (:mod:`~sarbridge.data.gpu_augment`).
+        progress: progress bar while building the disk cache.
+        cache_workers: decoding threads while building the disk cache.
     """
 
     def __init__(
@@ -28,18 +47,35 @@ class ImageDataset(Dataset):
         transform: Callable | None = None,
         label_map: dict[int, int] | None = None,
         cache: bool = False,
+        cache_dir: str | Path | None = None,
+        output: Literal["transformed", "raw"] = "transformed",
+        progress: bool = True,
+        cache_workers: int = 0,
     ) -> None:
+        if output not in ("transformed", "raw"):
+            raise ValueError(f"output must be 'transformed' or 'raw', got {output!r}")
         self.samples = list(samples)
         self.spec = spec
         self.transform = transform or spec.eval_transform()
         self.label_map = label_map or {}
         self.cache = cache
+        self.output = output
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.disk_cache: PreprocessCache | None = None
+        self._rows: list[int] = []
+        if cache_dir is not None:
+            from sarbridge.data.cache import build_cache
+
+            self.disk_cache = build_cache(self.samples, spec, cache_dir, progress=progress,
+                                          num_workers=cache_workers)
+            self._rows = [self.disk_cache.row(s.path) for s in self.samples]
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.disk_cache is not None:
+            return self.disk_cache.get(self._rows[index])
         if index in self._cache:
             return self._cache[index]
         s = self.samples[index]
@@ -54,8 +90,15 @@ class ImageDataset(Dataset):
 
         s = self.samples[index]
         img, size = self._load(index)
+        if self.output == "raw":
+            h, w = self.spec.image_size
+            if img.shape[:2] != (h, w):
+                img = np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
+            image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
+        else:
+            image = self.transform(Image.fromarray(img))
         return {
-            "image": self.transform(Image.fromarray(img)),
+            "image": image,
             "size": torch.from_numpy(size),
             "label": self.label_map.get(s.pid, -1),
             "pid": s.pid,

@@ -11,8 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sarbridge.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
-from sarbridge.data.dataset import ImageDataset, make_label_map, verify_images
+from sarbridge.data.dataset import make_label_map, verify_images
 from sarbridge.data.hoss import load_hoss
+from sarbridge.data.loader import batch_to_device, build_batch_augment, build_train_dataset, build_train_loader
 from sarbridge.data.manifest import load_manifest_splits
 from sarbridge.data.records import OPTICAL, SAR, Sample
 from sarbridge.data.sampler import PKSampler
@@ -79,24 +80,25 @@ class ReIDTask:
     name = "reid"
     train_module: nn.Module | None = None
 
-    def __init__(self, cfg: ExperimentConfig, train: Sequence[Sample], val: Sequence[Sample], progress: bool = True) -> None:
+    def __init__(self, cfg: ExperimentConfig, train: Sequence[Sample], val: Sequence[Sample], progress: bool = True,
+                 device: torch.device | None = None) -> None:
         self.cfg = cfg
         self.val = list(val)
         self.progress = progress
         self.spec = spec_from_config(cfg.data)
         self.label_map = make_label_map(train)
         self.model: ReIDModel = build_reid_model(cfg.model, cfg.data.image_size, len(self.label_map))
-        aug = cfg.data.augment
-        ds = ImageDataset(train, self.spec, self.spec.train_transform(aug.flip, aug.pad, aug.random_erasing),
-                          self.label_map, cache=cfg.data.cache)
-        sp = cfg.data.sampler
         ctx = current_context()
+        device = device if device is not None else ctx.device
+        # augmentation runs batched on the device when data.gpu_augment says so (auto: on CUDA)
+        self.augment = build_batch_augment(cfg.data, self.spec, device)
+        ds = build_train_dataset(train, self.spec, cfg.data, self.label_map, self.augment is not None,
+                                 progress=progress)
+        sp = cfg.data.sampler
         self.sampler = PKSampler([s.pid for s in train], [s.modality_index for s in train], sp.num_ids,
                                  sp.num_instances, sp.balance_modalities, seed=cfg.seed, rank=ctx.rank,
                                  world_size=ctx.world_size)
-        workers = cfg.data.num_workers
-        self.loader = DataLoader(ds, batch_sampler=self.sampler, num_workers=workers,
-                                 persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        self.loader = build_train_loader(ds, self.sampler, cfg.data, device)
         lc = cfg.loss
         self.ce: nn.Module = CrossEntropyLabelSmooth(lc.label_smoothing) if lc.label_smoothing > 0 else nn.CrossEntropyLoss()
         self.triplet = TripletLoss(margin=lc.triplet_margin)
@@ -107,16 +109,16 @@ class ReIDTask:
         return self.loader
 
     def training_step(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        labels = batch["label"].to(device)
+        b = batch_to_device(batch, device, self.augment)
+        labels = b["label"]
         net = self.train_module if self.train_module is not None else self.model
-        out = net(batch["image"].to(device, non_blocking=True), batch["modality"].to(device),
-                         batch["size"].to(device))
+        out = net(b["image"], b["modality"], b["size"])
         ce = self.ce(out["logits"].float(), labels)
         tri = self.triplet(out["features"].float(), labels)
         loss = self.cfg.loss.ce_weight * ce + self.cfg.loss.triplet_weight * tri
         logs = {"ce": ce.detach(), "triplet": tri.detach()}
         if self.cmal is not None:
-            cmal = self.cmal(out["features"].float(), labels, batch["modality"].to(device))
+            cmal = self.cmal(out["features"].float(), labels, b["modality"])
             loss = loss + self.cfg.loss.cmal_weight * cmal
             logs["cmal"] = cmal.detach()
         return {"loss": loss, **logs}
@@ -245,7 +247,7 @@ def train_reid(
     verify_images([*splits.train, *splits.query, *splits.gallery], progress=progress)
     device = ctx.device
     seed_everything(cfg.seed)  # model initialisation is part of the run's reproducibility (same on every rank)
-    task = ReIDTask(cfg, train, val, progress=progress)
+    task = ReIDTask(cfg, train, val, progress=progress, device=device)
     trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
                       callbacks=callbacks, progress=progress, runtime=cfg.runtime, dist=ctx)
     if resume:

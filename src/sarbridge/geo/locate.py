@@ -139,8 +139,89 @@ def _check_query_size(arr: np.ndarray, facts: dict[str, Any], info: dict[str, An
         raise DataError(f"query '{path}' is only {arr.shape[1]}x{arr.shape[0]} pixels", "pass a patch of at least 8x8")
 
 
+class GeoLocator:
+    """A geo index and its model, loaded once, answering many :meth:`locate` calls.
+
+    Args:
+        index_dir: folder from :func:`build_geo_index`.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        index: the index of ``index_dir`` when the caller has already loaded it.
+
+    Raises:
+        DataError: the index is damaged, or its model file is missing or does not match it.
+    """
+
+    def __init__(self, index_dir: str | Path, device: str = "auto", index: Any | None = None) -> None:
+        from sarbridge.retrieval.index import EmbeddingIndex
+
+        self.index_dir = Path(index_dir)
+        self.index = index if index is not None else EmbeddingIndex.load(self.index_dir)
+        self.info: dict[str, Any] = dict(self.index.info or {})
+        model_file = self.index_dir / MODEL_FILE
+        if not model_file.is_file() or file_digest(model_file) != self.info.get("model_sha256"):
+            raise DataError(f"index '{self.index_dir}' lacks its model or the model does not match the index",
+                            "rebuild it with 'sarbridge geo build-index'")
+        self.model: GeoModel = load_geo_model(model_file)
+        self.device = resolve_device(device)
+        self.encoder = self.model.encoder.to(self.device).eval()
+        self.refiner = self.model.refiner.to(self.device).eval() if self.model.refiner is not None else None
+
+    def locate(self, query_path: str | Path, k: int = 10) -> dict[str, Any]:
+        """Estimate where the SAR patch ``query_path`` lies on the indexed map (see :func:`locate`)."""
+        from sarbridge.geo.refine import gather_candidates
+
+        qpath, index, info, model, dev = Path(query_path), self.index, self.info, self.model, self.device
+        arr, facts = _read_query(qpath, str(info.get("crs", "")), list(info.get("bounds", [0, 0, 0, 0])))
+        _check_query_size(arr, facts, info, qpath)
+        x = prepare_patch(arr, SAR, model.spec, f"'{qpath}'").unsqueeze(0).to(dev)
+        with torch.no_grad():
+            q = self.encoder.embed(x, torch.tensor([MODALITY_INDEX[SAR]], device=dev)).float().cpu()
+        depth = min(max(k, model.cfg.refine.top_k), len(index))
+        scores, ids = index.search(q.numpy(), depth)
+        scores, ids = np.asarray(scores)[0], np.asarray(ids, dtype=np.int64)[0]
+        meta = index.metadata
+        xy = np.array([[meta[i]["x"], meta[i]["y"]] for i in ids], dtype=np.float64)
+        half = 0.5 * float(info.get("patch_size_m") or 0.0)
+        order = np.arange(len(ids))
+        if self.refiner is not None and len(ids) >= 2:
+            kk = min(model.cfg.refine.top_k, len(ids))
+            ref_emb = torch.as_tensor(index.embeddings(ids[:kk]), dtype=torch.float32)
+            inp = gather_candidates(q, ref_emb, torch.as_tensor(xy[:kk], dtype=torch.float32), torch.arange(kk)[None],
+                                    torch.as_tensor(scores[None, :kk], dtype=torch.float32), None)
+            with torch.no_grad():
+                logits = self.refiner(inp.query_emb.to(dev), inp.cand_emb.to(dev), inp.cand_xy.to(dev),
+                                      inp.coarse_scores.to(dev)).float().cpu()[0]
+            node_order = torch.argsort(logits, descending=True).numpy()
+            order = np.concatenate([node_order, np.arange(kk, len(ids))])
+            probs = torch.softmax(logits / float(model.info.get("centroid_temperature", 1.0)), 0).numpy()
+        else:
+            probs = torch.softmax(torch.as_tensor(scores) * 20.0, 0).numpy()
+            node_order = np.argsort(-probs)
+        top = node_order[: max(1, model.cfg.refine.centroid_top)]
+        w = probs[top] / probs[top].sum()
+        pos = (w[:, None] * xy[top]).sum(0)
+        spread = float(np.sqrt((w * ((xy[top] - pos) ** 2).sum(1)).sum()))
+        from pyproj import Transformer
+
+        lon, lat = Transformer.from_crs(info["crs"], "EPSG:4326", always_xy=True).transform(pos[0], pos[1])
+        cands = []
+        for rank, j in enumerate(order[:k]):
+            m = meta[int(ids[j])]
+            cands.append({"rank": rank + 1, "id": m["id"], "row": m.get("row"), "col": m.get("col"), "x": m["x"],
+                          "y": m["y"], "lon": m["lon"], "lat": m["lat"], "score": float(scores[j]),
+                          "probability": float(probs[j]) if j < len(probs) else None, "source": m.get("source")})
+        result: dict[str, Any] = {
+            "query": str(qpath), "lon": float(lon), "lat": float(lat), "x": float(pos[0]), "y": float(pos[1]),
+            "crs": info["crs"], "error_radius_m": max(spread, half), "confidence": float(probs[node_order[0]]),
+            "refined": self.refiner is not None, "patch": cands[0] if cands else None, "candidates": cands,
+        }
+        if facts.get("georeferenced"):
+            result["check_error_m"] = float(np.hypot(pos[0] - facts["x"], pos[1] - facts["y"]))
+        return result
+
+
 def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: str = "auto") -> dict[str, Any]:
-    """Estimate where a SAR patch lies on the indexed map.
+    """Estimate where a SAR patch lies on the indexed map (loads the index; many queries: :class:`GeoLocator`).
 
     Args:
         index_dir: folder from :func:`build_geo_index`.
@@ -154,62 +235,4 @@ def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: s
         nodes), the chosen patch (rank 1 after refinement) and the ranked candidates;
         ``check_error_m`` is the distance to the query's own georeferenced centre, when it has one.
     """
-    from sarbridge.geo.refine import gather_candidates
-    from sarbridge.retrieval.index import EmbeddingIndex
-
-    idx_dir, qpath = Path(index_dir), Path(query_path)
-    index = EmbeddingIndex.load(idx_dir)
-    info = dict(index.info or {})
-    model_file = idx_dir / MODEL_FILE
-    if not model_file.is_file() or file_digest(model_file) != info.get("model_sha256"):
-        raise DataError(f"index '{idx_dir}' lacks its model or the model does not match the index",
-                        "rebuild it with 'sarbridge geo build-index'")
-    model: GeoModel = load_geo_model(model_file)
-    arr, facts = _read_query(qpath, str(info.get("crs", "")), list(info.get("bounds", [0, 0, 0, 0])))
-    _check_query_size(arr, facts, info, qpath)
-    dev = resolve_device(device)
-    enc = model.encoder.to(dev).eval()
-    x = prepare_patch(arr, SAR, model.spec, f"'{qpath}'").unsqueeze(0).to(dev)
-    q = enc.embed(x, torch.tensor([MODALITY_INDEX[SAR]], device=dev)).float().cpu()
-    depth = min(max(k, model.cfg.refine.top_k), len(index))
-    scores, ids = index.search(q.numpy(), depth)
-    scores, ids = np.asarray(scores)[0], np.asarray(ids, dtype=np.int64)[0]
-    meta = index.metadata
-    xy = np.array([[meta[i]["x"], meta[i]["y"]] for i in ids], dtype=np.float64)
-    half = 0.5 * float(info.get("patch_size_m") or 0.0)
-    order = np.arange(len(ids))
-    if model.refiner is not None and len(ids) >= 2:
-        kk = min(model.cfg.refine.top_k, len(ids))
-        ref_emb = torch.as_tensor(index.embeddings(ids[:kk]), dtype=torch.float32)
-        inp = gather_candidates(q, ref_emb, torch.as_tensor(xy[:kk], dtype=torch.float32), torch.arange(kk)[None],
-                                torch.as_tensor(scores[None, :kk], dtype=torch.float32), None)
-        with torch.no_grad():
-            logits = model.refiner.to(dev)(inp.query_emb.to(dev), inp.cand_emb.to(dev), inp.cand_xy.to(dev),
-                                           inp.coarse_scores.to(dev)).float().cpu()[0]
-        node_order = torch.argsort(logits, descending=True).numpy()
-        order = np.concatenate([node_order, np.arange(kk, len(ids))])
-        probs = torch.softmax(logits / float(model.info.get("centroid_temperature", 1.0)), 0).numpy()
-    else:
-        probs = torch.softmax(torch.as_tensor(scores) * 20.0, 0).numpy()
-        node_order = np.argsort(-probs)
-    top = node_order[: max(1, model.cfg.refine.centroid_top)]
-    w = probs[top] / probs[top].sum()
-    pos = (w[:, None] * xy[top]).sum(0)
-    spread = float(np.sqrt((w * ((xy[top] - pos) ** 2).sum(1)).sum()))
-    from pyproj import Transformer
-
-    lon, lat = Transformer.from_crs(info["crs"], "EPSG:4326", always_xy=True).transform(pos[0], pos[1])
-    cands = []
-    for rank, j in enumerate(order[:k]):
-        m = meta[int(ids[j])]
-        cands.append({"rank": rank + 1, "id": m["id"], "row": m.get("row"), "col": m.get("col"), "x": m["x"],
-                      "y": m["y"], "lon": m["lon"], "lat": m["lat"], "score": float(scores[j]),
-                      "probability": float(probs[j]) if j < len(probs) else None, "source": m.get("source")})
-    result: dict[str, Any] = {
-        "query": str(qpath), "lon": float(lon), "lat": float(lat), "x": float(pos[0]), "y": float(pos[1]),
-        "crs": info["crs"], "error_radius_m": max(spread, half), "confidence": float(probs[node_order[0]]),
-        "refined": model.refiner is not None, "patch": cands[0] if cands else None, "candidates": cands,
-    }
-    if facts.get("georeferenced"):
-        result["check_error_m"] = float(np.hypot(pos[0] - facts["x"], pos[1] - facts["y"]))
-    return result
+    return GeoLocator(index_dir, device).locate(query_path, k)

@@ -193,7 +193,7 @@ class ReidBackend(_Backend):
 
 
 class GeoBackend(_Backend):
-    """A geo map index (``sarbridge geo build-index``): locates SAR patches with :func:`~sarbridge.geo.locate.locate`.
+    """A geo map index (``sarbridge geo build-index``): locates SAR patches with a :class:`~sarbridge.geo.locate.GeoLocator` loaded once.
 
     The map named in the index info is read once, decimated to at most :data:`MAP_SIDE` pixels, for
     the overview (``map_png``); estimates are also returned in that overview's pixel coordinates.
@@ -212,13 +212,10 @@ class GeoBackend(_Backend):
 
     def __init__(self, index_dir: Path, index: Any, device: str = "auto") -> None:
         super().__init__(index_dir, index)
-        from sarbridge.geo.locate import MODEL_FILE
+        from sarbridge.geo.locate import GeoLocator
 
         info = index.info
-        model_file = index_dir / MODEL_FILE
-        if not model_file.is_file() or file_digest(model_file) != info.get("model_sha256"):
-            raise DataError(f"index '{index_dir}' lacks its model or the model does not match the index",
-                            "rebuild it with 'sarbridge geo build-index'")
+        self.locator = GeoLocator(index_dir, device, index=index)  # checks the model bundle against the index
         self.device = device
         self.info = info
         self.map_path = Path(str(info.get("map", "")))
@@ -282,11 +279,9 @@ class GeoBackend(_Backend):
             "confidence", "refined", "check_error_m"?, "map_px": {"x", "y", "r"}?}, "matches": [{"rank",
             "index", "id", "score", "probability", "row", "col", "lon", "lat", "x", "y", "source", "map_px"?}]}``.
         """
-        from sarbridge.geo.locate import locate
-
         arr = self.read_query(path, filename, modality)
         with self.lock, client_names(path, filename):
-            res = locate(self.index_dir, path, k=min(k, len(self.index)), device=self.device)
+            res = self.locator.locate(path, k=min(k, len(self.index)))
         est = {key: res[key] for key in ("lon", "lat", "x", "y", "crs", "error_radius_m", "confidence", "refined")}
         if "check_error_m" in res:
             est["check_error_m"] = res["check_error_m"]

@@ -1,0 +1,259 @@
+"""On-disk preprocessing cache: decode and convert every image once, then memory-map it.
+
+:func:`build_cache` decodes each image of a sample list, applies the modality conversion
+(:meth:`PreprocessSpec.to_uint8`) and the bicubic resize to ``spec.image_size`` that the eval
+transform does (through PIL, so a cached image equals what ``spec.eval_transform()`` sees before
+``ToTensor``), and stores
+
+* ``images.npy``: uint8 ``(N, H, W, 3)``, opened read-only with ``np.load(mmap_mode="r")``,
+* ``sizes.npy``: float32 ``(N, 3)`` ship-size features of the original chip sizes,
+* ``index.json``: format version, key, preprocessing, shape and the (absolute) image paths.
+
+The folder name is :func:`cache_key`: a hash of the preprocessing (``spec.to_dict()``) and of the
+file list with sizes and modification times, so a different preprocessing or a changed file gives
+a new folder. A cache is built in a temporary folder and renamed into place, and ``index.json`` is
+written last, so an interrupted build never leaves a folder that is later trusted; a folder that
+fails the checks of :meth:`PreprocessCache.open` (truncated arrays, bad index) is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sarbridge.data.io import read_image
+from sarbridge.data.records import Sample, parse_modality
+from sarbridge.data.transforms import PreprocessSpec
+from sarbridge.errors import DataError
+
+CACHE_FORMAT_VERSION = 1
+INDEX_NAME, IMAGES_NAME, SIZES_NAME = "index.json", "images.npy", "sizes.npy"
+
+
+def _entries(samples: Sequence[Sample]) -> list[tuple[str, str]]:
+    """Unique (absolute path, modality) pairs in a canonical (sorted) order."""
+    seen: dict[str, str] = {}
+    for s in samples:
+        path = os.path.abspath(s.path)
+        modality = parse_modality(s.modality)
+        if seen.setdefault(path, modality) != modality:
+            raise DataError(f"image '{s.path}' is listed both as {seen[path]} and as {modality}",
+                            "give every file one modality")
+    return sorted(seen.items())
+
+
+def cache_key(samples: Sequence[Sample], spec: PreprocessSpec) -> str:
+    """Hash of the preprocessing and of the files (path, modality, size, modification time).
+
+    Raises:
+        DataError: an image file is missing.
+    """
+    files = []
+    for path, modality in _entries(samples):
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise DataError(f"image '{path}' not found", "check the path or regenerate the dataset") from None
+        files.append([path, modality, st.st_size, st.st_mtime_ns])
+    payload = json.dumps({"version": CACHE_FORMAT_VERSION, "spec": spec.to_dict(), "files": files},
+                         sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
+
+
+def preprocess_image(path: str, modality: str, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one image, convert it to uint8 RGB and resize it (PIL bicubic) to ``spec.image_size``.
+
+    Returns:
+        ``(uint8 (H, W, 3), float32 (3,) size features of the original chip)``.
+
+    Raises:
+        DataError: the image is missing, corrupt or unreadable (naming the file).
+    """
+    from PIL import Image
+
+    raw = read_image(path)
+    u8 = spec.to_uint8(raw, modality)
+    h, w = spec.image_size
+    img = Image.fromarray(u8)
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.BICUBIC)
+    return np.asarray(img, dtype=np.uint8), spec.size_features(raw.shape[0], raw.shape[1], modality)
+
+
+class PreprocessCache:
+    """A built cache folder, opened lazily and read-only (safe to pickle into DataLoader workers).
+
+    Args:
+        folder: a folder written by :func:`build_cache`.
+
+    Use :meth:`open` to check a folder before trusting it.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        meta = json.loads((self.folder / INDEX_NAME).read_text(encoding="utf-8"))
+        self.meta: dict[str, Any] = meta
+        self.paths: list[str] = list(meta["paths"])
+        self.modalities: list[str] = list(meta["modalities"])
+        self.rows: dict[str, int] = {p: i for i, p in enumerate(self.paths)}
+        self._images: np.ndarray | None = None
+        self._sizes: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, folder: str | Path, key: str | None = None) -> PreprocessCache | None:
+        """Open and check a cache folder; None when it is missing, incomplete or inconsistent."""
+        folder = Path(folder)
+        try:
+            cache = cls(folder)
+            meta = cache.meta
+            if meta.get("version") != CACHE_FORMAT_VERSION or (key is not None and meta.get("key") != key):
+                return None
+            n = len(cache.paths)
+            h, w = meta["image_size"]
+            if cache.images.shape != (n, h, w, 3) or cache.images.dtype != np.uint8:
+                return None
+            if cache.sizes.shape != (n, 3) or len(cache.modalities) != n:
+                return None
+        except (OSError, ValueError, KeyError, TypeError):  # missing/truncated files, bad JSON
+            return None
+        return cache
+
+    @property
+    def images(self) -> np.ndarray:
+        """uint8 ``(N, H, W, 3)`` read-only memory map."""
+        if self._images is None:
+            self._images = np.load(self.folder / IMAGES_NAME, mmap_mode="r")
+        return self._images
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """float32 ``(N, 3)`` size features."""
+        if self._sizes is None:
+            self._sizes = np.load(self.folder / SIZES_NAME, mmap_mode="r")
+        return self._sizes
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def row(self, path: str) -> int:
+        """Row of an image path (absolute or relative to the working directory).
+
+        Raises:
+            DataError: the image is not in this cache.
+        """
+        r = self.rows.get(os.path.abspath(path))
+        if r is None:
+            raise DataError(f"image '{path}' is not in the cache '{self.folder}'",
+                            "build the cache from the same sample list")
+        return r
+
+    def get(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(uint8 (H, W, 3) copy, float32 (3,) copy)`` of one row."""
+        return np.array(self.images[row]), np.array(self.sizes[row])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_images"] = state["_sizes"] = None  # each worker maps the files itself
+        return state
+
+
+def _write(folder: Path, entries: list[tuple[str, str]], spec: PreprocessSpec, key: str, progress: bool,
+           num_workers: int, desc: str) -> None:
+    from tqdm.auto import tqdm
+
+    h, w = spec.image_size
+    n = len(entries)
+    images = np.lib.format.open_memmap(folder / IMAGES_NAME, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
+    sizes = np.zeros((n, 3), dtype=np.float32)
+
+    def work(item: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        return preprocess_image(item[0], item[1], spec)
+
+    bar = tqdm(total=n, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        if num_workers > 0:
+            with ThreadPoolExecutor(num_workers) as pool:
+                for i, (img, size) in enumerate(pool.map(work, entries)):
+                    images[i], sizes[i] = img, size
+                    bar.update()
+        else:
+            for i, item in enumerate(entries):
+                images[i], sizes[i] = work(item)
+                bar.update()
+    finally:
+        bar.close()
+    images.flush()
+    del images
+    np.save(folder / SIZES_NAME, sizes)
+    meta = {"version": CACHE_FORMAT_VERSION, "key": key, "spec": spec.to_dict(), "image_size": [h, w],
+            "count": n, "paths": [p for p, _ in entries], "modalities": [m for _, m in entries]}
+    (folder / INDEX_NAME).write_text(json.dumps(meta) + "\n", encoding="utf-8")  # written last
+
+
+def build_cache(
+    samples: Sequence[Sample],
+    spec: PreprocessSpec,
+    cache_dir: str | Path,
+    progress: bool = True,
+    num_workers: int = 0,
+    desc: str = "caching images",
+) -> PreprocessCache:
+    """Open the cache of ``samples`` under ``spec`` in ``cache_dir``, building it when needed.
+
+    Args:
+        samples: images to cache (duplicates are stored once).
+        spec: preprocessing (modality conversion, image size).
+        cache_dir: parent folder; the cache is ``cache_dir/<cache_key>``.
+        progress: show a progress bar while building.
+        num_workers: decoding threads (0 = in this thread).
+        desc: progress-bar label.
+
+    Returns:
+        The opened (read-only) cache.
+
+    Raises:
+        DataError: an image is missing, corrupt or unreadable (naming it); or the cache folder
+            cannot be written.
+    """
+    entries = _entries(samples)
+    key = cache_key(samples, spec)
+    parent = Path(cache_dir)
+    final = parent / key
+    cache = PreprocessCache.open(final, key)
+    if cache is not None:
+        return cache
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.mkdir()
+    except OSError as exc:
+        raise DataError(f"cache folder '{parent}' cannot be written ({exc.strerror})",
+                        "set data.cache_dir to a writable folder") from None
+    try:
+        _write(tmp, entries, spec, key, progress, num_workers, desc)
+        if final.exists():  # broken (it failed the checks) or just built by another process
+            if PreprocessCache.open(final, key) is None:
+                stale = parent / f".{key}.{uuid.uuid4().hex[:8]}.stale"
+                os.replace(final, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process renamed its complete cache into place first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    cache = PreprocessCache.open(final, key)
+    if cache is None:
+        raise DataError(f"cache '{final}' could not be read back after building it",
+                        "remove the folder and check the disk")
+    return cache
