@@ -162,3 +162,31 @@ def test_reading_in_dataloader_workers(tmp_path):
     got = torch.cat([b["image"] for b in loader])
     want = torch.stack([plain[i]["image"] for i in range(len(samples))])
     assert torch.equal(got, want)
+
+
+class _MeanEmbed(torch.nn.Module):
+    """A fixed 'model': per-channel means, so features depend on every pixel of the input."""
+
+    def embed(self, image: torch.Tensor, modality: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+        return torch.cat([image.mean(dim=(2, 3)), image[:, :, ::4, ::4].flatten(1), size], dim=1)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.embed(*args)
+
+
+def test_extract_features_through_the_cache_equals_the_uncached_path(tmp_path):
+    from sarbridge.engine.evaluate import extract_features
+
+    samples = make_samples(tmp_path / "img", n=7)
+    cpu = torch.device("cpu")
+    plain = extract_features(_MeanEmbed(), samples, SPEC, cpu, batch_size=3, progress=False)
+    cached = extract_features(_MeanEmbed(), samples, SPEC, cpu, batch_size=3, progress=False,
+                              cache_dir=tmp_path / "cache")
+    assert cached.shape == plain.shape and torch.equal(cached, plain)
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # one cache for the split
+    # a prebuilt cache of the whole split serves a subset (a shard) in its own order
+    cache = build_cache(samples, SPEC, tmp_path / "cache", progress=False)
+    sub = [samples[5], samples[1], samples[2]]
+    ds = ImageDataset(sub, SPEC, disk_cache=cache)
+    for i, s in enumerate(sub):
+        assert torch.equal(ds[i]["image"], ImageDataset([s], SPEC)[0]["image"])

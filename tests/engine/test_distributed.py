@@ -261,8 +261,10 @@ def _cli_args(out: Path, extra: list[str]) -> list[str]:
 
 @pytest.mark.slow
 def test_cli_train_under_torchrun_writes_one_run_like_a_single_process(tmp_path):
-    torchrun(_cli_args(tmp_path / "ddp", DETERMINISTIC), cwd=tmp_path)
+    # the 2-process run also reads through the on-disk cache (built once, by rank 0)
+    torchrun(_cli_args(tmp_path / "ddp", [*DETERMINISTIC, f"data.cache_dir={tmp_path / 'cache'}"]), cwd=tmp_path)
     run = tmp_path / "ddp"
+    assert len([p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]) == 2  # train + val
     for name in ("config.yaml", "last.pt", "best.pt", "train_log.jsonl", "metrics.json", "results.md"):
         assert (run / name).is_file(), name
     assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))

@@ -257,3 +257,29 @@ def build_cache(
         raise DataError(f"cache '{final}' could not be read back after building it",
                         "remove the folder and check the disk")
     return cache
+
+
+def build_cache_once(
+    samples: Sequence[Sample],
+    spec: PreprocessSpec,
+    cache_dir: str | Path,
+    progress: bool = True,
+    num_workers: int = 0,
+    desc: str = "caching images",
+) -> PreprocessCache:
+    """:func:`build_cache` under ``torchrun``: rank 0 builds, the other ranks wait and then open it.
+
+    In a single process this is :func:`build_cache`. Every rank must call it.
+    """
+    from sarbridge.engine.distributed import barrier, current_context
+
+    ctx = current_context()
+    if not ctx.distributed:
+        return build_cache(samples, spec, cache_dir, progress, num_workers, desc)
+    if not ctx.is_main:
+        barrier(ctx)  # rank 0 is building
+    try:
+        return build_cache(samples, spec, cache_dir, progress and ctx.is_main, num_workers, desc)
+    finally:
+        if ctx.is_main:
+            barrier(ctx)

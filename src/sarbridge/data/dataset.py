@@ -38,6 +38,9 @@ class ImageDataset(Dataset):
             augmentation on the GPU (:mod:`~sarbridge.data.gpu_augment`).
         progress: progress bar while building the disk cache.
         cache_workers: decoding threads while building the disk cache.
+        disk_cache: an already opened :class:`~sarbridge.data.cache.PreprocessCache` holding (at
+            least) these samples, instead of ``cache_dir`` (e.g. one cache of a whole split read by
+            several shards).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class ImageDataset(Dataset):
         output: Literal["transformed", "raw"] = "transformed",
         progress: bool = True,
         cache_workers: int = 0,
+        disk_cache: PreprocessCache | None = None,
     ) -> None:
         if output not in ("transformed", "raw"):
             raise ValueError(f"output must be 'transformed' or 'raw', got {output!r}")
@@ -61,13 +65,14 @@ class ImageDataset(Dataset):
         self.cache = cache
         self.output = output
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.disk_cache: PreprocessCache | None = None
+        self.disk_cache: PreprocessCache | None = disk_cache
         self._rows: list[int] = []
-        if cache_dir is not None:
+        if disk_cache is None and cache_dir is not None:
             from sarbridge.data.cache import build_cache
 
             self.disk_cache = build_cache(self.samples, spec, cache_dir, progress=progress,
                                           num_workers=cache_workers)
+        if self.disk_cache is not None:
             self._rows = [self.disk_cache.row(s.path) for s in self.samples]
 
     def __len__(self) -> int:

@@ -64,14 +64,17 @@ def build_train_dataset(
 ) -> ImageDataset:
     """Training dataset: raw uint8 items for GPU augmentation, else the CPU train transform.
 
-    Uses the disk cache when ``data_cfg.cache_dir`` is set (built here, once), otherwise the
-    in-memory cache when ``data_cfg.cache``.
+    Uses the disk cache when ``data_cfg.cache_dir`` is set (built here, once; by rank 0 under
+    ``torchrun``), otherwise the in-memory cache when ``data_cfg.cache``.
     """
+    from sarbridge.data.cache import build_cache_once
+
     a = data_cfg.augment
     cache_dir = getattr(data_cfg, "cache_dir", None)
     transform = None if gpu_augment else spec.train_transform(a.flip, a.pad, a.random_erasing)
+    disk = build_cache_once(samples, spec, cache_dir, progress) if cache_dir else None
     return ImageDataset(samples, spec, transform, label_map, cache=bool(data_cfg.cache) and not cache_dir,
-                        cache_dir=cache_dir, output="raw" if gpu_augment else "transformed", progress=progress)
+                        output="raw" if gpu_augment else "transformed", progress=progress, disk_cache=disk)
 
 
 def seed_worker(worker_id: int) -> None:

@@ -9,6 +9,7 @@ SAR->Optical protocols from one bank of extracted features.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,29 +42,37 @@ def extract_features(
     num_workers: int = 0,
     progress: bool = True,
     desc: str = "features",
+    cache_dir: str | Path | None = None,
 ) -> torch.Tensor:
     """Retrieval features (N, D) of ``samples`` in order, on the CPU, float32.
 
     Under ``torchrun`` each rank extracts a contiguous shard
     (:func:`~sarbridge.engine.distributed.shard_range`) and the shards are gathered, so every
     rank returns the same ``(N, D)`` tensor; every rank must call this (progress on rank 0 only).
+    With ``cache_dir`` the images are read from the on-disk preprocessing cache of the whole
+    sample list (:func:`~sarbridge.data.cache.build_cache_once`; built on first use).
     """
     from sarbridge.engine.distributed import current_context, gather_rows, shard_range
 
     ctx = current_context()
+    disk = None
+    if cache_dir is not None and len(samples):
+        from sarbridge.data.cache import build_cache_once
+
+        disk = build_cache_once(samples, spec, cache_dir, progress and ctx.is_main, desc=f"caching {desc}")
     if ctx.distributed:
         mine = shard_range(len(samples), ctx.rank, ctx.world_size)
         local = _extract(model, [samples[i] for i in mine], spec, device, batch_size, num_workers,
-                         progress and ctx.is_main, desc)
+                         progress and ctx.is_main, desc, disk)
         return gather_rows(local, len(samples), ctx)
-    return _extract(model, samples, spec, device, batch_size, num_workers, progress, desc)
+    return _extract(model, samples, spec, device, batch_size, num_workers, progress, desc, disk)
 
 
 @torch.no_grad()
 def _extract(model: torch.nn.Module, samples: Sequence[Sample], spec: PreprocessSpec, device: torch.device,
-             batch_size: int, num_workers: int, progress: bool, desc: str) -> torch.Tensor:
+             batch_size: int, num_workers: int, progress: bool, desc: str, disk_cache: Any = None) -> torch.Tensor:
     """Single-process extraction of :func:`extract_features`."""
-    ds = ImageDataset(samples, spec)
+    ds = ImageDataset(samples, spec, disk_cache=disk_cache)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     was_training = model.training

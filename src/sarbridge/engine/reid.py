@@ -127,7 +127,7 @@ class ReIDTask:
         if not self.val:
             return None
         feats = extract_features(self.model, self.val, self.spec, device, self.cfg.eval.batch_size,
-                                 progress=False)
+                                 progress=False, cache_dir=self.cfg.data.cache_dir)
         bank = {s.path: f for s, f in zip(self.val, feats)}
         opt = [s for s in self.val if s.modality == OPTICAL]
         sar = [s for s in self.val if s.modality == SAR]
