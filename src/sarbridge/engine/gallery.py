@@ -119,6 +119,29 @@ def build_gallery_index(
     return index.save(out_dir, info=info)
 
 
+def gallery_checkpoint(index_dir: str | Path, info: dict[str, Any]) -> str:
+    """The checkpoint a re-ID gallery index was built with, checked to be the same file.
+
+    Args:
+        index_dir: the index folder (for messages).
+        info: the index's ``info`` (from :func:`build_gallery_index`).
+
+    Raises:
+        DataError: not a re-ID gallery index, or its checkpoint is missing or has changed.
+    """
+    ckpt, digest = info.get("checkpoint"), info.get("checkpoint_sha256")
+    if info.get("task") != "reid" or not isinstance(ckpt, str) or not isinstance(digest, str):
+        raise DataError(f"index '{index_dir}' is not a re-ID gallery index (no checkpoint in its info)",
+                        "build it with 'sarbridge index build'")
+    if not Path(ckpt).is_file():
+        raise DataError(f"checkpoint '{ckpt}' of index '{index_dir}' not found",
+                        "restore the checkpoint or rebuild the index")
+    if file_digest(ckpt) != digest:
+        raise DataError(f"index '{index_dir}' was built with another model: checkpoint '{ckpt}' has changed",
+                        "rebuild the index with 'sarbridge index build --overwrite'")
+    return ckpt
+
+
 def query_gallery_index(
     index_dir: str | Path,
     image: str | Path,
@@ -161,17 +184,7 @@ def query_gallery_index(
         modality = token
     mod = parse_modality(modality, where="--modality")
     index = EmbeddingIndex.load(index_dir)
-    info = index.info
-    ckpt, digest = info.get("checkpoint"), info.get("checkpoint_sha256")
-    if info.get("task") != "reid" or not isinstance(ckpt, str) or not isinstance(digest, str):
-        raise DataError(f"index '{index_dir}' is not a re-ID gallery index (no checkpoint in its info)",
-                        "build it with 'sarbridge index build'")
-    if not Path(ckpt).is_file():
-        raise DataError(f"checkpoint '{ckpt}' of index '{index_dir}' not found",
-                        "restore the checkpoint or rebuild the index")
-    if file_digest(ckpt) != digest:
-        raise DataError(f"index '{index_dir}' was built with another model: checkpoint '{ckpt}' has changed",
-                        "rebuild the index with 'sarbridge index build --overwrite'")
+    ckpt = gallery_checkpoint(index_dir, index.info)
     from sarbridge.api import load_embedder
 
     q = load_embedder(ckpt, device).embed([img], mod).numpy()

@@ -272,20 +272,31 @@ def retrieval_picture(path: Path, result: RankedResult, view: LocalisationData, 
     return retrieval_figure(out_rows, path, title=title)
 
 
+def split_queries(cfg: GeoConfig, split: str = "test") -> tuple[LocalisationData, list[Any]]:
+    """Read the localisation data a config names and return the view and queries of ``split``.
+
+    ``test`` queries live in the test area's view, ``train``/``val`` in the training area's.
+
+    Raises:
+        DataError: the split has no queries.
+    """
+    train_view, test_view = area_views(load_localisation(cfg))
+    view = test_view if split == "test" else train_view
+    queries = list(view.split(split))
+    if not queries:
+        raise DataError(f"no '{split}' queries in '{cfg.data.root or cfg.data.map}'",
+                        "choose another --split (test, val, train) or data source")
+    return view, queries
+
+
 def evaluate_geo(model_path: str | Path, cfg_data: GeoConfig, out_dir: str | Path, device_name: str = "auto",
                  split: str = "test", progress: bool = True, rerank: str | None = None) -> dict[str, Any]:
     """Evaluate a trained bundle on the data a config names (``sarbridge geo evaluate``)."""
     model = load_geo_model(model_path)
-    data = load_localisation(cfg_data)
-    train_view, test_view = area_views(data)
-    view = test_view if split == "test" else train_view
-    queries = view.split(split)
-    if not queries:
-        raise DataError(f"no '{split}' queries in '{cfg_data.data.root or cfg_data.data.map}'",
-                        "choose another --split or data source")
+    view, queries = split_queries(cfg_data, split)
     seed_everything(cfg_data.seed)
     return evaluate_geo_model(model, view, queries, out_dir, resolve_device(device_name), progress,
                               title=f"sarbridge localisation: evaluation of {Path(model_path).name}", rerank=rerank)
 
 
-__all__ = ["evaluate_geo", "evaluate_geo_model", "load_localisation", "train_geo", "write_geo_results"]
+__all__ = ["evaluate_geo", "evaluate_geo_model", "load_localisation", "split_queries", "train_geo", "write_geo_results"]

@@ -291,21 +291,14 @@ def geo_features(run: Path, split: str, max_samples: int, device: torch.device, 
     from sarbridge.geo.bundle import load_geo_model
     from sarbridge.geo.config import GeoConfig
     from sarbridge.geo.datasets import PatchImages, embed_patches
-    from sarbridge.geo.run import load_localisation
-    from sarbridge.geo.train import area_views
+    from sarbridge.geo.run import split_queries
 
     ckpt = run / "geo_model.pt"
     bundle = load_geo_model(ckpt)
     cfg_init = config_from_dict(load_checkpoint(ckpt, task="geo")["config"], GeoConfig)
     cfg = copy.deepcopy(cfg_init)
     _geo_data(cfg, data, run)
-    loc = load_localisation(cfg)
-    train_view, test_view = area_views(loc)
-    view = test_view if split == "test" else train_view
-    queries = view.split(split)
-    if not queries:
-        raise DataError(f"no '{split}' queries in '{cfg.data.root or cfg.data.map}'",
-                        "choose another --split (test, val, train)")
+    view, queries = split_queries(cfg, split)
     targets = sorted({q.target for q in queries})
     refs = [view.references[i] for i in targets]
     modality = np.concatenate([np.zeros(len(refs), int), np.ones(len(queries), int)])

@@ -19,7 +19,6 @@ import numpy as np
 
 from sarbridge.errors import DataError
 from sarbridge.serve.uploads import channels_last, check_bands, client_names
-from sarbridge.utils import file_digest
 
 __all__ = ["GeoBackend", "ReidBackend", "display_uint8", "load_backend", "png_bytes"]
 
@@ -144,18 +143,10 @@ class ReidBackend(_Backend):
 
     def __init__(self, index_dir: Path, index: Any, device: str = "auto") -> None:
         super().__init__(index_dir, index)
-        info = index.info
-        ckpt, digest = info.get("checkpoint"), info.get("checkpoint_sha256")
-        if not isinstance(ckpt, str) or not isinstance(digest, str):
-            raise DataError(f"index '{index_dir}' is not a re-ID gallery index (no checkpoint in its info)",
-                            "build it with 'sarbridge index build'")
-        if not Path(ckpt).is_file():
-            raise DataError(f"checkpoint '{ckpt}' of index '{index_dir}' not found",
-                            "restore the checkpoint or rebuild the index")
-        if file_digest(ckpt) != digest:
-            raise DataError(f"index '{index_dir}' was built with another model: checkpoint '{ckpt}' has changed",
-                            "rebuild the index with 'sarbridge index build --overwrite'")
         from sarbridge.api import load_embedder
+        from sarbridge.engine.gallery import gallery_checkpoint
+
+        ckpt = gallery_checkpoint(index_dir, index.info)
 
         self.embedder = load_embedder(ckpt, device)
 
