@@ -10,9 +10,12 @@ from sarbridge.cli.common import add_common, add_run_args, config_overrides
 
 def cmd_diffusion_train(args: argparse.Namespace) -> int:
     from sarbridge.diffusion.train import load_diffusion_config, train_diffusion
+    from sarbridge.engine.distributed import current_context
 
     cfg = load_diffusion_config(args.config, config_overrides(args, direction="direction"))
     metrics = train_diffusion(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if not current_context().is_main:  # under torchrun only rank 0 prints the summary
+        return 0
     last = metrics["history"][-1] if metrics["history"] else {}
     shown = ", ".join(f"{k}={last[k]:.4g}" for k in ("loss", "val_l1", "val_psnr") if k in last)
     d = metrics["data"]

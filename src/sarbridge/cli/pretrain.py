@@ -11,11 +11,14 @@ LAYOUT_CHOICES = ("sen12", "qxs", "manifest", "bigearthnet", "synthetic")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from sarbridge.engine.distributed import current_context
     from sarbridge.engine.pretrain import load_pretrain_config, train_pretrain
     from sarbridge.report.tables import protocol_table
 
     cfg = load_pretrain_config(args.config, config_overrides(args, layout="data.layout"))
     metrics = train_pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    if not current_context().is_main:  # under torchrun only rank 0 prints the summary
+        return 0
     out = Path(args.out)
     meta = metrics.get("meta", {})
     if "opt2sar" in metrics:

@@ -14,6 +14,13 @@ A checkpoint of this task (``task: "diffusion"``) holds, besides the Trainer's k
 * ``ema``: ``{"decay", "num_updates", "shadow": state_dict}`` or None; ``train_step``.
 
 :class:`~sarbridge.diffusion.translate.BridgeTranslator` rebuilds everything from the file alone.
+
+Under ``torchrun`` training is data-parallel: every process builds the same network, trains it
+through DistributedDataParallel on a disjoint share of each epoch's pairs
+(:class:`ShardedRandomSampler`; ``train.batch_size`` and ``train.steps_per_epoch`` are per
+process) and draws its own timesteps and noise; gradients are averaged, so the weights (and the
+EMA, updated from them) stay identical on every process. Each process validates in full (no
+collective); only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -28,9 +35,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 
-from sarbridge.config import OptimConfig, config_to_dict, load_config, save_config, validate_device, validate_optim
+from sarbridge.config import (
+    OptimConfig,
+    RuntimeConfig,
+    config_to_dict,
+    load_config,
+    save_config,
+    validate_device,
+    validate_optim,
+)
 from sarbridge.diffusion.bridge import (
     BridgeConfig,
     BridgeDenoiser,
@@ -54,9 +69,10 @@ from sarbridge.diffusion.pairs import (
     validate_pair_data_config,
 )
 from sarbridge.engine.checkpoint import load_checkpoint
+from sarbridge.engine.distributed import barrier, current_context, init_distributed
 from sarbridge.engine.trainer import StepCallback, Trainer
-from sarbridge.errors import CheckpointError, ConfigError, SarbridgeError
-from sarbridge.utils import atomic_write_json, resolve_device, seed_everything
+from sarbridge.errors import CheckpointError, ConfigError, DataError, SarbridgeError
+from sarbridge.utils import atomic_write_json, seed_everything
 
 TASK_NAME = "diffusion"
 
@@ -123,6 +139,7 @@ class DiffusionConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
     eval: DiffusionEvalConfig = field(default_factory=DiffusionEvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 def validate_diffusion_config(cfg: DiffusionConfig) -> None:
@@ -243,6 +260,59 @@ class EMA:
 # --------------------------------------------------------------------------------------------
 
 
+class ShardedRandomSampler(Sampler[int]):
+    """One process's disjoint share of an epoch's random draw of dataset indices.
+
+    Every process builds the same global list from ``(seed, epoch)``: random permutations of
+    ``range(size)`` (``torch.randperm`` with a generator seeded ``seed + epoch``), concatenated
+    until there are ``num_samples * world_size`` indices; process ``rank`` takes positions
+    ``rank, rank + W, ...``. Without ``num_samples`` each process takes ``size // world_size``
+    indices, which is exactly what ``DistributedSampler(shuffle=True, drop_last=True, seed=seed)``
+    yields. Call :meth:`set_epoch` before every epoch.
+
+    Args:
+        size: dataset length.
+        rank: this process's rank.
+        world_size: number of processes.
+        seed: base seed (the same on every process).
+        num_samples: indices per process and epoch (None: ``size // world_size``).
+
+    Raises:
+        DataError: fewer items than processes.
+    """
+
+    def __init__(self, size: int, rank: int, world_size: int, seed: int = 0, num_samples: int | None = None) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        per = size // world_size if num_samples is None else int(num_samples)
+        if size < 1 or per < 1:
+            raise DataError(f"{size} training pairs cannot be shared by {world_size} processes",
+                            "use more pairs or start fewer processes")
+        self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
+        self.num_samples = per
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose draw :meth:`__iter__` yields."""
+        self.epoch = int(epoch)
+
+    def global_indices(self) -> list[int]:
+        """The whole epoch's draw (every process's share interleaved)."""
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        total = self.num_samples * self.world_size
+        parts, have = [], 0
+        while have < total:
+            parts.append(torch.randperm(self.size, generator=g))
+            have += self.size
+        return torch.cat(parts)[:total].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_indices()[self.rank::self.world_size])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR (dB) between two uint8 images of the same shape (100 for identical images)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
@@ -265,9 +335,13 @@ class DiffusionTask:
 
     ``x0`` is the target modality and ``y`` the source (``opt2sar``: x0 = SAR, y = optical).
     The Trainer's optimiser steps update the EMA through :meth:`on_step` (pass it as a callback).
+    Training forwards go through :attr:`train_module` (set by the trainer: the DDP / compiled
+    wrapper of :attr:`model`); under a process group the batches come from a
+    :class:`ShardedRandomSampler` (a disjoint share of each epoch per process).
     """
 
     name = TASK_NAME
+    train_module: nn.Module | None = None
 
     def __init__(self, cfg: DiffusionConfig, train: Sequence[ImagePair], val: Sequence[ImagePair],
                  progress: bool = True) -> None:
@@ -284,7 +358,12 @@ class DiffusionTask:
         self.dataset = PairDataset(train, self.spec, d.resolution, d.hflip, d.vflip, d.cache)
         self.val_dataset = PairDataset(self.val_pairs[: cfg.eval.max_pairs], self.spec, d.resolution, cache=True)
         n = cfg.train.steps_per_epoch * cfg.train.batch_size if cfg.train.steps_per_epoch else None
-        self.sampler = RandomSampler(self.dataset, replacement=False, num_samples=n)
+        ctx = current_context()
+        self.sampler: RandomSampler | ShardedRandomSampler
+        if ctx.distributed:
+            self.sampler = ShardedRandomSampler(len(self.dataset), ctx.rank, ctx.world_size, seed=cfg.seed, num_samples=n)
+        else:
+            self.sampler = RandomSampler(self.dataset, replacement=False, num_samples=n)
         workers = d.num_workers
         self.loader = DataLoader(self.dataset, batch_size=cfg.train.batch_size, sampler=self.sampler,
                                  num_workers=workers, persistent_workers=workers > 0,
@@ -299,11 +378,14 @@ class DiffusionTask:
         return (sar, opt) if self.cfg.direction == "opt2sar" else (opt, sar)
 
     def train_batches(self, epoch: int) -> DataLoader:
+        if isinstance(self.sampler, ShardedRandomSampler):
+            self.sampler.set_epoch(epoch)
         return self.loader
 
     def training_step(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
         x0, y = self.split(batch, device)
-        loss = self.bridge.training_loss(self.model, x0, y)
+        net = self.train_module if self.train_module is not None else self.model
+        loss = self.bridge.training_loss(net, x0, y)  # type: ignore[arg-type]
         return {"loss": loss}
 
     def on_step(self, trainer: Any, epoch: int, step: int, logs: dict[str, float]) -> None:
@@ -419,6 +501,8 @@ def train_diffusion(
     """Train the bridge on the pairs of ``cfg.data``, selecting ``best.pt`` on held-out pairs.
 
     Writes ``config.yaml``, ``last.pt``, ``best.pt``, ``train_log.jsonl`` and ``metrics.json``.
+    Runs data-parallel under ``torchrun`` (see the module docstring): only rank 0 writes files and
+    shows progress (the training log's losses are rank 0's own).
 
     Returns:
         The metrics written to ``metrics.json``.
@@ -439,17 +523,20 @@ def train_diffusion(
         _check_resumable(out / "last.pt", cfg)
     pairs, fmt = load_pairs(cfg.data, seed=cfg.seed)
     train, val = split_pairs(pairs, cfg.data.val_fraction, seed=cfg.seed)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)  # model initialisation is part of the run's reproducibility
+    ctx = init_distributed(cfg.device)
+    progress = progress and ctx.is_main
+    device = ctx.device
+    seed_everything(cfg.seed)  # model initialisation is part of the run's reproducibility (same on every rank)
     task = DiffusionTask(cfg, train, val, progress=progress)
     task.preload()
     trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
-                      callbacks=[task.on_step, *callbacks], progress=progress)
+                      callbacks=[task.on_step, *callbacks], progress=progress, runtime=cfg.runtime, dist=ctx)
     if resume:
         trainer.resume()
         task.restore(load_checkpoint(out / "last.pt", task=TASK_NAME))
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     result = trainer.fit()
     metrics = {
         "task": TASK_NAME,
@@ -465,5 +552,9 @@ def train_diffusion(
         "device": str(device),
         "history": result.history,
     }
-    atomic_write_json(out / "metrics.json", metrics)
+    if ctx.distributed:
+        metrics["processes"] = ctx.world_size
+    if ctx.is_main:
+        atomic_write_json(out / "metrics.json", metrics)
+    barrier(ctx)
     return metrics

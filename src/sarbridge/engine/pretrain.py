@@ -13,6 +13,14 @@ Optical->SAR and SAR->Optical R1, mAP as a tie-break. A run writes ``config.yaml
 ``train_log.jsonl``, ``metrics.json`` and ``results.md``. Point ``model.pretrained`` of a
 ``sarbridge train`` config at ``best.pt`` to fine-tune from it: every backbone tensor is loaded,
 the SAR patch embedding / stem and the modality embedding included.
+
+Under ``torchrun`` the run is data-parallel: every process builds the same model, trains through
+DistributedDataParallel on a disjoint share of each epoch's pairs (``DistributedSampler``,
+``data.batch_size`` pairs per process and step) and only rank 0 writes files. The contrastive
+negatives of a pair are the other pairs of its process's batch (``loss.gather_negatives: false``,
+the default) or of the batches of every process (``true``: the features are all-gathered with
+their gradients, so a W-process step equals one process with a W times larger batch). The
+learned temperature lives in the loss inside the DDP forward, so its gradient is averaged too.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from sarbridge.config import (
     AugmentConfig,
@@ -36,6 +45,7 @@ from sarbridge.config import (
     ExperimentConfig,
     ModelConfig,
     OptimConfig,
+    RuntimeConfig,
     config_from_dict,
     config_to_dict,
     save_config,
@@ -43,6 +53,7 @@ from sarbridge.config import (
 from sarbridge.data.pairs import SCENE_LAYOUTS, PairDataset, PairItem, read_pairs, split_pairs
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.engine.checkpoint import load_checkpoint, load_model_state
+from sarbridge.engine.distributed import barrier, current_context, init_distributed
 from sarbridge.engine.evaluate import ReIDEvaluator
 from sarbridge.engine.reid import arch_signature, spec_from_config
 from sarbridge.engine.trainer import StepCallback, Trainer
@@ -50,7 +61,7 @@ from sarbridge.errors import ConfigError, DataError, SarbridgeError
 from sarbridge.losses.contrastive import ContrastiveLoss
 from sarbridge.models.backbone import ModalityAwareBackbone
 from sarbridge.report.tables import write_results
-from sarbridge.utils import resolve_device, seed_everything
+from sarbridge.utils import seed_everything
 
 __all__ = [
     "ContrastiveConfig",
@@ -96,12 +107,17 @@ class PretrainDataConfig:
 
 @dataclass
 class ContrastiveConfig:
-    """The CLIP loss: initial temperature, learned or fixed, scale clamp."""
+    """The CLIP loss: initial temperature, learned or fixed, scale clamp.
+
+    ``gather_negatives`` (only matters under torchrun): contrast every pair against the batches of
+    all processes (features all-gathered with gradients) instead of its own process's batch.
+    """
 
     temperature: float = 0.07
     learn_temperature: bool = True
     max_scale: float = 100.0
     mask_same_group: bool = True
+    gather_negatives: bool = False
 
 
 @dataclass
@@ -117,6 +133,7 @@ class PretrainConfig:
     loss: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 def validate_pretrain(cfg: PretrainConfig) -> None:
@@ -166,22 +183,68 @@ def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = 
     return cfg
 
 
-class ContrastivePretrainModel(nn.Module):
-    """The backbone plus the loss (which owns the learned temperature, so it is optimised too)."""
+def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every process's ``x`` (same shape everywhere) concatenated in rank order; the gradient flows
+    back to each process's own rows (summed over the processes' losses)."""
+    from torch.distributed.nn.functional import all_gather
 
-    def __init__(self, backbone: ModalityAwareBackbone, criterion: ContrastiveLoss) -> None:
+    return torch.cat(all_gather(x.contiguous()))
+
+
+def _gather_plain(x: torch.Tensor) -> torch.Tensor:
+    """Every process's ``x`` concatenated in rank order (no gradient)."""
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+class ContrastivePretrainModel(nn.Module):
+    """The backbone plus the loss (which owns the learned temperature, so it is optimised too).
+
+    :meth:`forward` is the whole training computation (features and loss), so that under
+    DistributedDataParallel every trained parameter, the temperature included, is used inside the
+    wrapped forward and has its gradient averaged over processes.
+
+    Args:
+        backbone: the re-identification backbone.
+        criterion: the symmetric InfoNCE loss (owns ``logit_scale``).
+        gather_negatives: under a process group, compute the loss over the batches of every
+            process (features all-gathered with gradients); ignored in a single process.
+    """
+
+    def __init__(self, backbone: ModalityAwareBackbone, criterion: ContrastiveLoss,
+                 gather_negatives: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.criterion = criterion
+        self.gather_negatives = gather_negatives
 
-    def forward(self, optical: torch.Tensor, sar: torch.Tensor, optical_size: torch.Tensor | None = None,
-                sar_size: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, optical: torch.Tensor, sar: torch.Tensor, optical_size: torch.Tensor | None = None,
+                 sar_size: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Global features of the optical and the SAR images (one backbone pass over both)."""
         n = optical.shape[0]
         modality = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(sar.shape[0], dtype=torch.long)]).to(optical.device)
         size = None if optical_size is None or sar_size is None else torch.cat([optical_size, sar_size])
         feats = self.backbone(torch.cat([optical, sar]), modality, size)
         return feats[:n], feats[n:]
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor, optical_size: torch.Tensor | None = None,
+                sar_size: torch.Tensor | None = None, groups: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The contrastive loss of a batch of pairs (``loss``) and the current ``scale`` (detached).
+
+        ``groups`` (N,) marks pairs that are not negatives of each other (None: every other pair is).
+        With ``gather_negatives`` under a process group, every process's features (and groups) are
+        gathered and each process computes the loss of the whole global batch; DDP's averaging of
+        the per-process gradients then gives exactly the gradient of that global loss. The batches
+        must then have the same size on every process.
+        """
+        f_opt, f_sar = self.features(optical, sar, optical_size, sar_size)
+        f_opt, f_sar = f_opt.float(), f_sar.float()
+        if self.gather_negatives and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            f_opt, f_sar = _gather_with_grad(f_opt), _gather_with_grad(f_sar)
+            if groups is not None:
+                groups = _gather_plain(groups)
+        return {"loss": self.criterion(f_opt, f_sar, groups), "scale": self.criterion.scale.detach()}
 
 
 def build_pretrain_model(cfg: PretrainConfig) -> ContrastivePretrainModel:
@@ -190,7 +253,8 @@ def build_pretrain_model(cfg: PretrainConfig) -> ContrastivePretrainModel:
 
     backbone = build_reid_model(cfg.model, cfg.data.image_size, num_classes=0).backbone
     lc = cfg.loss
-    return ContrastivePretrainModel(backbone, ContrastiveLoss(lc.temperature, lc.learn_temperature, lc.max_scale))
+    return ContrastivePretrainModel(backbone, ContrastiveLoss(lc.temperature, lc.learn_temperature, lc.max_scale),
+                                    gather_negatives=lc.gather_negatives)
 
 
 def reid_view(cfg: PretrainConfig) -> ExperimentConfig:
@@ -249,9 +313,15 @@ class PretrainTask:
 
     ``selection`` is the mean of the Optical->SAR and SAR->Optical R1, plus their mean mAP / 1000
     to break ties (R1 moves in coarse steps on a small validation set).
+
+    Training forwards go through :attr:`train_module` (set by the trainer: the DDP / compiled
+    wrapper of :attr:`model`). Under a process group each process draws a disjoint share of every
+    epoch's pairs (``DistributedSampler`` seeded with ``seed``, reshuffled per epoch); validation
+    is computed in full by every process (no collective), rank 0's result is what counts.
     """
 
     name = "pretrain"
+    train_module: nn.Module | None = None
 
     def __init__(self, cfg: PretrainConfig, train: Sequence[PairItem], val: Sequence[PairItem]) -> None:
         if len(train) < 2:
@@ -266,10 +336,23 @@ class PretrainTask:
         self.train_ds = PairDataset(self.train_items, self.spec, self.spec.train_transform(aug.flip, aug.pad, aug.random_erasing),
                                     self.size_mode, cache=cfg.data.cache)
         self.val_ds = PairDataset(self.val_items, self.spec, size_features=self.size_mode, cache=cfg.data.cache) if val else None
-        bs = min(cfg.data.batch_size, len(self.train_items))
         workers = cfg.data.num_workers
-        # drop_last: a final batch of one pair would have no negative (loss 0)
-        self.loader = DataLoader(self.train_ds, batch_size=bs, shuffle=True, drop_last=True, num_workers=workers,
+        ctx = current_context()
+        self.dist_sampler: DistributedSampler[Any] | None = None
+        if ctx.distributed:  # a disjoint share of the pairs per process; the same order everywhere per epoch
+            self.dist_sampler = DistributedSampler(self.train_ds, num_replicas=ctx.world_size, rank=ctx.rank,
+                                                   shuffle=True, seed=cfg.seed, drop_last=True)
+            bs = min(cfg.data.batch_size, len(self.dist_sampler))
+            if bs < 2:
+                raise DataError(f"{len(self.train_items)} training pairs over {ctx.world_size} processes leave "
+                                f"{len(self.dist_sampler)} per process (a batch needs at least 2)",
+                                "use more pairs or start fewer processes")
+        else:
+            bs = min(cfg.data.batch_size, len(self.train_items))
+        # drop_last: a final batch of one pair would have no negative (loss 0); under DDP it also
+        # keeps the batches equal in size on every process (needed by loss.gather_negatives)
+        self.loader = DataLoader(self.train_ds, batch_size=bs, shuffle=self.dist_sampler is None,
+                                 sampler=self.dist_sampler, drop_last=True, num_workers=workers,
                                  persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
     def preload(self, progress: bool = True) -> None:
@@ -283,14 +366,15 @@ class PretrainTask:
                 ds._load(i)
 
     def train_batches(self, epoch: int) -> DataLoader:
+        if self.dist_sampler is not None:
+            self.dist_sampler.set_epoch(epoch)
         return self.loader
 
     def training_step(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        f_opt, f_sar = self.model(batch["optical"].to(device, non_blocking=True), batch["sar"].to(device, non_blocking=True),
-                                  batch["optical_size"].to(device), batch["sar_size"].to(device))
+        net = self.train_module if self.train_module is not None else self.model
         groups = batch["group"].to(device) if self.cfg.loss.mask_same_group else None
-        loss = self.model.criterion(f_opt.float(), f_sar.float(), groups)
-        return {"loss": loss, "scale": self.model.criterion.scale.detach()}
+        return net(batch["optical"].to(device, non_blocking=True), batch["sar"].to(device, non_blocking=True),
+                   batch["optical_size"].to(device), batch["sar_size"].to(device), groups)
 
     def validate(self, epoch: int, device: torch.device) -> dict[str, float] | None:
         if self.val_ds is None:
@@ -352,6 +436,9 @@ def train_pretrain(
 ) -> dict[str, Any]:
     """Pretrain the backbone contrastively and evaluate pair retrieval on the held-out pairs.
 
+    Runs data-parallel under ``torchrun`` (see the module docstring); only rank 0 writes files and
+    shows progress (the training log's losses are rank 0's own).
+
     Args:
         cfg: the run's config.
         out_dir: run folder.
@@ -373,16 +460,19 @@ def train_pretrain(
         )
     items = list(pairs) if pairs is not None else read_config_pairs(cfg)
     train, val = split_pairs(items, cfg.data.val_fraction, seed=cfg.seed)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    ctx = init_distributed(cfg.device)
+    progress = progress and ctx.is_main
+    device = ctx.device
+    seed_everything(cfg.seed)  # the same model initialisation on every process
     task = PretrainTask(cfg, train, val)
     task.preload(progress)
     trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
-                      callbacks=callbacks, progress=progress)
+                      callbacks=callbacks, progress=progress, runtime=cfg.runtime, dist=ctx)
     if resume:
         trainer.resume()
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     result = trainer.fit()
     metrics: dict[str, Any] = {}
     if val:
@@ -401,5 +491,10 @@ def train_pretrain(
         "first_epoch_loss": first.get("loss"), "last_epoch_loss": last.get("loss"),
         "final_scale": last.get("scale"),
     }
-    write_results(out, metrics, title=f"sarbridge pretraining: {cfg.name} (held-out pair retrieval)")
+    if ctx.distributed:
+        metrics["meta"]["processes"] = ctx.world_size
+        metrics["meta"]["negatives"] = "global batch (all processes)" if cfg.loss.gather_negatives else "per-process batch"
+    if ctx.is_main:
+        write_results(out, metrics, title=f"sarbridge pretraining: {cfg.name} (held-out pair retrieval)")
+    barrier(ctx)
     return metrics
