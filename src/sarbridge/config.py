@@ -191,14 +191,22 @@ class RuntimeConfig:
 
 
 @dataclass
-class ExperimentConfig:
-    """A whole re-identification experiment."""
+class RunConfig:
+    """What every run config has (re-identification, localisation, pretraining, diffusion):
+    a name, a seed, a device, whether mixed precision is allowed, and the runtime options."""
 
-    name: str = "reid"
+    name: str = "run"
     seed: int = 0
     device: str = "auto"
     amp: bool = True
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+@dataclass
+class ExperimentConfig(RunConfig):
+    """A whole re-identification experiment."""
+
+    name: str = "reid"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from sarbridge.config import (
     OptimConfig,
-    RuntimeConfig,
+    RunConfig,
     config_to_dict,
     load_config,
     save_config,
@@ -124,13 +124,10 @@ def _diffusion_optim() -> OptimConfig:
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(RunConfig):
     """A whole bridge-training experiment (``configs/bbdm_demo.yaml``)."""
 
     name: str = "bbdm"
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
     direction: Literal["opt2sar", "sar2opt"] = "opt2sar"
     data: PairDataConfig = field(default_factory=PairDataConfig)
     model: UNetConfig = field(default_factory=UNetConfig)
@@ -139,7 +136,6 @@ class DiffusionConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
     train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
     eval: DiffusionEvalConfig = field(default_factory=DiffusionEvalConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 def validate_diffusion_config(cfg: DiffusionConfig) -> None:

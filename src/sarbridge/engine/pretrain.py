@@ -45,7 +45,7 @@ from sarbridge.config import (
     ExperimentConfig,
     ModelConfig,
     OptimConfig,
-    RuntimeConfig,
+    RunConfig,
     config_from_dict,
     config_to_dict,
     save_config,
@@ -121,19 +121,15 @@ class ContrastiveConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunConfig):
     """A whole pretraining run; ``model`` is the re-identification ``ModelConfig``."""
 
     name: str = "pretrain"
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
     data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 def validate_pretrain(cfg: PretrainConfig) -> None:

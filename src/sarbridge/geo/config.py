@@ -16,7 +16,7 @@ from typing import Any, Literal
 from sarbridge.config import (
     OptimConfig,
     RerankOptions,
-    RuntimeConfig,
+    RunConfig,
     load_config,
     validate_device,
     validate_eval_rerank,
@@ -160,14 +160,10 @@ class GeoEvalConfig(RerankOptions):
 
 
 @dataclass
-class GeoConfig:
+class GeoConfig(RunConfig):
     """A whole localisation experiment."""
 
     name: str = "geo"
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: GeoDataConfig = field(default_factory=GeoDataConfig)
     model: GeoModelConfig = field(default_factory=GeoModelConfig)
     loss: GeoLossConfig = field(default_factory=GeoLossConfig)
