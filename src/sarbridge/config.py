@@ -41,19 +41,38 @@ class AugmentConfig:
 
 
 @dataclass
-class DataConfig:
-    """Where the images are and how they become tensors."""
+class PreprocessConfig:
+    """How optical and SAR chips become network inputs (the keys of a
+    :class:`~sarbridge.data.transforms.PreprocessSpec`; shared by every data config that feeds the
+    re-identification model)."""
 
-    format: Literal["hoss", "manifest"] = "hoss"
-    root: str = ""
-    manifest: str | None = None
     image_size: list[int] = field(default_factory=lambda: [256, 128])
-    sar_preprocess: Literal["max", "percentile", "db"] = "max"
+    #: a registered SAR scaling (:func:`~sarbridge.data.sar.available_sar_preprocess`: max, percentile, db)
+    sar_preprocess: str = "max"
     sar_alpha: float = 5.0
     sar_despeckle: str | None = None
     sar_despeckle_window: int = 7
     gsd_optical: float = 0.75
     gsd_sar: float = 1.0
+
+
+def validate_preprocess(d: PreprocessConfig, prefix: str = "data") -> None:
+    """The SAR scaling is a registered one."""
+    from sarbridge.data.sar import available_sar_preprocess
+
+    names = available_sar_preprocess()
+    if d.sar_preprocess not in names:
+        raise ConfigError(f"config key '{prefix}.sar_preprocess' has value {d.sar_preprocess!r}",
+                          f"use one of {', '.join(repr(n) for n in names)}")
+
+
+@dataclass
+class DataConfig(PreprocessConfig):
+    """Where the images are and how they become tensors."""
+
+    format: Literal["hoss", "manifest"] = "hoss"
+    root: str = ""
+    manifest: str | None = None
     val_fraction: float = 0.15
     num_workers: int = 0
     cache: bool = True
@@ -444,6 +463,7 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
     if not 0.0 <= d.sar_alpha < 100.0:
         raise ConfigError(f"data.sar_alpha must be a percentile in [0, 100), got {d.sar_alpha}")
+    validate_preprocess(d)
     if d.sampler.num_ids < 2 or d.sampler.num_instances < 1:
         raise ConfigError(
             "data.sampler needs num_ids >= 2 and num_instances >= 1 for triplet mining",

@@ -45,6 +45,7 @@ from sarbridge.config import (
     ExperimentConfig,
     ModelConfig,
     OptimConfig,
+    PreprocessConfig,
     RunConfig,
     config_from_dict,
     config_to_dict,
@@ -80,20 +81,14 @@ __all__ = [
 
 
 @dataclass
-class PretrainDataConfig:
-    """Which pairs, and how they become tensors (the image keys mean what they mean in ``data`` of
-    a re-identification config)."""
+class PretrainDataConfig(PreprocessConfig):
+    """Which pairs, and how they become tensors (the :class:`~sarbridge.config.PreprocessConfig`
+    keys mean what they mean in ``data`` of a re-identification config)."""
 
+    image_size: list[int] = field(default_factory=lambda: [128, 64])
     layout: Literal["sen12", "qxs", "manifest", "bigearthnet", "synthetic"] = "synthetic"
     root: str = ""
     include_test: bool = False
-    image_size: list[int] = field(default_factory=lambda: [128, 64])
-    sar_preprocess: str = "max"
-    sar_alpha: float = 5.0
-    sar_despeckle: str | None = None
-    sar_despeckle_window: int = 7
-    gsd_optical: float = 0.75
-    gsd_sar: float = 1.0
     size_features: Literal["auto", "chip", "zero"] = "auto"
     sar_mode: Literal["db", "linear"] = "db"
     sar_db_range: list[float] = field(default_factory=lambda: [-25.0, 0.0])
@@ -134,15 +129,12 @@ class PretrainConfig(RunConfig):
 
 def validate_pretrain(cfg: PretrainConfig) -> None:
     """Range checks of a :class:`PretrainConfig` (types are checked by the loader)."""
-    from sarbridge.config import validate_device, validate_gsd_and_augment, validate_optim
-    from sarbridge.data.sar import available_sar_preprocess
+    from sarbridge.config import validate_device, validate_gsd_and_augment, validate_optim, validate_preprocess
 
     d, o = cfg.data, cfg.optim
     if len(d.image_size) != 2 or min(d.image_size) < 8:
         raise ConfigError(f"data.image_size must be [height, width] >= 8, got {d.image_size}")
-    if d.sar_preprocess not in available_sar_preprocess():
-        raise ConfigError(f"data.sar_preprocess '{d.sar_preprocess}' is not known",
-                          f"use one of {', '.join(available_sar_preprocess())}")
+    validate_preprocess(d)
     if not 0.0 <= d.sar_alpha < 100.0:
         raise ConfigError(f"data.sar_alpha must be a percentile in [0, 100), got {d.sar_alpha}")
     if d.sar_despeckle_window < 3 or d.sar_despeckle_window % 2 == 0:

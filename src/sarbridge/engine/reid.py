@@ -89,7 +89,8 @@ class ReIDTask:
         self.label_map = make_label_map(train)
         self.model: ReIDModel = build_reid_model(cfg.model, cfg.data.image_size, len(self.label_map))
         ctx = current_context()
-        device = device if device is not None else ctx.device
+        if device is None:  # the device training will run on decides where augmentation runs
+            device = ctx.device if ctx.distributed else resolve_device(cfg.device)
         # augmentation runs batched on the device when data.gpu_augment says so (auto: on CUDA)
         self.augment = build_batch_augment(cfg.data, self.spec, device)
         ds = build_train_dataset(train, self.spec, cfg.data, self.label_map, self.augment is not None,
