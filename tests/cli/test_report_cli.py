@@ -60,6 +60,22 @@ def test_demo_ends_by_writing_the_report(tmp_path: Path, capsys: pytest.CaptureF
     page = report.read_text()
     assert "Ranked lists are unavailable" not in page and "worst queries (lowest AP)" in page
     assert (tmp_path / "demo" / "rankings.json").is_file()
+    # the demo measured the modality gap before the report, so the report shows it
+    analysis = json.loads((tmp_path / "demo" / "analysis.json").read_text())
+    assert set(analysis["stages"]) == {"before", "after"} and (tmp_path / "demo" / "modality_gap.png").is_file()
+    assert 'id="analysis"' in page and "linear_probe_acc" in page
+
+
+def test_train_writes_the_report_unless_told_not_to(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sarbridge.resources import resource_path
+
+    base = ["train", "--config", str(resource_path("demo.yaml")), "--quiet"]
+    sets = [a for o in tiny_overrides(epochs=1) for a in ("--set", o)]
+    assert main([*base, "--out", str(tmp_path / "a"), *sets]) == 0
+    assert f"report: {tmp_path / 'a' / 'report.html'}" in capsys.readouterr().out
+    assert (tmp_path / "a" / "report.html").is_file()
+    assert main([*base, "--out", str(tmp_path / "b"), "--no-report", *sets]) == 0
+    assert "report:" not in capsys.readouterr().out and not (tmp_path / "b" / "report.html").exists()
 
 
 @pytest.mark.slow

@@ -148,6 +148,8 @@ def test_analysis_json_is_rendered_generically(tmp_path: Path) -> None:
     section = page.split('id="analysis"')[1].split("</section>")[0]
     for text in ("before", "after", "gap", "mmd", "cka", "1.2", "0.8", "absent.png"):
         assert text in section, text
+    # one row per measure, one column per stage
+    assert section.index(">measure<") < section.index(">before<") < section.index(">after<") < section.index(">gap<")
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
 
 

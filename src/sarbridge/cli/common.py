@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_common(sp: argparse.ArgumentParser) -> None:
@@ -19,6 +20,24 @@ def add_run_args(sp: argparse.ArgumentParser, config_help: str, data_help: str) 
     sp.add_argument("--out", required=True, help="run folder for checkpoints and results")
     sp.add_argument("--resume", action="store_true", help="continue the run in OUT (from its last.pt)")
     sp.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
+
+
+def add_report_flag(sp: argparse.ArgumentParser) -> None:
+    """``--no-report`` of a command that ends by writing ``OUT/report.html``."""
+    sp.add_argument("--no-report", action="store_true", help="do not write OUT/report.html at the end")
+
+
+def write_run_report(out: str | Path, args: argparse.Namespace) -> None:
+    """Write ``out/report.html`` and print its path (rank 0 only; skipped with ``--no-report``)."""
+    if getattr(args, "no_report", False):
+        return
+    from sarbridge.engine.distributed import current_context
+
+    if not current_context().is_main:
+        return
+    from sarbridge.report.html import write_report
+
+    print(f"report: {write_report(out)}")
 
 
 def config_overrides(args: argparse.Namespace, **flags: str) -> list[str]:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sarbridge.cli.common import add_common, add_run_args, config_overrides
+from sarbridge.cli.common import add_common, add_report_flag, add_run_args, config_overrides, write_run_report
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
@@ -29,13 +29,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from sarbridge.engine.distributed import current_context
     from sarbridge.geo.config import load_geo_config
     from sarbridge.geo.run import train_geo
 
     cfg = load_geo_config(args.config, config_overrides(args))
     metrics = train_geo(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
-    print(f"model: {Path(args.out) / 'geo_model.pt'}")
+    if current_context().is_main:
+        print(f"model: {Path(args.out) / 'geo_model.pt'}")
+    write_run_report(args.out, args)
     return 0
 
 
@@ -54,6 +57,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_geo(args.model, cfg, args.out, device_name=args.device or "auto", split=args.split,
                            progress=not args.quiet, rerank=args.rerank)
     _print_summary(metrics, Path(args.out))
+    write_run_report(args.out, args)
     return 0
 
 
@@ -120,6 +124,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser("train", help="train the coarse model and the graph refiner, evaluate on test queries")
     add_run_args(t, "YAML (see configs/geo_demo.yaml, configs/cmpc_sn6.yaml)", "data root (overrides data.root)")
+    add_report_flag(t)
     add_common(t)
     t.set_defaults(func=cmd_train)
 
@@ -131,6 +136,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--rerank", choices=("none", "k-reciprocal", "gnn"))
     e.add_argument("--set", action="append", metavar="KEY=VALUE")
     e.add_argument("--out", required=True)
+    add_report_flag(e)
     add_common(e)
     e.set_defaults(func=cmd_evaluate)
 

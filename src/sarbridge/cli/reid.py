@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.cli.common import add_common, add_run_args, config_overrides
+from sarbridge.cli.common import add_common, add_report_flag, add_run_args, config_overrides, write_run_report
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
@@ -27,6 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, config_overrides(args))
     metrics = train_reid(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
+    write_run_report(args.out, args)
     return 0
 
 
@@ -36,6 +37,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_reid(args.checkpoint, args.out, data=args.data, device=args.device or "auto",
                             progress=not args.quiet, overrides=args.set)
     _print_summary(metrics, Path(args.out))
+    write_run_report(args.out, args)
     return 0
 
 
@@ -65,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the re-identification subcommands."""
     t = sub.add_parser("train", help="train a ship re-identification model and evaluate it")
     add_run_args(t, "YAML experiment file (see configs/)", "dataset folder (overrides data.root)")
+    add_report_flag(t)
     add_common(t)
     t.set_defaults(func=cmd_train)
 
@@ -74,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True)
     e.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="evaluation-time override, e.g. fusion.enabled=true fusion.opt2sar_checkpoint=CKPT")
+    add_report_flag(e)
     add_common(e)
     e.set_defaults(func=cmd_eval)
 

@@ -22,8 +22,9 @@ def run_demo(
     num_ids: int = 100,
     seed: int = 0,
     progress: bool = True,
+    analyze: bool = True,
 ) -> dict[str, Any]:
-    """Train + evaluate with the demo config.
+    """Train + evaluate with the demo config, then analyse the modality gap and write the report.
 
     Args:
         out_dir: run folder (results, checkpoints; the generated data goes to ``out_dir/data``).
@@ -32,6 +33,8 @@ def run_demo(
         num_ids: identities of the generated set.
         seed: seed of the generated set.
         progress: show progress bars.
+        analyze: measure the optical/SAR feature gap before and after training
+            (:func:`~sarbridge.report.analyze.analyze_run`; shown in the report).
 
     Returns:
         The test metrics (as in ``metrics.json``) plus ``report``: the path of the
@@ -52,6 +55,10 @@ def run_demo(
     metrics = train_reid(cfg, out, progress=progress, overwrite=True)
     if not metrics:  # e.g. a non-zero rank of a distributed run: it evaluates nothing
         return metrics
+    if analyze:
+        from sarbridge.report.analyze import analyze_run
+
+        analyze_run(out, device=cfg.device, progress=progress)
     from sarbridge.report.html import write_report
 
     metrics["report"] = str(write_report(out))

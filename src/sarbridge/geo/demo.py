@@ -23,7 +23,7 @@ def geo_demo_config_path() -> Path:
 
 
 def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: int = 1024, seed: int = 0,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, analyze: bool = True) -> dict[str, Any]:
     """Generate, train, index, locate and evaluate.
 
     Args:
@@ -32,6 +32,8 @@ def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: 
         size: scene side in pixels.
         seed: scene and training seed.
         progress: progress bars.
+        analyze: measure the optical/SAR embedding gap before and after training
+            (:func:`~sarbridge.report.analyze.analyze_run`; shown in the report).
 
     Returns:
         The test metrics (``coarse``, ``refined``, ``meta``), plus ``example`` (the located query)
@@ -69,6 +71,10 @@ def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: 
                           "lon": answer["lon"], "lat": answer["lat"], "error_m": answer.get("check_error_m"),
                           "error_radius_m": answer["error_radius_m"]}
     atomic_write_json(out / "metrics.json", metrics)
+    if analyze:
+        from sarbridge.report.analyze import analyze_run
+
+        analyze_run(out, device=cfg.device, progress=progress)
     from sarbridge.report.html import write_report
 
     metrics["report"] = str(write_report(out))

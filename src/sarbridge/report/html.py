@@ -449,11 +449,13 @@ def _analysis_section(run: Path) -> str:
         return "".join(parts)
     stages = data.get("stages")
     if isinstance(stages, dict) and stages:
-        cols = list(dict.fromkeys(k for v in stages.values() if isinstance(v, dict) for k in v))
-        rows = [[s, *[(v.get(c) if isinstance(v, dict) else None) for c in cols]] for s, v in stages.items()]
+        # one row per measure, one column per stage (e.g. before / after training)
+        names = list(stages)
+        metrics = list(dict.fromkeys(k for v in stages.values() if isinstance(v, dict) for k in v))
+        rows = [[m, *[(stages[n].get(m) if isinstance(stages[n], dict) else None) for n in names]] for m in metrics]
         rows = [[r[0], *[x if isinstance(x, (int, float, str)) or x is None else json.dumps(x) for x in r[1:]]]
                 for r in rows]
-        parts.append(_table(["stage", *cols], rows))
+        parts.append(_table(["measure", *names], rows))
     for name in data.get("images") or []:
         p = Path(str(name))
         p = p if p.is_absolute() else run / p
