@@ -5,9 +5,6 @@ yet hold identical weights after every optimiser step. Plus the sampler that dea
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
+from ddp_launch import torchrun
 from sarbridge.diffusion.train import ShardedRandomSampler
 from sarbridge.diffusion.translate import BridgeTranslator
 from sarbridge.engine.checkpoint import load_checkpoint
@@ -24,7 +22,6 @@ from sarbridge.errors import DataError
 
 TESTS = Path(__file__).resolve().parents[1]
 DEMO = TESTS.parent / "configs" / "bbdm_demo.yaml"
-TIMEOUT = 240
 TINY = [
     "data.resolution=[16,8]", "data.val_fraction=0.25", "data.vflip=0.0",
     "model.channels=8", "model.channel_mult=[1,2]", "model.layers_per_block=1", "model.attention_resolutions=[]",
@@ -68,13 +65,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-6000:])
-    return proc
 
 
 @pytest.fixture(scope="module")

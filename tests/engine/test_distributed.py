@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from ddp_launch import torchrun
 from sarbridge.data.sampler import PKSampler
 from sarbridge.engine.distributed import (
     DistContext,
@@ -41,13 +42,6 @@ TIMEOUT = 180
 DETERMINISTIC = ["data.augment.flip=0", "data.augment.pad=0", "data.augment.random_erasing=0", "model.drop_path=0"]
 
 
-def torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-6000:])
-    return proc
 
 
 # -- single-process behaviour of the helpers ------------------------------------------------------

@@ -10,9 +10,6 @@ one DDP step is one single-process step on the concatenation of both ranks' batc
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from ddp_launch import torchrun
 from sarbridge.data.pairs import split_pairs
 from sarbridge.data.synthetic import generate_hoss_dataset
 from sarbridge.engine.pretrain import (
@@ -34,7 +32,6 @@ from sarbridge.utils import seed_everything
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 CONFIG = ROOT / "configs" / "pretrain_demo.yaml"
-TIMEOUT = 240
 EPOCHS = 2
 RUN_FILES = {"config.yaml", "last.pt", "best.pt", "train_log.jsonl", "metrics.json", "results.md"}
 
@@ -93,13 +90,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
-           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-6000:])
-    return proc
 
 
 @pytest.fixture(scope="module")
