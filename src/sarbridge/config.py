@@ -207,6 +207,8 @@ class RuntimeConfig:
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     cudnn_benchmark: bool = True
+    #: TensorFloat-32 matmuls/convolutions for what runs in fp32 on CUDA (Ampere and later)
+    tf32: bool = True
 
 
 @dataclass

@@ -189,3 +189,57 @@ def test_compile_wraps_the_training_forward_and_checkpoints_stay_plain(tmp_path)
     for name in ("last.pt", "best.pt"):
         keys = load_checkpoint(tmp_path / "c" / name)["model"].keys()
         assert set(keys) == set(ConvNet().state_dict().keys())
+
+
+class _CountingTensor:
+    """Stands in for a device tensor and counts how often it is read back to the host."""
+
+    reads = 0
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __float__(self) -> float:
+        _CountingTensor.reads += 1
+        return self.value
+
+
+def test_step_logs_read_each_term_once_and_only_when_looked_at():
+    from sarbridge.engine.trainer import StepLogs
+
+    _CountingTensor.reads = 0
+    logs = StepLogs({"loss": _CountingTensor(1.5), "ce": _CountingTensor(0.25)})  # type: ignore[dict-item]
+    assert len(logs) == 2 and list(logs) == ["loss", "ce"] and _CountingTensor.reads == 0
+    assert logs["loss"] == 1.5 and logs["loss"] == 1.5 and _CountingTensor.reads == 1
+    assert dict(logs) == {"loss": 1.5, "ce": 0.25} and _CountingTensor.reads == 2
+
+
+def test_diverged_loss_stops_with_one_line_and_epoch_means_are_exact(tmp_path):
+    from sarbridge.engine.trainer import check_finite
+    from sarbridge.errors import SarbridgeError
+
+    with pytest.raises(SarbridgeError, match="diverged"):
+        check_finite({"loss": float("nan")})
+    check_finite({"loss": 3.0})
+
+    class NaNAtSecond(RegressionTask):
+        def training_step(self, idx, device):
+            out = super().training_step(idx, device)
+            if len(self.dtypes) == 2:
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+    task = NaNAtSecond(chunks(64, 16))
+    optim = OptimConfig(name="sgd", lr=0.05, warmup_epochs=0, epochs=1)
+    tr = Trainer(task, optim, tmp_path / "nan", CPU, seed=0, progress=False)
+    before = params(tr)
+    with pytest.raises(SarbridgeError, match="diverged"):
+        tr.fit()
+    # on the CPU every batch is checked before its optimiser step: only the first step was applied
+    assert not all(torch.equal(a, b) for a, b in zip(before, params(tr)))
+    assert all(torch.isfinite(p).all() for p in params(tr))
+
+    # the logged epoch means are the plain means of the per-batch losses
+    seen: list[float] = []
+    tr = fit(tmp_path / "ok", chunks(64, 16), callbacks=[lambda t, e, s, logs: seen.append(logs["loss"])])
+    assert tr.history[0]["loss"] == pytest.approx(sum(seen) / len(seen), rel=1e-6)

@@ -17,7 +17,7 @@ checkpoints).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,16 +75,21 @@ def lr_factor(epoch: int, cfg: Any) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
-    """SGD (momentum) or AdamW; no weight decay on biases and normalisation parameters."""
+    """SGD (momentum) or AdamW; no weight decay on biases and normalisation parameters.
+
+    On CUDA the fused implementation is used (one kernel for all parameters).
+    """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    params = [p for g in groups for p in g["params"]]
+    fused = {"fused": True} if params and all(p.is_cuda and p.is_floating_point() for p in params) else {}
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **fused)
 
 
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -150,6 +155,36 @@ def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
     yield prev, True
 
 
+class StepLogs(Mapping[str, float]):
+    """The loss terms of one batch as floats, read from the device only when first looked at."""
+
+    def __init__(self, terms: dict[str, torch.Tensor]) -> None:
+        self._terms = terms
+        self._floats: dict[str, float] = {}
+
+    def __getitem__(self, key: str) -> float:
+        if key not in self._floats:
+            self._floats[key] = float(self._terms[key])
+        return self._floats[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._terms)
+
+    def __len__(self) -> int:
+        return len(self._terms)
+
+
+def check_finite(logs: Mapping[str, float]) -> None:
+    """Stop a diverged run with one clear line.
+
+    Raises:
+        SarbridgeError: the loss is NaN or infinite.
+    """
+    loss = logs["loss"]
+    if not math.isfinite(loss):
+        raise SarbridgeError(f"training loss became {loss} (diverged)", "lower optim.lr or check the data for outliers")
+
+
 @dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` returns."""
@@ -185,6 +220,8 @@ class Trainer:
         dist: the distributed context (default: :func:`~sarbridge.engine.distributed.current_context`).
         find_unused_parameters: DDP option (tasks whose forward skips some parameters need it).
         compile_backend: ``torch.compile`` backend (None = inductor; tests use ``"eager"``).
+        log_every: on CUDA, read the loss back (progress bar, divergence check) every this many
+            batches instead of every batch, so the host does not wait for the GPU at each step.
     """
 
     def __init__(
@@ -202,6 +239,7 @@ class Trainer:
         dist: DistContext | None = None,
         find_unused_parameters: bool = True,
         compile_backend: str | None = None,
+        log_every: int = 25,
     ) -> None:
         from sarbridge.config import RuntimeConfig
 
@@ -223,8 +261,12 @@ class Trainer:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
             self.model.register_forward_pre_hook(_channels_last_inputs, with_kwargs=True)
+        self.log_every = max(1, int(log_every))
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(self.runtime.cudnn_benchmark)
+            if getattr(self.runtime, "tf32", True):  # TensorFloat-32 for what stays fp32 (Ampere and later)
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
         self.optimizer = build_optimizer(self.model, optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(e, optim))
         self.amp_dtype = resolve_precision(self.runtime.precision, amp, device)
@@ -303,19 +345,17 @@ class Trainer:
 
         return int(np.random.SeedSequence([base, self.dist.rank]).generate_state(1)[0])
 
-    def _forward_backward(self, batch: Any, divisor: int, sync: bool) -> dict[str, float]:
+    def _forward_backward(self, batch: Any, divisor: int, sync: bool) -> dict[str, torch.Tensor]:
         """One micro-batch: forward under autocast, ``loss / divisor`` backward (DDP gradient
-        synchronisation only when ``sync``)."""
+        synchronisation only when ``sync``). Returns the detached loss terms, still on the device
+        (reading them would make the host wait for the GPU)."""
         quiet = self.ddp.no_sync() if self.ddp is not None and not sync else nullcontext()
         with quiet:
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.use_amp):
                 losses = self.task.training_step(batch, self.device)
             loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise SarbridgeError(f"training loss became {loss.item()} (diverged)",
-                                     "lower optim.lr or check the data for outliers")
             self.scaler.scale(loss / divisor).backward()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: (v.detach() if isinstance(v, torch.Tensor) else torch.tensor(float(v))) for k, v in losses.items()}
 
     def _optimizer_step(self) -> None:
         if self.cfg.grad_clip:
@@ -327,9 +367,10 @@ class Trainer:
     def _step(self, batch: Any) -> dict[str, float]:
         """One batch and one optimiser step (no accumulation)."""
         self.optimizer.zero_grad(set_to_none=True)
-        logs = self._forward_backward(batch, 1, sync=True)
+        logs = StepLogs(self._forward_backward(batch, 1, sync=True))
+        check_finite(logs)
         self._optimizer_step()
-        return logs
+        return dict(logs)
 
     def _write_log(self) -> None:
         import json
@@ -346,6 +387,9 @@ class Trainer:
         bar = tqdm(batches, total=total, desc=f"{self.task.name} epoch {epoch + 1}/{self.cfg.epochs}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         acc, group_start = self.accumulate, 0
+        # On CUDA the loss is read back (a host-device sync) only every ``log_every`` batches and at
+        # the end of the epoch; callbacks get lazily converted logs. Elsewhere every batch is checked.
+        every = 1 if self.device.type != "cuda" else self.log_every
         for step, (batch, is_last) in enumerate(_with_last(bar)):
             if step % acc == 0:
                 group_start = step
@@ -353,20 +397,23 @@ class Trainer:
             # a partial group at the end of the epoch averages over the batches it has
             divisor = min(acc, total - group_start) if total is not None else acc
             closes = (step + 1) % acc == 0 or is_last
-            logs = self._forward_backward(batch, divisor, sync=closes)
+            terms = self._forward_backward(batch, divisor, sync=closes)
+            logs = StepLogs(terms)
+            if (step + 1) % every == 0 or is_last:
+                check_finite(logs)  # before the optimiser step applies a diverged gradient
+                bar.set_postfix(loss=f"{logs['loss']:.3f}")
             if closes:
                 self._optimizer_step()
                 steps += 1
             n += 1
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+            for k, v in terms.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
             for cb in self.callbacks:
                 cb(self, epoch, step, logs)
         bar.close()
         record: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": n,
                                   "optimizer_steps": steps}
-        record.update({k: v / max(n, 1) for k, v in sums.items()})
+        record.update({k: float(v) / max(n, 1) for k, v in sums.items()})
         return record
 
     def fit(self) -> TrainResult:
