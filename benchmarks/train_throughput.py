@@ -199,6 +199,9 @@ def reference_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup:
     from sarbridge.utils import seed_everything
 
     seed_everything(cfg.seed)
+    if device.type == "cuda":  # PyTorch's defaults, as the public code runs (our trainer turns TF32 on)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True
     spec = spec_from_config(cfg.data)
     label_map = make_label_map(train)
     model = build_reid_model(cfg.model, cfg.data.image_size, len(label_map)).to(device)
@@ -209,7 +212,7 @@ def reference_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup:
                         sp.balance_modalities, seed=cfg.seed)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=cfg.data.num_workers)
     ce, tri = losses(cfg)
-    opt = build_optimizer(model, cfg.optim)
+    opt = build_optimizer(model, cfg.optim, fused=False)  # the plain (per-parameter / foreach) update
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, cfg.optim))
     timer = StepTimer(warmup, steps, device)
     total = None if epochs else warmup + steps

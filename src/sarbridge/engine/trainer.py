@@ -74,10 +74,11 @@ def lr_factor(epoch: int, cfg: Any) -> float:
     return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: Any, fused: bool | None = None) -> torch.optim.Optimizer:
     """SGD (momentum) or AdamW; no weight decay on biases and normalisation parameters.
 
-    On CUDA the fused implementation is used (one kernel for all parameters).
+    ``fused``: the fused implementation (one kernel for all parameters); None = when every
+    parameter is on CUDA.
     """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -86,10 +87,12 @@ def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     params = [p for g in groups for p in g["params"]]
-    fused = {"fused": True} if params and all(p.is_cuda and p.is_floating_point() for p in params) else {}
+    if fused is None:
+        fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    extra = {"fused": True} if fused else {}
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **fused)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **extra)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **extra)
 
 
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
