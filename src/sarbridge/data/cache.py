@@ -23,10 +23,10 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from sarbridge.errors import DataError
 
 CACHE_FORMAT_VERSION = 1
 INDEX_NAME, IMAGES_NAME, SIZES_NAME = "index.json", "images.npy", "sizes.npy"
+_T = TypeVar("_T")
 
 
 def _entries(samples: Sequence[Sample]) -> list[tuple[str, str]]:
@@ -280,6 +281,79 @@ def build_cache_once(
         barrier(ctx)  # rank 0 is building
     try:
         return build_cache(samples, spec, cache_dir, progress and ctx.is_main, num_workers, desc)
+    finally:
+        if ctx.is_main:
+            barrier(ctx)
+
+
+# --- shared helpers for other on-disk caches (the geo patch cache) --------------------------------
+
+def build_folder_atomically(parent: str | Path, name: str, write: Callable[[Path], None],
+                            check: Callable[[Path], _T | None]) -> _T:
+    """Return ``check(parent/name)`` when it passes, else build the folder atomically and check it.
+
+    ``write(tmp)`` fills a fresh temporary folder next to the final one (it should write its index
+    file last); the folder is then renamed into place, replacing a folder that fails ``check``
+    (truncated or inconsistent). A folder renamed into place by another process first is kept.
+
+    Args:
+        parent: the cache root (created when missing).
+        name: the folder name (usually a content key).
+        write: fills a folder.
+        check: opens a folder, or returns None when it is missing, incomplete or inconsistent.
+
+    Returns:
+        What ``check`` returns for the final folder.
+
+    Raises:
+        DataError: the cache root cannot be written, or the built folder fails ``check``.
+    """
+    parent = Path(parent)
+    final = parent / name
+    opened = check(final)
+    if opened is not None:
+        return opened
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.mkdir()
+    except OSError as exc:
+        raise DataError(f"cache folder '{parent}' cannot be written ({exc.strerror})",
+                        "set data.cache_dir to a writable folder") from None
+    try:
+        write(tmp)
+        if final.exists() and check(final) is None:  # broken: move it away before the rename
+            stale = parent / f".{name}.{uuid.uuid4().hex[:8]}.stale"
+            os.replace(final, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process renamed its complete folder into place first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    opened = check(final)
+    if opened is None:
+        raise DataError(f"cache '{final}' could not be read back after building it",
+                        "remove the folder and check the disk")
+    return opened
+
+
+def main_process_first(fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` on rank 0 first, then on the other ranks (which then find its result on disk).
+
+    In a single process this is ``fn()``. Under ``torchrun`` every rank must call it.
+    """
+    from sarbridge.engine.distributed import barrier, current_context
+
+    ctx = current_context()
+    if not ctx.distributed:
+        return fn()
+    if not ctx.is_main:
+        barrier(ctx)  # rank 0 is building
+    try:
+        return fn()
     finally:
         if ctx.is_main:
             barrier(ctx)

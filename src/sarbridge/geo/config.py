@@ -68,6 +68,9 @@ class GeoDataConfig:
     batch_size: int = 24
     num_workers: int = 0
     cache: bool = True
+    # Folder of on-disk, memory-mapped patch caches (uint8 network images, built once, shared by
+    # processes and DataLoader workers; the in-memory ``cache`` is then off); null = no disk cache.
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -206,6 +209,9 @@ def validate_geo(cfg: GeoConfig) -> None:
         raise ConfigError(f"data.sar_alpha must be a percentile in [0, 100), got {d.sar_alpha}")
     if d.sar_despeckle_window < 3 or d.sar_despeckle_window % 2 == 0:
         raise ConfigError(f"data.sar_despeckle_window must be odd and >= 3, got {d.sar_despeckle_window}")
+    if d.cache_dir is not None and not str(d.cache_dir).strip():
+        raise ConfigError("data.cache_dir must be a folder path or null, got an empty string",
+                          "e.g. --set data.cache_dir=geo_cache")
     if d.format == "map" and (not d.map or not d.sar):
         raise ConfigError("data.format=map needs data.map (optical GeoTIFF) and data.sar (SAR GeoTIFFs)",
                           "e.g. --set data.map=map.tif 'data.sar=[sar.tif]'")

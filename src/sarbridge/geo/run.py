@@ -147,15 +147,19 @@ def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module
     ref_emb = embed_patches(encoder, task.refs, device, bs, progress, "embedding references")
     ref_xy = view.reference_xy()
 
-    def embed(queries: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = PatchImages(list(queries), SAR, spec, cfg.data.cache)
+    def embed(queries: Sequence[Any], images: PatchImages | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if images is None or len(images) != len(queries):  # the coarse stage's patches when they are these
+            images = PatchImages(list(queries), SAR, spec, cfg.data.cache)
         targets = torch.as_tensor([q.target for q in queries], dtype=torch.long)
         return embed_patches(encoder, images, device, bs, progress, "embedding queries"), targets
 
-    q_train, t_train = embed(train_q)
+    def same(a: Sequence[Any], b: Sequence[Any]) -> bool:
+        return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+    q_train, t_train = embed(train_q, task.pairs.sar if same(train_q, task.train_q) else None)
     val_in = None
     if val_q:
-        q_val, t_val = embed(val_q)
+        q_val, t_val = embed(val_q, task.val_sar if same(val_q, task.val_q) else None)
         val_in = graphs_from_embeddings(q_val, ref_emb, ref_xy, t_val, r.top_k)
     noise = r.train_noise
     if noise is None:

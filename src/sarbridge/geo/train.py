@@ -131,9 +131,11 @@ class GeoCoarseTask:
         self.alignment = WassersteinAlignment(critic, mode=w.mode, gamma=w.gamma, clip=w.clip, critic_steps=w.critic_steps,
                                               critic_lr=w.critic_lr, weight=w.weight) if critic is not None else None
         self.triplet = TripletLoss(margin=cfg.loss.triplet_margin, distance="euclidean", normalize=True)
-        self.refs = PatchImages(train_view.references, OPTICAL, self.spec, cfg.data.cache)
-        self.pairs = QueryPairs(self.train_q, self.refs, train_view.reference_xy(), self.spec, cfg.data.cache)
-        self.val_sar = PatchImages(self.val_q, "sar", self.spec, cfg.data.cache) if self.val_q else None
+        d = cfg.data  # with data.cache_dir the patches live in memory-mapped disk caches (built in preload)
+        self.refs = PatchImages(train_view.references, OPTICAL, self.spec, d.cache, d.cache_dir, d.num_workers)
+        self.pairs = QueryPairs(self.train_q, self.refs, train_view.reference_xy(), self.spec, d.cache, d.cache_dir,
+                                d.num_workers)
+        self.val_sar = PatchImages(self.val_q, "sar", self.spec, d.cache, d.cache_dir, d.num_workers) if self.val_q else None
         workers = cfg.data.num_workers
         ctx = current_context()
         self.dist_sampler: DistributedSampler[Any] | None = None
@@ -151,8 +153,11 @@ class GeoCoarseTask:
                                  persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
     def preload(self) -> None:
-        """Read every patch once (fills the caches; a bad patch stops the run before training)."""
-        if self.cfg.data.cache:
+        """Read every patch once (fills the caches; a bad patch stops the run before training).
+
+        With ``data.cache_dir`` this builds or opens the disk caches (rank 0 builds under ``torchrun``).
+        """
+        if self.cfg.data.cache or self.cfg.data.cache_dir is not None:
             self.refs.preload("reading reference patches", self.progress)
             self.pairs.sar.preload("reading training queries", self.progress)
             if self.val_sar is not None:
