@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from sarbridge.errors import DataError
 CACHE_FORMAT_VERSION = 1
 INDEX_NAME, IMAGES_NAME, SIZES_NAME = "index.json", "images.npy", "sizes.npy"
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 
 
 def _entries(samples: Sequence[Sample]) -> list[tuple[str, str]]:
@@ -90,43 +91,47 @@ def preprocess_image(path: str, modality: str, spec: PreprocessSpec) -> tuple[np
     return np.asarray(img, dtype=np.uint8), spec.size_features(raw.shape[0], raw.shape[1], modality)
 
 
-class PreprocessCache:
-    """A built cache folder, opened lazily and read-only (safe to pickle into DataLoader workers).
+class MemmapCacheFolder:
+    """A cache folder of ``images.npy`` (uint8 ``(N, H, W, 3)``) and ``index.json`` (written last),
+    mapped lazily and read-only; it pickles without its memory maps, so each DataLoader worker
+    maps the files itself. Subclasses add their own arrays and checks (:meth:`_consistent`).
 
     Args:
-        folder: a folder written by :func:`build_cache`.
-
-    Use :meth:`open` to check a folder before trusting it.
+        folder: a built folder. Use :meth:`open` to check one before trusting it.
     """
+
+    #: the ``version`` an index must carry
+    format_version: int = CACHE_FORMAT_VERSION
+    #: attributes holding memory maps (dropped when pickled)
+    _maps: tuple[str, ...] = ("_images",)
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        meta = json.loads((self.folder / INDEX_NAME).read_text(encoding="utf-8"))
-        self.meta: dict[str, Any] = meta
-        self.paths: list[str] = list(meta["paths"])
-        self.modalities: list[str] = list(meta["modalities"])
-        self.rows: dict[str, int] = {p: i for i, p in enumerate(self.paths)}
-        self._images: np.ndarray | None = None
-        self._sizes: np.ndarray | None = None
+        self.meta: dict[str, Any] = json.loads((self.folder / INDEX_NAME).read_text(encoding="utf-8"))
+        for name in self._maps:
+            setattr(self, name, None)
 
     @classmethod
-    def open(cls, folder: str | Path, key: str | None = None) -> PreprocessCache | None:
-        """Open and check a cache folder; None when it is missing, incomplete or inconsistent."""
-        folder = Path(folder)
+    def open(cls: type[_C], folder: str | Path, key: str | None = None) -> _C | None:
+        """Open and check a folder; None when it is missing, incomplete, truncated or of another key."""
         try:
             cache = cls(folder)
             meta = cache.meta
-            if meta.get("version") != CACHE_FORMAT_VERSION or (key is not None and meta.get("key") != key):
+            if meta.get("version") != cls.format_version or (key is not None and meta.get("key") != key):
                 return None
-            n = len(cache.paths)
             h, w = meta["image_size"]
-            if cache.images.shape != (n, h, w, 3) or cache.images.dtype != np.uint8:
+            images = cache.images
+            if images.shape != (int(meta["count"]), h, w, 3) or images.dtype != np.uint8:
                 return None
-            if cache.sizes.shape != (n, 3) or len(cache.modalities) != n:
+            if not cache._consistent():
                 return None
         except (OSError, ValueError, KeyError, TypeError):  # missing/truncated files, bad JSON
             return None
         return cache
+
+    def _consistent(self) -> bool:
+        """Checks beyond the image array (other arrays, index lists); may raise what :meth:`open` catches."""
+        return True
 
     @property
     def images(self) -> np.ndarray:
@@ -135,15 +140,40 @@ class PreprocessCache:
             self._images = np.load(self.folder / IMAGES_NAME, mmap_mode="r")
         return self._images
 
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self._maps:
+            state[name] = None  # each worker maps the files itself
+        return state
+
+
+_C = TypeVar("_C", bound=MemmapCacheFolder)
+
+
+class PreprocessCache(MemmapCacheFolder):
+    """A built preprocessing cache (:func:`build_cache`): images plus ship-size features, by path."""
+
+    _maps = ("_images", "_sizes")
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(folder)
+        self.paths: list[str] = list(self.meta["paths"])
+        self.modalities: list[str] = list(self.meta["modalities"])
+        self.rows: dict[str, int] = {p: i for i, p in enumerate(self.paths)}
+
+    def _consistent(self) -> bool:
+        n = len(self.paths)
+        return int(self.meta["count"]) == n and self.sizes.shape == (n, 3) and len(self.modalities) == n
+
     @property
     def sizes(self) -> np.ndarray:
         """float32 ``(N, 3)`` size features."""
         if self._sizes is None:
             self._sizes = np.load(self.folder / SIZES_NAME, mmap_mode="r")
         return self._sizes
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
     def row(self, path: str) -> int:
         """Row of an image path (absolute or relative to the working directory).
@@ -161,37 +191,36 @@ class PreprocessCache:
         """``(uint8 (H, W, 3) copy, float32 (3,) copy)`` of one row."""
         return np.array(self.images[row]), np.array(self.sizes[row])
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_images"] = state["_sizes"] = None  # each worker maps the files itself
-        return state
+
+def map_with_progress(fn: Callable[[_A], _T], items: Sequence[_A], num_workers: int, progress: bool,
+                      desc: str) -> Iterator[tuple[int, _T]]:
+    """``(i, fn(items[i]))`` in order, in ``num_workers`` threads (0 = this thread), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        if num_workers > 0:
+            with ThreadPoolExecutor(num_workers) as pool:
+                for i, out in enumerate(pool.map(fn, items)):
+                    yield i, out
+                    bar.update()
+        else:
+            for i, item in enumerate(items):
+                yield i, fn(item)
+                bar.update()
+    finally:
+        bar.close()
 
 
 def _write(folder: Path, entries: list[tuple[str, str]], spec: PreprocessSpec, key: str, progress: bool,
            num_workers: int, desc: str) -> None:
-    from tqdm.auto import tqdm
-
     h, w = spec.image_size
     n = len(entries)
     images = np.lib.format.open_memmap(folder / IMAGES_NAME, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
     sizes = np.zeros((n, 3), dtype=np.float32)
-
-    def work(item: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-        return preprocess_image(item[0], item[1], spec)
-
-    bar = tqdm(total=n, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    try:
-        if num_workers > 0:
-            with ThreadPoolExecutor(num_workers) as pool:
-                for i, (img, size) in enumerate(pool.map(work, entries)):
-                    images[i], sizes[i] = img, size
-                    bar.update()
-        else:
-            for i, item in enumerate(entries):
-                images[i], sizes[i] = work(item)
-                bar.update()
-    finally:
-        bar.close()
+    for i, (img, size) in map_with_progress(lambda e: preprocess_image(e[0], e[1], spec), entries, num_workers,
+                                            progress, desc):
+        images[i], sizes[i] = img, size
     images.flush()
     del images
     np.save(folder / SIZES_NAME, sizes)
@@ -227,37 +256,8 @@ def build_cache(
     """
     entries = _entries(samples)
     key = cache_key(samples, spec)
-    parent = Path(cache_dir)
-    final = parent / key
-    cache = PreprocessCache.open(final, key)
-    if cache is not None:
-        return cache
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.mkdir()
-    except OSError as exc:
-        raise DataError(f"cache folder '{parent}' cannot be written ({exc.strerror})",
-                        "set data.cache_dir to a writable folder") from None
-    try:
-        _write(tmp, entries, spec, key, progress, num_workers, desc)
-        if final.exists():  # broken (it failed the checks) or just built by another process
-            if PreprocessCache.open(final, key) is None:
-                stale = parent / f".{key}.{uuid.uuid4().hex[:8]}.stale"
-                os.replace(final, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process renamed its complete cache into place first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    cache = PreprocessCache.open(final, key)
-    if cache is None:
-        raise DataError(f"cache '{final}' could not be read back after building it",
-                        "remove the folder and check the disk")
-    return cache
+    return build_folder_atomically(cache_dir, key, lambda tmp: _write(tmp, entries, spec, key, progress, num_workers, desc),
+                                   lambda folder: PreprocessCache.open(folder, key))
 
 
 def build_cache_once(
@@ -272,18 +272,10 @@ def build_cache_once(
 
     In a single process this is :func:`build_cache`. Every rank must call it.
     """
-    from sarbridge.engine.distributed import barrier, current_context
+    from sarbridge.engine.distributed import current_context
 
-    ctx = current_context()
-    if not ctx.distributed:
-        return build_cache(samples, spec, cache_dir, progress, num_workers, desc)
-    if not ctx.is_main:
-        barrier(ctx)  # rank 0 is building
-    try:
-        return build_cache(samples, spec, cache_dir, progress and ctx.is_main, num_workers, desc)
-    finally:
-        if ctx.is_main:
-            barrier(ctx)
+    show = progress and current_context().is_main
+    return main_process_first(lambda: build_cache(samples, spec, cache_dir, show, num_workers, desc))
 
 
 # --- shared helpers for other on-disk caches (the geo patch cache) --------------------------------

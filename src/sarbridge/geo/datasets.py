@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
+from sarbridge.data.cache import (
+    IMAGES_NAME,
+    INDEX_NAME,
+    MemmapCacheFolder,
+    build_folder_atomically,
+    main_process_first,
+    map_with_progress,
+)
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.errors import DataError
@@ -39,7 +46,7 @@ from sarbridge.geo.patches import GeoQuery, GeoReference, ImageLoader
 
 MODALITY_INDEX = {OPTICAL: 0, SAR: 1}
 GEO_CACHE_FORMAT_VERSION = 1
-GEO_CACHE_INDEX, GEO_CACHE_IMAGES = "index.json", "images.npy"
+GEO_CACHE_INDEX, GEO_CACHE_IMAGES = INDEX_NAME, IMAGES_NAME
 
 
 def prepare_patch(arr: np.ndarray, modality: str, spec: PreprocessSpec, source: str) -> torch.Tensor:
@@ -128,55 +135,17 @@ def patch_cache_key(items: Sequence[GeoReference | GeoQuery], modality: str, spe
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
 
 
-class GeoPatchCache:
-    """A built patch-cache folder, mapped lazily and read-only (pickles without the mapping, so
-    each DataLoader worker maps the file itself).
-
-    Args:
-        folder: a folder written by :func:`build_patch_cache`.
+class GeoPatchCache(MemmapCacheFolder):
+    """A built patch-cache folder (:func:`build_patch_cache`), mapped lazily and read-only.
 
     Use :meth:`open` to check a folder before trusting it.
     """
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.meta: dict[str, Any] = json.loads((self.folder / GEO_CACHE_INDEX).read_text(encoding="utf-8"))
-        self._images: np.ndarray | None = None
-
-    @classmethod
-    def open(cls, folder: str | Path, key: str | None = None) -> GeoPatchCache | None:
-        """Open and check a folder; None when it is missing, incomplete, truncated or of another key."""
-        try:
-            cache = cls(folder)
-            meta = cache.meta
-            if meta.get("version") != GEO_CACHE_FORMAT_VERSION or (key is not None and meta.get("key") != key):
-                return None
-            h, w = meta["image_size"]
-            images = cache.images
-            if images.shape != (int(meta["count"]), h, w, 3) or images.dtype != np.uint8:
-                return None
-        except (OSError, ValueError, KeyError, TypeError):  # missing/truncated files, bad JSON
-            return None
-        return cache
-
-    @property
-    def images(self) -> np.ndarray:
-        """uint8 ``(N, H, W, 3)`` read-only memory map."""
-        if self._images is None:
-            self._images = np.load(self.folder / GEO_CACHE_IMAGES, mmap_mode="r")
-        return self._images
-
-    def __len__(self) -> int:
-        return int(self.meta["count"])
+    format_version = GEO_CACHE_FORMAT_VERSION
 
     def get(self, row: int) -> np.ndarray:
         """A writable uint8 ``(H, W, 3)`` copy of one patch."""
         return np.array(self.images[row])
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_images"] = None
-        return state
 
 
 def build_patch_cache(
@@ -205,32 +174,17 @@ def build_patch_cache(
     Raises:
         DataError: a bad patch (naming its source), a missing file, or an unwritable ``cache_dir``.
     """
-    from sarbridge.data.cache import build_folder_atomically
-
     key = patch_cache_key(items, modality, spec)
     loaders = [it.load for it in items]
     sources = [it.source for it in items]
     h, w = spec.image_size
 
-    def work(i: int) -> np.ndarray:
-        return patch_uint8(loaders[i](), modality, spec, sources[i])
-
     def write(folder: Path) -> None:
         n = len(loaders)
         images = np.lib.format.open_memmap(folder / GEO_CACHE_IMAGES, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
-        bar = tqdm(total=n, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-        try:
-            if num_workers > 0:
-                with ThreadPoolExecutor(num_workers) as pool:
-                    for i, img in enumerate(pool.map(work, range(n))):
-                        images[i] = img
-                        bar.update()
-            else:
-                for i in range(n):
-                    images[i] = work(i)
-                    bar.update()
-        finally:
-            bar.close()
+        for i, img in map_with_progress(lambda j: patch_uint8(loaders[j](), modality, spec, sources[j]), range(n),
+                                        num_workers, progress, desc):
+            images[i] = img
         images.flush()
         del images
         meta = {"version": GEO_CACHE_FORMAT_VERSION, "key": key, "modality": modality, "spec": spec.to_dict(),
@@ -253,7 +207,6 @@ def build_patch_cache_once(
 
     In a single process this is :func:`build_patch_cache`. Every rank must call it.
     """
-    from sarbridge.data.cache import main_process_first
     from sarbridge.engine.distributed import current_context
 
     show = progress and current_context().is_main
