@@ -19,7 +19,7 @@ from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.engine.distributed import barrier, init_distributed
 from sarbridge.engine.trainer import Trainer
 from sarbridge.errors import ConfigError, DataError, SarbridgeError
-from sarbridge.geo.bundle import GeoModel, build_refiner, load_geo_model, save_geo_model, spec_from_geo
+from sarbridge.geo.bundle import GeoModel, build_refiner, load_geo_model, save_geo_model
 from sarbridge.geo.config import GeoConfig, validate_geo
 from sarbridge.geo.datasets import PatchImages, embed_patches
 from sarbridge.geo.evaluate import RankedResult, calibrate_temperature, evaluate_localisation, patch_size_m
@@ -125,7 +125,7 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     encoder = task.model.encoder.to(device).eval()
     refiner, refine_info = None, {}
     if cfg.refine.enabled:
-        refiner, refine_info = _train_refiner(cfg, task, encoder, train_view, train_q, val_q, out, device, resume, progress)
+        refiner, refine_info = _train_refiner(cfg, task, encoder, train_view, out, device, resume, progress)
     info = {"epoch": coarse.best_epoch, "patch_size_m": task.patch_m, "crs": data.crs, "data": data.name,
             "coarse_selected_epoch": coarse.best_epoch, **refine_info}
     bundle_path = out / "geo_model.pt"
@@ -139,27 +139,21 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     return metrics
 
 
-def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module, view: LocalisationData,
-                   train_q: Sequence[Any], val_q: Sequence[Any], out: Path, device: torch.device, resume: bool,
-                   progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
-    spec = spec_from_geo(cfg)
+def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module, view: LocalisationData, out: Path,
+                   device: torch.device, resume: bool, progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Stage 2 on the coarse stage's own reference and query patches (not prepared again)."""
     r, bs = cfg.refine, cfg.eval.batch_size
     ref_emb = embed_patches(encoder, task.refs, device, bs, progress, "embedding references")
     ref_xy = view.reference_xy()
 
-    def embed(queries: Sequence[Any], images: PatchImages | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if images is None or len(images) != len(queries):  # the coarse stage's patches when they are these
-            images = PatchImages(list(queries), SAR, spec, cfg.data.cache)
+    def embed(queries: Sequence[Any], images: PatchImages) -> tuple[torch.Tensor, torch.Tensor]:
         targets = torch.as_tensor([q.target for q in queries], dtype=torch.long)
         return embed_patches(encoder, images, device, bs, progress, "embedding queries"), targets
 
-    def same(a: Sequence[Any], b: Sequence[Any]) -> bool:
-        return len(a) == len(b) and all(x is y for x, y in zip(a, b))
-
-    q_train, t_train = embed(train_q, task.pairs.sar if same(train_q, task.train_q) else None)
+    q_train, t_train = embed(task.train_q, task.pairs.sar)
     val_in = None
-    if val_q:
-        q_val, t_val = embed(val_q, task.val_sar if same(val_q, task.val_q) else None)
+    if task.val_sar is not None:
+        q_val, t_val = embed(task.val_q, task.val_sar)
         val_in = graphs_from_embeddings(q_val, ref_emb, ref_xy, t_val, r.top_k)
     noise = r.train_noise
     if noise is None:
@@ -185,7 +179,7 @@ def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module
         with torch.no_grad():
             logits = refiner(val_in.query_emb.to(device), val_in.cand_emb.to(device), val_in.cand_xy.to(device),
                              val_in.coarse_scores.to(device)).float().cpu()
-        temperature = calibrate_temperature(logits, val_in.cand_xy, view.query_xy(val_q), r.centroid_top)
+        temperature = calibrate_temperature(logits, val_in.cand_xy, view.query_xy(task.val_q), r.centroid_top)
     return refiner.eval(), {"centroid_temperature": temperature, "refine_selected_epoch": result.best_epoch, "refine_mode": cfg.refine.mode,
                             "refine_train_noise": noise, "refine_train_graphs": len(train_in),
                             "refine_train_coarse_top1": top1, "refine_train_target_in_topk": reachable}
