@@ -2,7 +2,7 @@
 
 1. Generate a synthetic HOSS-layout set with same-pose optical/SAR pairs (``pairs.csv``).
 2. Train the demo bridge (``configs/bbdm_demo.yaml``, 64x32 pixels) on the training ids' pairs for a
-   fixed number of optimiser steps (``sarbridge.diffusion.train.train_diffusion``; model selection on
+   fixed number of optimiser steps (``sarbridge.tasks.bridge.train.train_diffusion``; model selection on
    held-out *training* ids).
 3. For every step count in ``--steps`` (default 5, 10, 25, 50, 200) translate the optical images of
    the held-out *test* ids' same-pose pairs (one sample each, seed 0) and measure
@@ -40,10 +40,10 @@ import torch  # noqa: E402
 
 from sarbridge.data.records import SAR  # noqa: E402
 from sarbridge.data.synthetic import generate_hoss_dataset  # noqa: E402
-from sarbridge.diffusion.pairs import PairDataset, spec_for_pairs, synthetic_pose_pairs  # noqa: E402
-from sarbridge.diffusion.train import load_diffusion_config, train_diffusion  # noqa: E402
-from sarbridge.diffusion.translate import BridgeTranslator  # noqa: E402
-from sarbridge.utils import atomic_write_json, atomic_write_text  # noqa: E402
+from sarbridge.tasks.bridge.pairs import PairDataset, spec_for_pairs, synthetic_pose_pairs  # noqa: E402
+from sarbridge.tasks.bridge.train import load_diffusion_config, train_diffusion  # noqa: E402
+from sarbridge.tasks.bridge.translate import BridgeTranslator  # noqa: E402
+from sarbridge.core.utils import atomic_write_json, atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "bbdm_demo.yaml"

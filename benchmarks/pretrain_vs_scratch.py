@@ -37,13 +37,13 @@ from typing import Any
 
 import torch
 
-from sarbridge.config import load_config
+from sarbridge.core.config import load_config
 from sarbridge.data.synthetic import generate_hoss_dataset
-from sarbridge.engine.pretrain import load_pretrain_config, train_pretrain
-from sarbridge.engine.reid import evaluate_splits, load_splits, spec_from_config, train_reid
-from sarbridge.models.reid import build_reid_model
+from sarbridge.tasks.pretrain.task import load_pretrain_config, train_pretrain
+from sarbridge.tasks.reid.task import evaluate_splits, load_splits, spec_from_config, train_reid
+from sarbridge.tasks.reid.model import build_reid_model
 from sarbridge.resources import resource_path
-from sarbridge.utils import atomic_write_json, atomic_write_text
+from sarbridge.core.utils import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = (("all2all", "ALL->ALL"), ("opt2sar", "Optical->SAR"), ("sar2opt", "SAR->Optical"))

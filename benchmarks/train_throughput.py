@@ -9,8 +9,8 @@ with the same losses (cross-entropy on the BNNeck logits + batch-hard triplet) o
   worker decodes the TIFF, converts it (``PreprocessSpec.to_uint8``) and runs the torchvision
   train transform per sample (no cache); fp32; ``for batch in loader: forward, loss, backward,
   step`` with ``loss.item()`` per step; no pinned memory, workers restarted every epoch.
-* **ours**: :class:`sarbridge.engine.trainer.Trainer` with a ReIDTask-like task on the
-  :mod:`sarbridge.data.loader` pipeline: the memory-mapped disk cache (built before timing; its
+* **ours**: :class:`sarbridge.core.trainer.Trainer` with a ReIDTask-like task on the
+  :mod:`sarbridge.tasks.reid.loader` pipeline: the memory-mapped disk cache (built before timing; its
   build time is reported), batched augmentation on the GPU when training on CUDA
   (``data.gpu_augment=auto``), pinned memory and persistent workers, ``runtime.precision=auto``
   (bf16 autocast on CUDA), ``channels_last=auto`` and optionally ``torch.compile`` (``--compile``).
@@ -69,7 +69,7 @@ def device_name(device: torch.device) -> str:
 
 def model_config(name: str) -> Any:
     """``demo`` (the demo.yaml ViT) or ``vit`` (ViT-B/16, TransOSS additions, no pretrained weights)."""
-    from sarbridge.config import ModelConfig, load_config
+    from sarbridge.core.config import ModelConfig, load_config
     from sarbridge.resources import resource_path
 
     if name == "demo":
@@ -81,7 +81,7 @@ def model_config(name: str) -> Any:
 
 def experiment(name: str, a: argparse.Namespace) -> Any:
     """The config both loops share (model, losses, optimiser, augmentation)."""
-    from sarbridge.config import ExperimentConfig, load_config
+    from sarbridge.core.config import ExperimentConfig, load_config
     from sarbridge.resources import resource_path
 
     cfg = ExperimentConfig(name=f"throughput-{name}", seed=0)
@@ -191,12 +191,12 @@ class ReferenceDataset(Dataset):
 def reference_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup: int, steps: int,
                    epochs: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Plain fp32 training loop; ``epochs`` trains whole epochs instead of timing steps."""
-    from sarbridge.data.dataset import make_label_map
-    from sarbridge.data.sampler import PKSampler
-    from sarbridge.engine.reid import spec_from_config
-    from sarbridge.engine.trainer import build_optimizer, lr_factor
-    from sarbridge.models.reid import build_reid_model
-    from sarbridge.utils import seed_everything
+    from sarbridge.tasks.reid.dataset import make_label_map
+    from sarbridge.tasks.reid.sampler import PKSampler
+    from sarbridge.tasks.reid.task import spec_from_config
+    from sarbridge.core.trainer import build_optimizer, lr_factor
+    from sarbridge.tasks.reid.model import build_reid_model
+    from sarbridge.core.utils import seed_everything
 
     seed_everything(cfg.seed)
     if device.type == "cuda":  # PyTorch's defaults, as the public code runs (our trainer turns TF32 on)
@@ -246,9 +246,9 @@ def reference_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup:
 
 def throughput_task(cfg: Any, train: Sequence[Any], device: torch.device, batches: int | None,
                     progress: bool) -> Any:
-    """The library's own :class:`~sarbridge.engine.reid.ReIDTask` (no validation set), its epoch
+    """The library's own :class:`~sarbridge.tasks.reid.task.ReIDTask` (no validation set), its epoch
     chained until ``batches`` steps are done; ``cache_s`` is the time spent building the dataset."""
-    from sarbridge.engine.reid import ReIDTask
+    from sarbridge.tasks.reid.task import ReIDTask
 
     class ThroughputTask(ReIDTask):
         def train_batches(self, epoch: int) -> Iterator[Any]:
@@ -273,8 +273,8 @@ def throughput_task(cfg: Any, train: Sequence[Any], device: torch.device, batche
 def our_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup: int, steps: int, compile_model: bool,
              progress: bool, epochs: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train with :class:`Trainer`; returns the model and timing / settings."""
-    from sarbridge.engine.trainer import Trainer
-    from sarbridge.utils import seed_everything
+    from sarbridge.core.trainer import Trainer
+    from sarbridge.core.utils import seed_everything
 
     seed_everything(cfg.seed)
     cfg.runtime.compile = bool(compile_model)
@@ -302,7 +302,7 @@ def our_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup: int, 
 # --- evaluation ---------------------------------------------------------------------------------
 
 def evaluate(model: nn.Module, cfg: Any, splits: Any, device: torch.device) -> dict[str, float]:
-    from sarbridge.engine.reid import evaluate_splits, spec_from_config
+    from sarbridge.tasks.reid.task import evaluate_splits, spec_from_config
 
     model.eval()
     res = evaluate_splits(model, spec_from_config(cfg.data), splits, device, 64, 50, progress=False)
@@ -335,7 +335,7 @@ def render(result: dict[str, Any]) -> str:
 
 def update_docs(path: Path, md: str) -> None:
     """Replace the block between the throughput markers of ``path``."""
-    from sarbridge.utils import atomic_write_text
+    from sarbridge.core.utils import atomic_write_text
 
     text = path.read_text(encoding="utf-8")
     if BEGIN not in text or END not in text:
@@ -377,7 +377,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sarbridge.utils import atomic_write_json, atomic_write_text, resolve_device
+    from sarbridge.core.utils import atomic_write_json, atomic_write_text, resolve_device
 
     a = parse_args(argv)
     device = resolve_device(a.device)

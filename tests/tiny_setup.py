@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sarbridge.config import load_config
+from sarbridge.core.config import load_config
 from sarbridge.resources import resource_path
 
 HOSS_SAMPLE = resource_path("hoss-sample") / "HOSS"

@@ -13,11 +13,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from sarbridge.data.cache import IMAGES_NAME, INDEX_NAME, PreprocessCache, build_cache, cache_key
-from sarbridge.data.dataset import ImageDataset
+from sarbridge.tasks.reid.dataset import ImageDataset
 from sarbridge.data.io import read_image
 from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 SPEC = PreprocessSpec(image_size=[16, 8])
 
@@ -175,7 +175,7 @@ class _MeanEmbed(torch.nn.Module):
 
 
 def test_extract_features_through_the_cache_equals_the_uncached_path(tmp_path):
-    from sarbridge.engine.evaluate import extract_features
+    from sarbridge.tasks.reid.evaluate import extract_features
 
     samples = make_samples(tmp_path / "img", n=7)
     cpu = torch.device("cpu")

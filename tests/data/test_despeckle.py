@@ -17,7 +17,7 @@ from sarbridge.data.despeckle import (
     lee,
 )
 from sarbridge.data.image_quality import enl
-from sarbridge.errors import ConfigError, DataError, SarbridgeError
+from sarbridge.core.errors import ConfigError, DataError, SarbridgeError
 
 METHODS = ["frost", "gamma_map", "kuan", "lee"]
 

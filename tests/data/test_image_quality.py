@@ -14,7 +14,7 @@ from sarbridge.data.image_quality import (
     psnr,
     ssim,
 )
-from sarbridge.errors import ConfigError, DataError
+from sarbridge.core.errors import ConfigError, DataError
 
 
 def _box_blur(img: np.ndarray, k: int = 3) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 from sarbridge.data.manifest import load_manifest_splits, read_manifest
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.data.splits import build_protocols
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 HEADER = "path,id,modality,split,lon,lat,timestamp"
 ROWS = [

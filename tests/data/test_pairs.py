@@ -24,7 +24,7 @@ from sarbridge.data.pairs import (
 )
 from sarbridge.data.synthetic import generate_hoss_dataset
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 BEN = Path(__file__).resolve().parents[1] / "fixtures" / "bigearthnet-s1s2-pairs"
 SPEC = PreprocessSpec(image_size=[32, 32])

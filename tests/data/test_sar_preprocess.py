@@ -12,7 +12,7 @@ from sarbridge.data.sar import (
     optical_to_uint8_rgb,
     percentile_scale,
 )
-from sarbridge.errors import ConfigError
+from sarbridge.core.errors import ConfigError
 
 
 def _check_rgb_identical(out: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

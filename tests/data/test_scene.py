@@ -21,7 +21,7 @@ from sarbridge.data.synthetic import (
     render_scene_sar,
 )
 from sarbridge.data.synthetic.scene_layout import BUILDING, GROUND, VEGETATION, WATER
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 INC = 35.0
 GSD = 0.5

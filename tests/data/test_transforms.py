@@ -1,4 +1,4 @@
-"""Tests for sarbridge.data.transforms.PreprocessSpec and sarbridge.data.dataset.ImageDataset."""
+"""Tests for sarbridge.data.transforms.PreprocessSpec and sarbridge.tasks.reid.dataset.ImageDataset."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sarbridge.data.dataset import ImageDataset, make_label_map
+from sarbridge.tasks.reid.dataset import ImageDataset, make_label_map
 from sarbridge.data.records import OPTICAL, SAR, Sample
 from sarbridge.data.sar import max_scale, percentile_scale
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 
 def transoss_size(h: int, w: int, s: float) -> list[float]:

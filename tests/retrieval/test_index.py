@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sarbridge.errors import DataError, SarbridgeError
+from sarbridge.core.errors import DataError, SarbridgeError
 from sarbridge.retrieval import index as index_mod
 from sarbridge.retrieval.distance import RetrievalInputError
 from sarbridge.retrieval.index import EmbeddingIndex, IndexKind, available_kinds, register_kind

@@ -33,7 +33,7 @@ import numpy as np
 from sarbridge.data.io import read_image
 from sarbridge.data.records import Sample, parse_modality
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 CACHE_FORMAT_VERSION = 1
 INDEX_NAME, IMAGES_NAME, SIZES_NAME = "index.json", "images.npy", "sizes.npy"
@@ -272,7 +272,7 @@ def build_cache_once(
 
     In a single process this is :func:`build_cache`. Every rank must call it.
     """
-    from sarbridge.engine.distributed import current_context
+    from sarbridge.core.distributed import current_context
 
     show = progress and current_context().is_main
     return main_process_first(lambda: build_cache(samples, spec, cache_dir, show, num_workers, desc))
@@ -337,7 +337,7 @@ def main_process_first(fn: Callable[[], _T]) -> _T:
 
     In a single process this is ``fn()``. Under ``torchrun`` every rank must call it.
     """
-    from sarbridge.engine.distributed import barrier, current_context
+    from sarbridge.core.distributed import barrier, current_context
 
     ctx = current_context()
     if not ctx.distributed:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sarbridge.errors import ConfigError, DataError
+from sarbridge.core.errors import ConfigError, DataError
 
 __all__ = [
     "available_despeckle",

@@ -6,7 +6,7 @@ pixel *corner* ``(col, row)``; the centre of pixel ``(i, j)`` is ``(i + 0.5, j +
 coordinate reference system. Map coordinates are in the CRS's units (metres for projected CRSs
 such as UTM); :meth:`GeoRaster.to_lonlat` converts them to WGS84 through pyproj.
 
-Every failure is a :class:`~sarbridge.errors.DataError` naming the file and the fix.
+Every failure is a :class:`~sarbridge.core.errors.DataError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from sarbridge.errors import DataError
-from sarbridge.utils import atomic_write
+from sarbridge.core.errors import DataError
+from sarbridge.core.utils import atomic_write
 
 WORLD_FILE_SUFFIXES = {".png": (".pgw", ".pngw", ".wld"), ".jpg": (".jgw", ".jpgw", ".wld"),
                        ".jpeg": (".jgw", ".jpegw", ".wld"), ".tif": (".tfw", ".tifw", ".wld"),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sarbridge.errors import ConfigError, DataError
+from sarbridge.core.errors import ConfigError, DataError
 
 __all__ = ["edge_preservation_index", "enl", "enl_windows", "homogeneous_windows", "psnr", "ssim"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 TIFF_SUFFIXES = {".tif", ".tiff"}
 IMAGE_SUFFIXES = TIFF_SUFFIXES | {".png", ".jpg", ".jpeg", ".bmp"}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sarbridge.data.records import Sample, parse_modality
 from sarbridge.data.splits import ReIDSplits, check_nonempty
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 REQUIRED = ("path", "id", "modality", "split")
 SPLITS = ("train", "query", "gallery")

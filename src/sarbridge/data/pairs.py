@@ -48,7 +48,7 @@ from torch.utils.data import Dataset
 from sarbridge.data.io import IMAGE_SUFFIXES, read_image
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 __all__ = [
     "LAYOUTS",

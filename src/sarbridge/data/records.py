@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 OPTICAL = "optical"
 SAR = "sar"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sarbridge.errors import ConfigError
+from sarbridge.core.errors import ConfigError
 
 EPS = 1e-8
 SarPreprocess = Callable[..., np.ndarray]

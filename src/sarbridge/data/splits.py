@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sarbridge.data.records import OPTICAL, SAR, Sample
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 PROTOCOLS = ("all2all", "opt2sar", "sar2opt")
 SUBSET_FOLDERS = {"opt2sar": "O2S", "sar2opt": "S2O"}

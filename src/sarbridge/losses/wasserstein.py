@@ -290,7 +290,7 @@ class WassersteinAlignment:
                     loss = -w
                 loss.backward()
                 if self.sync_gradients:
-                    from sarbridge.engine.distributed import all_reduce_gradients_
+                    from sarbridge.core.distributed import all_reduce_gradients_
 
                     all_reduce_gradients_(self.critic.parameters())
                 self.optimizer.step()

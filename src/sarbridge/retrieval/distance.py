@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from sarbridge.errors import SarbridgeError
+from sarbridge.core.errors import SarbridgeError
 
 __all__ = ["METRICS", "RetrievalInputError", "pairwise_distance"]
 
@@ -31,7 +31,7 @@ _NORM_EPS: Final[float] = 1e-12
 class RetrievalInputError(SarbridgeError, ValueError):
     """Invalid input to a retrieval function (shape mismatch, NaN/inf, unknown option).
 
-    It is a :class:`ValueError` (catch it as such) and a :class:`~sarbridge.errors.SarbridgeError`
+    It is a :class:`ValueError` (catch it as such) and a :class:`~sarbridge.core.errors.SarbridgeError`
     (so the command line reports it as one ``error: ...`` line).
     """
 

@@ -23,7 +23,7 @@ the same results (up to float rounding); within the returned list, equal scores 
 ascending id, but which of several items tied with the ``k``-th score makes the list is up to the
 backend.
 
-**Approximate kinds** (faiss only; without faiss they raise a :class:`~sarbridge.errors.SarbridgeError`
+**Approximate kinds** (faiss only; without faiss they raise a :class:`~sarbridge.core.errors.SarbridgeError`
 naming ``pip install faiss-cpu``). Their tuning parameters are passed as ``params={...}``:
 
 * ``"ivfpq"`` -- ``faiss.IndexIVFPQ`` over an inner-product coarse quantiser. Parameters ``nlist``
@@ -48,7 +48,7 @@ changes ``nprobe`` / ``ef_search`` after construction (saved with the index).
 faiss-cpu builds) and ``backend`` is ``"auto"`` or ``"faiss-gpu"``, ``flat`` and ``ivfpq`` indexes
 search through a copy made with ``faiss.index_cpu_to_all_gpus`` (refreshed lazily after adds; the
 CPU index remains the master that is saved). ``hnsw`` has no GPU version and stays on the CPU.
-``backend="faiss-gpu"`` without a usable GPU raises a :class:`~sarbridge.errors.SarbridgeError`.
+``backend="faiss-gpu"`` without a usable GPU raises a :class:`~sarbridge.core.errors.SarbridgeError`.
 This path cannot be exercised by the CPU test suite.
 
 **On-disk format** (:meth:`EmbeddingIndex.save` / :meth:`EmbeddingIndex.load`). A directory with
@@ -69,7 +69,7 @@ Every file is written atomically (temporary file + rename). ``save`` first remov
 manifest and writes the manifest last, so an interrupted save leaves a directory that ``load``
 reports as incomplete. ``load`` checks the format and version, that every listed file exists, its
 SHA-256, and that the vectors and metadata agree with the recorded count and dimension; anything
-off raises :class:`~sarbridge.errors.DataError`. A damaged index is never used silently.
+off raises :class:`~sarbridge.core.errors.DataError`. A damaged index is never used silently.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from sarbridge.errors import DataError, SarbridgeError
+from sarbridge.core.errors import DataError, SarbridgeError
 from sarbridge.retrieval.distance import RetrievalInputError, to_numpy
-from sarbridge.utils import atomic_write, atomic_write_json, file_digest
+from sarbridge.core.utils import atomic_write, atomic_write_json, file_digest
 
 __all__ = [
     "BACKENDS",

@@ -16,7 +16,7 @@ from sarbridge.data.synthetic.pose import sample_pose
 from sarbridge.data.synthetic.sar import render_sar
 from sarbridge.data.synthetic.ships import sample_ship
 from sarbridge.data.synthetic.spec import ShipSpec, _jsonable
-from sarbridge.errors import ConfigError, DataError
+from sarbridge.core.errors import ConfigError, DataError
 
 __all__ = ["GENERATOR_VERSION", "SyntheticArgumentError", "SyntheticTargetError", "generate_hoss_dataset"]
 

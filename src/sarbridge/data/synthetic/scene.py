@@ -43,8 +43,8 @@ from sarbridge.data.synthetic.scene_render import (
     render_optical,
     render_sar,
 )
-from sarbridge.errors import DataError
-from sarbridge.utils import atomic_write_json
+from sarbridge.core.errors import DataError
+from sarbridge.core.utils import atomic_write_json
 
 __all__ = [
     "SCENE_CLASSES",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 __all__ = [
     "SCENE_CLASSES",

@@ -28,7 +28,7 @@ from sarbridge.data.synthetic.scene_layout import (
     _check_seed,
     _scene_rng,
 )
-from sarbridge.errors import DataError
+from sarbridge.core.errors import DataError
 
 __all__ = ["LOOK_DIRECTIONS", "render_optical", "render_sar"]
 

@@ -1,0 +1,53 @@
+"""The ``sarbridge`` command line: parses arguments, loads configs, calls one function per command.
+
+Each command group lives in its own module with a ``register(subparsers)`` function. Errors caused by
+input (paths, data, configs, checkpoints) print one ``error: ...`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sarbridge.core.errors import SarbridgeError
+
+COMMAND_MODULES = (
+    "reid", "pretrain", "despeckle", "diffusion", "ablate", "geo", "index", "export", "report", "analyze", "serve",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every registered command."""
+    import importlib
+    import importlib.util
+
+    p = argparse.ArgumentParser(prog="sarbridge", description="Cross-modal optical <-> SAR retrieval.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"sarbridge.app.cli.{name}") is not None:
+            importlib.import_module(f"sarbridge.app.cli.{name}").register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sarbridge`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from sarbridge import __version__
+
+        print(__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except SarbridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last complete checkpoint is kept (resume with --resume)", file=sys.stderr)
+        return 130

@@ -1,0 +1,185 @@
+"""SAR patch -> optical map localisation (CMPC): ``sarbridge geo synth|train|evaluate|build-index|locate|demo|ablate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sarbridge.app.cli.common import add_common, add_report_flag, add_run_args, config_overrides, write_run_report
+
+
+def _print_summary(metrics: dict, out: Path) -> None:
+    from sarbridge.core.distributed import current_context
+    from sarbridge.viz.tables import localisation_table
+
+    if not current_context().is_main:  # under torchrun only rank 0 prints the summary
+        return
+    print(localisation_table(metrics), end="")
+    print(f"results: {out / 'metrics.json'}, {out / 'results.md'}"
+          + (f", {out / 'retrieval.png'}" if (out / "retrieval.png").exists() else ""))
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from sarbridge.data.synthetic.scene import generate_scene
+
+    paths = generate_scene(args.out, height=args.size, width=args.size, gsd=args.gsd, seed=args.seed, looks=args.looks)
+    print(f"wrote {paths.optical}, {paths.sar} (EPSG:32631, {args.gsd} m pixels)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sarbridge.core.distributed import current_context
+    from sarbridge.tasks.geo.config import load_geo_config
+    from sarbridge.tasks.geo.run import train_geo
+
+    cfg = load_geo_config(args.config, config_overrides(args))
+    metrics = train_geo(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    _print_summary(metrics, Path(args.out))
+    if current_context().is_main:
+        print(f"model: {Path(args.out) / 'geo_model.pt'}")
+    write_run_report(args.out, args)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sarbridge.tasks.geo.bundle import load_geo_model
+    from sarbridge.tasks.geo.config import validate_geo
+    from sarbridge.tasks.geo.run import evaluate_geo
+
+    cfg = load_geo_model(args.model).cfg
+    from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides
+    from sarbridge.tasks.geo.config import GeoConfig
+
+    cfg = config_from_dict(merge_dicts(config_to_dict(cfg), parse_overrides(config_overrides(args, format="data.format"))),
+                           GeoConfig)
+    validate_geo(cfg)
+    metrics = evaluate_geo(args.model, cfg, args.out, device_name=args.device or "auto", split=args.split,
+                           progress=not args.quiet, rerank=args.rerank)
+    _print_summary(metrics, Path(args.out))
+    write_run_report(args.out, args)
+    return 0
+
+
+def cmd_build_index(args: argparse.Namespace) -> int:
+    from sarbridge.tasks.geo.locate import build_geo_index
+
+    out = build_geo_index(args.map, args.model, args.out, patch_size=args.patch_size, stride=args.stride,
+                          device=args.device or "auto", overwrite=args.overwrite, progress=not args.quiet)
+    print(f"index: {out}")
+    return 0
+
+
+def cmd_locate(args: argparse.Namespace) -> int:
+    from sarbridge.tasks.geo.locate import locate
+
+    res = locate(args.index, args.query, k=args.k, device=args.device or "auto")
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"query: {res['query']}")
+    print(f"position: lon {res['lon']:.6f}, lat {res['lat']:.6f}  ({res['crs']}: x {res['x']:.1f}, y {res['y']:.1f})")
+    print(f"error radius: {res['error_radius_m']:.1f} m   confidence: {res['confidence']:.2f}"
+          f"   ({'graph-refined' if res['refined'] else 'coarse'})")
+    if "check_error_m" in res:
+        print(f"distance to the query's own georeference: {res['check_error_m']:.1f} m")
+    print("rank  patch        lon         lat        score")
+    for c in res["candidates"]:
+        print(f"{c['rank']:>4}  {str(c['source'])[-12:]:<12} {c['lon']:.6f}  {c['lat']:.6f}  {c['score']:.3f}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sarbridge.tasks.geo.demo import run_geo_demo
+
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"device={args.device}")
+    metrics = run_geo_demo(args.out, overrides=overrides, size=args.size, seed=args.seed, progress=not args.quiet)
+    _print_summary(metrics, Path(args.out))
+    if metrics.get("report"):
+        print(f"report: {metrics['report']}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from sarbridge.tasks.geo.ablation import run_geo_ablation
+    from sarbridge.tasks.geo.config import load_geo_config
+
+    cfg = load_geo_config(args.config, config_overrides(args))
+    table = run_geo_ablation(cfg, args.out, seeds=args.seeds, progress=not args.quiet, overwrite=args.overwrite)
+    print(table, end="")
+    print(f"results: {Path(args.out) / 'ablation.json'}, {Path(args.out) / 'ablation.md'}")
+    return 0
+
+
+def _register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("synth", help="generate a georeferenced optical/SAR scene pair (GeoTIFFs)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--size", type=int, default=1024, help="scene side in pixels")
+    s.add_argument("--gsd", type=float, default=0.5, help="metres per pixel")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--looks", type=int, default=1, help="SAR speckle looks")
+    s.set_defaults(func=cmd_synth)
+
+    t = sub.add_parser("train", help="train the coarse model and the graph refiner, evaluate on test queries")
+    add_run_args(t, "YAML (see configs/geo_demo.yaml, configs/cmpc_sn6.yaml)", "data root (overrides data.root)")
+    add_report_flag(t)
+    add_common(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate geo_model.pt on a dataset (e.g. --format bigearthnet)")
+    e.add_argument("--model", required=True, help="geo_model.pt")
+    e.add_argument("--data", help="data root (default: the training data)")
+    e.add_argument("--format", choices=("scene", "map", "sn6", "manifest", "bigearthnet"))
+    e.add_argument("--split", default="test", choices=("train", "val", "test"))
+    e.add_argument("--rerank", choices=("none", "k-reciprocal", "gnn"))
+    e.add_argument("--set", action="append", metavar="KEY=VALUE")
+    e.add_argument("--out", required=True)
+    add_report_flag(e)
+    add_common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("build-index", help="grid a GeoTIFF map, embed the patches, save a searchable index")
+    b.add_argument("--map", required=True, help="optical GeoTIFF with a CRS")
+    b.add_argument("--model", required=True, help="geo_model.pt from 'geo train'")
+    b.add_argument("--out", required=True, help="index folder")
+    b.add_argument("--patch-size", type=int, default=None, help="grid cell in pixels (default: the model's)")
+    b.add_argument("--stride", type=int, default=None, help="grid step in pixels (default: the patch size)")
+    b.add_argument("--overwrite", action="store_true")
+    add_common(b)
+    b.set_defaults(func=cmd_build_index)
+
+    lo = sub.add_parser("locate", help="locate a SAR patch on an indexed map")
+    lo.add_argument("--index", required=True)
+    lo.add_argument("--query", required=True, help="SAR patch (GeoTIFF or image)")
+    lo.add_argument("-k", type=int, default=10, help="candidates to list")
+    lo.add_argument("--json", action="store_true", help="print JSON")
+    add_common(lo)
+    lo.set_defaults(func=cmd_locate)
+
+    d = sub.add_parser("demo", help="generate a scene, train, index, locate and evaluate on CPU (minutes)")
+    d.add_argument("--out", default="runs/geo_demo")
+    d.add_argument("--size", type=int, default=1024, help="scene side in pixels")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of configs/geo_demo.yaml")
+    add_common(d)
+    d.set_defaults(func=cmd_demo)
+
+    a = sub.add_parser("ablate", help="triplet only, + Wasserstein, + refinement, k-reciprocal instead of refinement")
+    a.add_argument("--config", required=True)
+    a.add_argument("--set", action="append", metavar="KEY=VALUE")
+    a.add_argument("--data", help="data root (overrides data.root)")
+    a.add_argument("--out", required=True)
+    a.add_argument("--seeds", type=int, default=1)
+    a.add_argument("--overwrite", action="store_true")
+    add_common(a)
+    a.set_defaults(func=cmd_ablate)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``sarbridge geo ...``."""
+    g = sub.add_parser("geo", help="locate SAR patches on a georeferenced optical map (CMPC)")
+    gsub = g.add_subparsers(dest="geo_command")
+    _register(gsub)
+    g.set_defaults(func=lambda a: (g.print_help(), 2)[1])

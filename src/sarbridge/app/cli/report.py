@@ -1,0 +1,23 @@
+"""``sarbridge report RUN_DIR``: write the self-contained ``RUN_DIR/report.html``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sarbridge.app.report.html import write_report
+
+    path = write_report(args.run_dir, samples=args.samples, worst=args.worst, seed=args.seed)
+    print(path)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``sarbridge report``."""
+    r = sub.add_parser("report", help="write RUN_DIR/report.html: metrics, CMC, ranked lists, training curves")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="run folder of sarbridge train/eval/demo or geo train/evaluate/demo")
+    r.add_argument("--samples", type=int, default=8, help="random (seeded) queries shown per protocol")
+    r.add_argument("--worst", type=int, default=8, help="lowest-AP queries shown per protocol")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random queries")
+    r.set_defaults(func=cmd_report)

@@ -1,5 +1,0 @@
-import sys
-
-from sarbridge.cli import main
-
-sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ground floor: errors, config machinery, trainer, checkpoints, distributed runs and caches."""

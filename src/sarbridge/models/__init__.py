@@ -1,1 +1,0 @@
-"""Modality-aware embedding models."""

@@ -1,0 +1,13 @@
+"""Brownian Bridge diffusion (BBDM) for optical <-> SAR image translation (the CDGF component of MOS).
+
+* :mod:`sarbridge.tasks.bridge.model`: the schedule, the training objective and the skip-step
+  sampler around a ``diffusers.UNet2DModel`` denoiser.
+* :mod:`sarbridge.tasks.bridge.pairs`: paired optical/SAR datasets (HOSS identity pairs, synthetic
+  same-pose pairs, a generic ``opt/`` + ``sar/`` folder).
+* :mod:`sarbridge.tasks.bridge.train`: the training task for :class:`sarbridge.core.trainer.Trainer`,
+  EMA weights and the training pipeline.
+* :mod:`sarbridge.tasks.bridge.translate`: :class:`BridgeTranslator`, the inference API
+  (``BridgeTranslator.from_checkpoint(path).translate(images, samples=K, steps=S)``).
+
+Nothing heavy is imported here; import the submodules you need.
+"""

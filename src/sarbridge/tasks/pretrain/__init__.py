@@ -1,0 +1,1 @@
+"""Contrastive optical/SAR pretraining (TransOSS start point)."""

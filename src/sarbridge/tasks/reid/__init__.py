@@ -1,0 +1,1 @@
+"""Ship re-identification across optical and SAR chips (TransOSS baseline and MOS)."""

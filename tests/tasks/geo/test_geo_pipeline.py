@@ -1,0 +1,222 @@
+"""End to end on a tiny generated scene: train both stages, evaluate, index the map, locate, CLI, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from affine import Affine
+
+from conftest import GEO_CRS, geo_write, geo_write_scene
+from sarbridge.app.cli import main
+from sarbridge.data.georaster import read_georaster, write_georaster
+from sarbridge.core.errors import SarbridgeError
+from sarbridge.tasks.geo.bundle import load_geo_model
+from sarbridge.tasks.geo.config import load_geo_config
+from sarbridge.tasks.geo.run import load_localisation, train_geo
+from sarbridge.tasks.geo.train import area_views, in_batch_refinement
+
+TINY = ["data.patch_size=32", "data.image_size=[32,32]", "data.queries=120", "data.batch_size=16",
+        "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=2", "refine.epochs=2",
+        "refine.hidden=16", "refine.heads=2", "device=cpu", "eval.batch_size=64"]
+REPO = Path(__file__).resolve().parents[3]
+
+
+def tiny_cfg(scene: Path, *extra: str):
+    return load_geo_config(REPO / "configs" / "geo_demo.yaml", [f"data.root={scene}", *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    root = tmp_path_factory.mktemp("geo")
+    scene = geo_write_scene(root / "scene")
+    metrics = train_geo(tiny_cfg(scene), root / "run", progress=False)
+    return scene, root / "run", metrics
+
+
+def crop_query(scene: Path, out: Path, col0: int, row0: int, side: int = 32) -> Path:
+    sar = read_georaster(scene / "sar.tif")
+    t = sar.transform
+    return write_georaster(out, sar.window(col0, row0, side, side),
+                           Affine(t.a, 0, t.c + col0 * t.a, 0, t.e, t.f + row0 * t.e), sar.crs)
+
+
+def test_training_writes_the_run_folder(trained: tuple[Path, Path, dict]) -> None:
+    _, run, metrics = trained
+    for name in ("config.yaml", "geo_model.pt", "metrics.json", "results.md", "retrieval.png",
+                 "coarse/best.pt", "coarse/train_log.jsonl", "refine/best.pt"):
+        assert (run / name).is_file(), name
+    on_disk = json.loads((run / "metrics.json").read_text())
+    for stage in ("coarse", "refined"):
+        m = on_disk[stage]
+        for k in ("top1", "top5", "top10", "mAP", "succ_50m", "succ_100m"):
+            assert isinstance(m[k], float) and 0.0 <= m[k] <= 100.0, (stage, k)
+        assert isinstance(m["mean_err_m"], float) and m["mean_err_m"] >= 0
+        assert m["top1"] <= m["top5"] <= m["top10"] <= m["top20"]
+    assert on_disk["coarse"]["queries"] == metrics["meta"]["queries"] > 0
+    assert "| coarse retrieval |" in (run / "results.md").read_text()
+    log = [json.loads(line) for line in (run / "coarse" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and "wasserstein" in log[0] and "critic_wasserstein" in log[0] and "val_top1" in log[0]
+
+
+def test_bundle_restores_encoder_and_refiner(trained: tuple[Path, Path, dict]) -> None:
+    _, run, _ = trained
+    model = load_geo_model(run / "geo_model.pt")
+    assert model.refiner is not None and model.patch_size_m == pytest.approx(16.0)
+    x = torch.randn(2, 3, 32, 32)
+    e = model.encoder.embed(x, torch.tensor([0, 1]))
+    assert e.shape == (2, 32) and torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_existing_run_is_refused_and_kept(trained: tuple[Path, Path, dict]) -> None:
+    scene, run, _ = trained
+    before = (run / "geo_model.pt").read_bytes()
+    with pytest.raises(SarbridgeError, match="already holds a run"):
+        train_geo(tiny_cfg(scene), run, progress=False)
+    assert (run / "geo_model.pt").read_bytes() == before
+
+
+def test_resume_of_a_finished_run_reproduces_its_metrics(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    import shutil
+
+    scene, run, metrics = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    again = train_geo(tiny_cfg(scene), copy, resume=True, progress=False)
+    assert again["coarse"] == metrics["coarse"] and again["refined"] == metrics["refined"]
+
+
+def test_clip_critic_and_end_to_end_refinement_train(tmp_path: Path) -> None:
+    scene = geo_write_scene(tmp_path / "scene", seed=3)
+    cfg = tiny_cfg(scene, "loss.wasserstein.mode=clip", "refine.mode=end-to-end", "optim.epochs=1", "refine.epochs=1")
+    metrics = train_geo(cfg, tmp_path / "run", progress=False)
+    log = json.loads((tmp_path / "run" / "coarse" / "train_log.jsonl").read_text().splitlines()[0])
+    assert "refine" in log and np.isfinite(log["refine"]) and "critic_gradient_penalty" not in log
+    assert set(metrics) >= {"coarse", "refined"}
+
+
+def test_in_batch_refinement_marks_the_true_candidate() -> None:
+    from sarbridge.tasks.geo.refine import LocationRefiner
+
+    torch.manual_seed(0)
+    refiner = LocationRefiner(8, hidden=8, layers=1, heads=2, edge_k=2)
+    e_opt = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
+    targets = torch.tensor([3, 1, 2, 0])
+    xy = torch.tensor([[0.0, 0], [10, 0], [0, 10], [10, 10]])
+    loss = in_batch_refinement(refiner, e_opt.clone().requires_grad_(True), e_opt, targets, xy, top_k=3)
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
+    # queries identical to their targets: every graph contains its target, so the loss uses all 4
+    far = in_batch_refinement(refiner, -e_opt, e_opt, targets, xy, top_k=1)
+    assert far.item() == 0.0  # the top-1 of an opposite query is never its target: nothing to learn
+
+
+def test_cross_area_views_search_disjoint_references(tmp_path: Path) -> None:
+    scene = geo_write_scene(tmp_path / "scene")
+    data = load_localisation(tiny_cfg(scene, "data.split=cross-area"))
+    train, test = area_views(data)
+    assert {r.region for r in train.references} == {"train"} and {r.region for r in test.references} == {"test"}
+    assert train.split("test") == [] and test.split("train") == [] and test.split("test")
+    for view in (train, test):
+        for q in view.queries:
+            fp, ref = q.footprint, view.references[q.target].footprint
+            assert fp[0] < ref[2] and ref[0] < fp[2] and fp[1] < ref[3] and ref[1] < fp[3]
+
+
+def test_build_index_and_locate(trained: tuple[Path, Path, dict], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    scene, run, _ = trained
+    index = tmp_path / "index"
+    assert main(["geo", "build-index", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
+                 "--out", str(index), "--quiet", "--device", "cpu"]) == 0
+    manifest = json.loads((index / "manifest.json").read_text())
+    assert manifest["count"] == 36 and manifest["info"]["crs"] == GEO_CRS
+    query = crop_query(scene, tmp_path / "q.tif", 40, 72)
+    capsys.readouterr()
+    assert main(["geo", "locate", "--index", str(index), "--query", str(query), "--json", "-k", "4",
+                 "--device", "cpu"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["candidates"]) == 4 and res["error_radius_m"] >= 8.0 and 0 < res["confidence"] <= 1
+    assert 2.999 < res["lon"] < 3.002 and 51.4 < res["lat"] < 51.5  # EPSG:32631 (500000, 5700000): 3°E, 51.44°N
+    assert 0.0 <= res["check_error_m"] < 100.0
+    assert main(["geo", "locate", "--index", str(index), "--query", str(query), "--device", "cpu"]) == 0
+    assert "error radius" in capsys.readouterr().out
+    # rebuilding into the same folder needs --overwrite; the index is unchanged
+    assert main(["geo", "build-index", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
+                 "--out", str(index), "--quiet"]) == 2
+    assert "already holds an index" in capsys.readouterr().err
+
+
+def test_locate_errors_are_one_line(trained: tuple[Path, Path, dict], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    scene, run, _ = trained
+    index = tmp_path / "index"
+    main(["geo", "build-index", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
+          "--out", str(index), "--quiet"])
+    outside = geo_write(tmp_path / "far.tif", bands=1, height=32, width=32, dtype="float32", origin=(600000.0, 5800000.0))
+    optical = geo_write(tmp_path / "rgb.tif", bands=3, height=32, width=32)
+    other_crs = geo_write(tmp_path / "utm32.tif", bands=1, height=32, width=32, dtype="float32", crs="EPSG:32632")
+    huge = crop_query(scene, tmp_path / "huge.tif", 0, 0, side=192)
+    cases = {outside: "outside the map", optical: "band", other_crs: "reproject", huge: "crop the query"}
+    for query, message in cases.items():
+        capsys.readouterr()
+        assert main(["geo", "locate", "--index", str(index), "--query", str(query)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1, err
+    vec = index / "vectors.npy"
+    vec.write_bytes(vec.read_bytes()[:-4] + b"\0\0\0\1")
+    assert main(["geo", "locate", "--index", str(index), "--query", str(huge)]) == 2
+    assert "damaged" in capsys.readouterr().err
+
+
+def test_build_index_refuses_a_map_without_crs(trained: tuple[Path, Path, dict], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import tifffile
+
+    _, run, _ = trained
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    assert main(["geo", "build-index", "--map", str(plain), "--model", str(run / "geo_model.pt"),
+                 "--out", str(tmp_path / "i")]) == 2
+    assert "no" in capsys.readouterr().err and not (tmp_path / "i" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("method", ["k-reciprocal", "gnn"])
+def test_evaluate_command_with_re_ranking(trained: tuple[Path, Path, dict], tmp_path: Path, method: str) -> None:
+    scene, run, _ = trained
+    out = tmp_path / "eval"
+    assert main(["geo", "evaluate", "--model", str(run / "geo_model.pt"), "--data", str(scene), "--out", str(out),
+                 "--rerank", method, "--quiet", "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"coarse", "refined", "reranked"} <= set(metrics)
+    assert metrics["coarse"] == json.loads((run / "metrics.json").read_text())["coarse"]
+
+
+def test_bigearthnet_sanity_evaluation(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    """Real Sentinel-1/2 pairs: each SAR patch searches its optical partner among all six; cells are
+    1,200 m apart, so an error is either 0 (the partner) or at least one cell."""
+    _, run, _ = trained
+    fixture = REPO / "tests" / "fixtures" / "bigearthnet-s1s2-pairs"
+    out = tmp_path / "ben"
+    assert main(["geo", "evaluate", "--model", str(run / "geo_model.pt"), "--data", str(fixture),
+                 "--format", "bigearthnet", "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    coarse = json.loads((out / "metrics.json").read_text())["coarse"]
+    assert coarse["queries"] == 6 and coarse["top5"] >= coarse["top1"] and coarse["top10"] == 100.0
+    assert coarse["succ_50m"] == pytest.approx(coarse["top1"]) and coarse["succ_200m"] == pytest.approx(coarse["top1"])
+    assert (out / "retrieval.png").is_file()
+
+
+def test_demo_command_end_to_end_small(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    sets = [a for kv in TINY for a in ("--set", kv)]
+    assert main(["geo", "demo", "--out", str(out), "--size", "192", "--quiet", *sets]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"coarse", "refined", "meta", "example"} <= set(metrics)
+    for name in ("scene/optical.tif", "scene/sar.tif", "index/manifest.json", "example_query.tif",
+                 "example_locate.json", "retrieval.png", "results.md"):
+        assert (out / name).is_file(), name
+    answer = json.loads((out / "example_locate.json").read_text())
+    assert answer["check_error_m"] == pytest.approx(metrics["example"]["error_m"])
+    assert "coarse retrieval" in capsys.readouterr().out

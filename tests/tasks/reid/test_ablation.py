@@ -1,0 +1,82 @@
+"""The cumulative ablation: configs per row, aggregation over seeds, files written."""
+
+import json
+
+import pytest
+
+from sarbridge.app.cli import main
+from sarbridge.tasks.reid.ablation import ablation_configs, summarize_runs
+from sarbridge.resources import resource_path
+from tiny_setup import tiny_config, tiny_overrides
+
+
+def test_rows_are_cumulative_and_start_with_mos_parts_off():
+    cfg = tiny_config(extra=["data.sar_preprocess=percentile", "loss.cmal_weight=5.0"])
+    rows = dict(ablation_configs(cfg))
+    assert list(rows) == ["baseline", "+denoise", "+CMAL", "+CDGF"]
+    b, d, c, f = rows.values()
+    assert (b.data.sar_preprocess, b.loss.cmal_weight, b.fusion.enabled) == ("max", 0.0, False)
+    assert (d.data.sar_preprocess, d.loss.cmal_weight, d.fusion.enabled) == ("percentile", 0.0, False)
+    assert (c.data.sar_preprocess, c.loss.cmal_weight, c.fusion.enabled) == ("percentile", 2.0, False)
+    assert (f.data.sar_preprocess, f.loss.cmal_weight, f.fusion.enabled) == ("percentile", 2.0, True)
+    assert b.optim == f.optim and b.model == f.model  # same budget and architecture
+
+
+def test_summarize_runs_mean_and_std():
+    runs = [{"all2all": {"mAP": 10.0, "R1": 20.0, "R5": 30.0, "R10": 40.0, "mINP": 5.0, "queries": 7}},
+            {"all2all": {"mAP": 20.0, "R1": 30.0, "R5": 30.0, "R10": 50.0, "mINP": 7.0, "queries": 7}}]
+    mean, std = summarize_runs(runs)
+    assert mean["all2all"]["mAP"] == 15.0 and mean["all2all"]["queries"] == 7
+    assert std["all2all"]["mAP"] == pytest.approx(7.0710678)  # sample std of (10, 20)
+    assert std["all2all"]["R5"] == 0.0
+
+
+def test_ablate_cli_two_seeds(tmp_path, capsys):
+    args = ["ablate", "--config", str(resource_path("demo.yaml")), "--out", str(tmp_path), "--seeds", "2", "--quiet"]
+    for o in tiny_overrides(epochs=1) + ["ablation.cdgf={}"]:  # +CDGF without fusion: re-evaluates +CMAL
+        args += ["--set", o]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "ablation.json").read_text())
+    assert [r["name"] for r in res["rows"]] == ["baseline", "+denoise", "+CMAL", "+CDGF"]
+    assert res["seeds"] == [0, 1]
+    for row in res["rows"]:
+        assert {"all2all", "opt2sar", "sar2opt", "std", "runs"} <= set(row)
+        assert len(row["runs"]) == 2
+        assert 0 <= row["all2all"]["mAP"] <= 100
+    cmal, cdgf = res["rows"][2], res["rows"][3]
+    assert cdgf["all2all"] == pytest.approx(cmal["all2all"])  # the same model, evaluated again
+    md = (tmp_path / "ablation.md").read_text()
+    assert "+CMAL" in md and "±" in md
+    assert (tmp_path / "seed1" / "cmal" / "best.pt").is_file()
+    assert "Optical->SAR mAP" in capsys.readouterr().out
+
+
+BRIDGE_TINY = [
+    "data.resolution=[16,8]", "data.val_fraction=0.25", "model.channels=8", "model.channel_mult=[1,2]",
+    "model.layers_per_block=1", "model.attention_resolutions=[]", "model.attention_head_dim=8",
+    "model.mid_attention=false", "model.norm_num_groups=4", "train.batch_size=4", "train.steps_per_epoch=2",
+    "optim.epochs=1", "eval.sample_images=0", "bridge.sample_steps=3",
+]
+
+
+def test_ablation_with_real_cdgf_trains_a_bridge_and_fuses(tmp_path):
+    from pathlib import Path
+
+    from sarbridge.tasks.reid.ablation import run_ablation
+
+    repo = Path(__file__).resolve().parents[3]
+    cfg = tiny_config(epochs=1, extra=[
+        f"ablation.diffusion_config={repo / 'configs' / 'bbdm_demo.yaml'}",
+        "ablation.diffusion_overrides=[" + ", ".join(f"'{o}'" for o in BRIDGE_TINY) + "]",
+        "fusion.tau=0.5", "fusion.samples=2", "fusion.steps=3",
+    ])
+    res = run_ablation(cfg, tmp_path, seeds=1, progress=False)
+    assert (tmp_path / "bridge_opt2sar" / "best.pt").is_file()
+    cached = list((tmp_path / "fusion_cache").rglob("*.npy"))
+    n_optical = len({p.name for p in (repo / "src/sarbridge/resources/hoss-sample/HOSS/query").glob("*_RGB.tif")}) + \
+        len(list((repo / "src/sarbridge/resources/hoss-sample/HOSS/bounding_box_test").glob("*_RGB.tif")))
+    assert len(cached) == n_optical  # one set of K twins per optical query/gallery image
+    cmal, cdgf = res["rows"][2], res["rows"][3]
+    assert cdgf["all2all"] != cmal["all2all"]  # tau = 0.5 moves the optical features
+    fused = json.loads((tmp_path / "seed0" / "cdgf" / "metrics.json").read_text())
+    assert fused["fusion"]["tau"] == 0.5 and fused["fusion"]["modalities"] == ["optical"]
