@@ -40,8 +40,10 @@ import torch  # noqa: E402
 
 from sarbridge.data.records import SAR  # noqa: E402
 from sarbridge.data.synthetic import generate_hoss_dataset  # noqa: E402
-from sarbridge.tasks.bridge.pairs import PairDataset, spec_for_pairs, synthetic_pose_pairs  # noqa: E402
-from sarbridge.tasks.bridge.train import load_diffusion_config, train_diffusion  # noqa: E402
+from sarbridge.tasks.bridge.config import load_diffusion_config  # noqa: E402
+from sarbridge.data.pairs import read_synthetic_pairs  # noqa: E402
+from sarbridge.tasks.bridge.pairs import BridgePairDataset  # noqa: E402
+from sarbridge.tasks.bridge.train import train_diffusion  # noqa: E402
 from sarbridge.tasks.bridge.translate import BridgeTranslator  # noqa: E402
 from sarbridge.core.utils import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -125,16 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     t_train = time.perf_counter() - t0
     ckpt = Path(metrics["best_checkpoint"])
 
-    all_test = synthetic_pose_pairs(data, "test")
+    all_test = read_synthetic_pairs(data, "test")
     pick = np.linspace(0, len(all_test) - 1, min(args.max_test, len(all_test))).round().astype(int)
     test = [all_test[i] for i in pick]  # spread over the test ids
-    spec = spec_for_pairs(cfg.data)
+    spec = cfg.data.spec()
     res = cfg.data.resolution
-    test_ds = PairDataset(test, spec, res)
+    test_ds = BridgePairDataset(test, spec, res)
     opt8 = np.stack([test_ds.load_uint8(i)[0] for i in range(len(test))])
     gt = np.stack([grey(test_ds.load_uint8(i)[1]) for i in range(len(test))])
-    train_pairs = synthetic_pose_pairs(data, "train")
-    train_ds = PairDataset(train_pairs, spec, res)
+    train_pairs = read_synthetic_pairs(data, "train")
+    train_ds = BridgePairDataset(train_pairs, spec, res)
     mean_sar = np.mean([grey(train_ds.load_uint8(i)[1]) for i in range(len(train_pairs))], axis=0)
 
     tr = BridgeTranslator.from_checkpoint(ckpt, device="cpu")

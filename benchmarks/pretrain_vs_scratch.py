@@ -37,10 +37,11 @@ from typing import Any
 
 import torch
 
-from sarbridge.core.config import load_config
+from sarbridge.tasks.reid.config import load_reid_config
 from sarbridge.data.synthetic import generate_hoss_dataset
-from sarbridge.tasks.pretrain.task import load_pretrain_config, train_pretrain
-from sarbridge.tasks.reid.task import evaluate_splits, load_splits, spec_from_config, train_reid
+from sarbridge.tasks.pretrain.config import load_pretrain_config
+from sarbridge.tasks.pretrain.task import train_pretrain
+from sarbridge.tasks.reid.task import evaluate_splits, load_splits, train_reid
 from sarbridge.tasks.reid.model import build_reid_model
 from sarbridge.resources import resource_path
 from sarbridge.core.utils import atomic_write_json, atomic_write_text
@@ -151,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # the pretrained backbone as it is (no fine-tuning): deterministic, one run
     t0 = time.perf_counter()
-    zcfg = load_config(resource_path("demo.yaml"), [f"data.root={ft_root}", f"model.pretrained={ckpt}", "device=cpu"])
+    zcfg = load_reid_config(resource_path("demo.yaml"), [f"data.root={ft_root}", f"model.pretrained={ckpt}", "device=cpu"])
     zero_model = build_reid_model(zcfg.model, zcfg.data.image_size, 0).eval()
-    zero = evaluate_splits(zero_model, spec_from_config(zcfg.data), load_splits(zcfg.data), torch.device("cpu"),
+    zero = evaluate_splits(zero_model, zcfg.data.spec(), load_splits(zcfg.data), torch.device("cpu"),
                            zcfg.eval.batch_size, zcfg.eval.max_rank, progress=False)
     times["zero_shot_s"] = time.perf_counter() - t0
     print("pretrained, no fine-tuning: " + "  ".join(f"{t} {zero[k]['mAP']:.1f}/{zero[k]['R1']:.1f}" for k, t in PROTOCOLS),
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = [f"data.root={ft_root}", f"optim.epochs={args.epochs}", f"seed={seed}", "device=cpu", *args.set]
             if arm == "pretrained":
                 overrides.append(f"model.pretrained={ckpt}")
-            cfg = load_config(resource_path("demo.yaml"), overrides)
+            cfg = load_reid_config(resource_path("demo.yaml"), overrides)
             t0 = time.perf_counter()
             metrics = train_reid(cfg, out / f"{arm}_seed{seed}", overwrite=True, progress=args.progress)
             dt = time.perf_counter() - t0

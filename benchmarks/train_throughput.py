@@ -69,11 +69,11 @@ def device_name(device: torch.device) -> str:
 
 def model_config(name: str) -> Any:
     """``demo`` (the demo.yaml ViT) or ``vit`` (ViT-B/16, TransOSS additions, no pretrained weights)."""
-    from sarbridge.core.config import ModelConfig, load_config
+    from sarbridge.tasks.reid.config import ModelConfig, load_reid_config
     from sarbridge.resources import resource_path
 
     if name == "demo":
-        return load_config(resource_path("demo.yaml")).model
+        return load_reid_config(resource_path("demo.yaml")).model
     if name == "vit":
         return ModelConfig(backbone="vit_base_patch16_224", pretrained=None, drop_path=0.1)
     raise SystemExit(f"error: unknown model '{name}' (use demo or vit)")
@@ -81,11 +81,11 @@ def model_config(name: str) -> Any:
 
 def experiment(name: str, a: argparse.Namespace) -> Any:
     """The config both loops share (model, losses, optimiser, augmentation)."""
-    from sarbridge.core.config import ExperimentConfig, load_config
+    from sarbridge.tasks.reid.config import ExperimentConfig, load_reid_config
     from sarbridge.resources import resource_path
 
     cfg = ExperimentConfig(name=f"throughput-{name}", seed=0)
-    demo = load_config(resource_path("demo.yaml"))
+    demo = load_reid_config(resource_path("demo.yaml"))
     cfg.model = model_config(name)
     cfg.loss = demo.loss if name == "demo" else cfg.loss
     cfg.optim = demo.optim
@@ -193,7 +193,6 @@ def reference_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup:
     """Plain fp32 training loop; ``epochs`` trains whole epochs instead of timing steps."""
     from sarbridge.tasks.reid.dataset import make_label_map
     from sarbridge.tasks.reid.sampler import PKSampler
-    from sarbridge.tasks.reid.task import spec_from_config
     from sarbridge.core.trainer import build_optimizer, lr_factor
     from sarbridge.tasks.reid.model import build_reid_model
     from sarbridge.core.utils import seed_everything
@@ -202,7 +201,7 @@ def reference_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup:
     if device.type == "cuda":  # PyTorch's defaults, as the public code runs (our trainer turns TF32 on)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = True
-    spec = spec_from_config(cfg.data)
+    spec = cfg.data.spec()
     label_map = make_label_map(train)
     model = build_reid_model(cfg.model, cfg.data.image_size, len(label_map)).to(device)
     aug = cfg.data.augment
@@ -302,10 +301,10 @@ def our_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup: int, 
 # --- evaluation ---------------------------------------------------------------------------------
 
 def evaluate(model: nn.Module, cfg: Any, splits: Any, device: torch.device) -> dict[str, float]:
-    from sarbridge.tasks.reid.task import evaluate_splits, spec_from_config
+    from sarbridge.tasks.reid.task import evaluate_splits
 
     model.eval()
-    res = evaluate_splits(model, spec_from_config(cfg.data), splits, device, 64, 50, progress=False)
+    res = evaluate_splits(model, cfg.data.spec(), splits, device, 64, 50, progress=False)
     return {f"{name}_{m}": round(float(r[m]), 2) for name, r in res.items()
             if isinstance(r, dict) and "mAP" in r for m in ("mAP", "R1")}
 

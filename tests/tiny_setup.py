@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sarbridge.core.config import load_config
+from sarbridge.tasks.reid.config import ExperimentConfig, load_reid_config
 from sarbridge.resources import resource_path
 
 HOSS_SAMPLE = resource_path("hoss-sample") / "HOSS"
@@ -27,5 +27,5 @@ def tiny_overrides(root: Path | str = HOSS_SAMPLE, epochs: int = 3) -> list[str]
     ]
 
 
-def tiny_config(root: Path | str = HOSS_SAMPLE, epochs: int = 3, extra: list[str] | None = None):
-    return load_config(resource_path("demo.yaml"), tiny_overrides(root, epochs) + list(extra or []))
+def tiny_config(root: Path | str = HOSS_SAMPLE, epochs: int = 3, extra: list[str] | None = None) -> ExperimentConfig:
+    return load_reid_config(resource_path("demo.yaml"), tiny_overrides(root, epochs) + list(extra or []))

@@ -8,10 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from sarbridge.app.api import load_embedder, rank
+import sarbridge.api
+from sarbridge.app.api import Embedder, load_embedder, load_model, rank
+from sarbridge.core.checkpoint import save_checkpoint
+from sarbridge.core.config import config_to_dict
+from sarbridge.core.errors import CheckpointError, DataError
 from sarbridge.data.io import read_image
 from sarbridge.tasks.reid.task import train_reid
-from sarbridge.core.errors import DataError
 from tiny_setup import HOSS_SAMPLE, tiny_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -72,3 +75,55 @@ def test_readme_python_example_runs(checkpoint, tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert "idx" in namespace and namespace["idx"].shape[0] >= 1
+
+
+def test_facade_exports_the_api() -> None:
+    assert sarbridge.api.load_model is load_model and sarbridge.api.Embedder is Embedder
+    assert sarbridge.api.load_embedder is load_embedder and sarbridge.api.rank is rank
+    assert set(sarbridge.api.__all__) == {"Embedder", "load_embedder", "load_model", "rank"}
+
+
+def test_load_model_gives_each_task_its_inference_object(checkpoint, tmp_path):
+    emb = load_model(checkpoint, device="cpu")
+    assert isinstance(emb, Embedder)
+    img = read_image(sorted((HOSS_SAMPLE / "query").glob("*_RGB.tif"))[0])
+    assert torch.equal(emb.embed(img, "optical"), load_embedder(checkpoint, device="cpu").embed(img, "optical"))
+
+    from sarbridge.tasks.geo.bundle import GeoModel, build_encoder, save_geo_model
+    from sarbridge.tasks.geo.config import GeoConfig
+    from sarbridge.tasks.geo.model import TINY_CNN
+
+    cfg = GeoConfig()
+    cfg.data.image_size = [32, 32]
+    cfg.model.backbone = TINY_CNN["backbone"]
+    cfg.model.backbone_kwargs = dict(TINY_CNN["backbone_kwargs"])
+    cfg.model.embed_dim = 16
+    cfg.refine.enabled = False
+    encoder = build_encoder(cfg, load_pretrained=False).eval()
+    geo = load_model(save_geo_model(tmp_path / "geo_model.pt", cfg, encoder, None, {"epoch": 0}), device="cpu")
+    assert isinstance(geo, GeoModel) and geo.refiner is None
+    assert all(torch.equal(a, b) for a, b in zip(geo.encoder.state_dict().values(), encoder.state_dict().values()))
+
+    from sarbridge.nn.backbones import ModalityAwareBackbone
+    from sarbridge.tasks.pretrain.config import load_pretrain_config
+    from sarbridge.tasks.pretrain.task import build_pretrain_model
+
+    repo = Path(__file__).resolve().parents[2]
+    pcfg = load_pretrain_config(repo / "configs" / "pretrain_demo.yaml", [
+        "data.image_size=[32,16]", "model.backbone=vit_tiny_patch16_224",
+        "model.backbone_kwargs={depth: 1, embed_dim: 32, num_heads: 2, patch_size: 8}", "device=cpu"])
+    model = build_pretrain_model(pcfg)
+    save_checkpoint({"task": "pretrain", "config": config_to_dict(pcfg), "preprocess": pcfg.data.spec().to_dict(),
+                     "model": model.state_dict()}, tmp_path / "pre.pt")
+    backbone = load_model(tmp_path / "pre.pt", device="cpu")
+    assert isinstance(backbone, ModalityAwareBackbone) and not backbone.training
+    assert all(torch.equal(a, b) for a, b in zip(backbone.state_dict().values(), model.backbone.state_dict().values()))
+
+
+def test_load_model_refuses_intermediate_and_foreign_files(tmp_path):
+    save_checkpoint({"task": "geo-coarse", "model": {}}, tmp_path / "coarse.pt")
+    with pytest.raises(CheckpointError, match="task 'geo-coarse', which has no loadable model"):
+        load_model(tmp_path / "coarse.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a sarbridge checkpoint"):
+        load_model(tmp_path / "other.pt")

@@ -13,7 +13,7 @@ from sarbridge.app.cli import main
 from sarbridge.core.config import config_to_dict
 from sarbridge.core.checkpoint import save_checkpoint
 from sarbridge.app.export import EmbeddingExport, export_onnx, load_for_export
-from sarbridge.tasks.reid.task import arch_signature, spec_from_config
+from sarbridge.tasks.reid.task import arch_signature
 from sarbridge.core.errors import SarbridgeError
 from sarbridge.tasks.geo.bundle import build_encoder, save_geo_model
 from sarbridge.tasks.geo.config import GeoConfig
@@ -48,7 +48,7 @@ def reid_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert model.backbone.sar_patch_embed is not None and model.backbone.size_proj is not None
     _perturb(model, 0)
     extra = {"config": config_to_dict(cfg),
-             "preprocess": spec_from_config(cfg.data).to_dict(), "num_classes": 4, "arch": arch_signature(cfg)}
+             "preprocess": cfg.data.spec().to_dict(), "num_classes": 4, "arch": arch_signature(cfg)}
     path = tmp_path_factory.mktemp("reid") / "best.pt"
     save_checkpoint({"task": "reid", "epoch": 0, "model": model.state_dict(), **extra}, path)
     return path
@@ -144,5 +144,5 @@ def test_missing_onnx_is_a_clear_error(geo_ckpt: Path, tmp_path: Path, monkeypat
     import sys
 
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(SarbridgeError, match=r"needs the onnx package.*sarbridge\[onnx\]"):
+    with pytest.raises(SarbridgeError, match=r"^onnx is not installed; fix: pip install 'sarbridge\[onnx\]'$"):
         export_onnx(geo_ckpt, tmp_path / "g.onnx")

@@ -12,7 +12,7 @@ from sarbridge.core.checkpoint import load_checkpoint
 from sarbridge.tasks.reid.task import train_reid
 from sarbridge.core.trainer import Trainer, lr_factor
 from sarbridge.core.errors import CheckpointError
-from tiny_setup import tiny_config, tiny_overrides
+from tiny_setup import HOSS_SAMPLE, tiny_config, tiny_overrides
 
 
 def test_lr_factor_warmup_then_cosine():
@@ -141,4 +141,8 @@ def test_resume_with_other_architecture_is_refused(tmp_path):
 
 
 def test_tiny_overrides_are_valid():
-    assert tiny_overrides()[0].startswith("data.root=")
+    assert tiny_overrides()[0] == f"data.root={HOSS_SAMPLE}"
+    cfg = tiny_config(epochs=2)  # every override names a config key and sets it
+    assert (cfg.data.root, cfg.optim.epochs, cfg.device, cfg.data.image_size) == (str(HOSS_SAMPLE), 2, "cpu", [32, 16])
+    assert cfg.model.backbone == "vit_tiny_patch16_224" and cfg.model.backbone_kwargs["embed_dim"] == 32
+    assert (cfg.data.sampler.num_ids, cfg.data.sampler.num_instances, cfg.optim.name) == (4, 2, "sgd")

@@ -124,6 +124,64 @@ def test_spec_dict_round_trip():
         PreprocessSpec.from_dict({**spec.to_dict(), "bogus": 1})
 
 
+def test_spec_of_an_extending_config_section_is_the_plain_spec():
+    """A data section extends PreprocessSpec; to_dict()/spec() hold only the spec's own fields."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Section(PreprocessSpec):
+        root: str = "x"
+
+    sec = Section(image_size=[16, 8], sar_alpha=2.0, root="/data")
+    assert list(sec.to_dict()) == ["image_size", "sar_preprocess", "sar_alpha", "sar_despeckle",
+                                   "sar_despeckle_window", "gsd_optical", "gsd_sar", "mean", "std"]
+    spec = sec.spec()
+    assert type(spec) is PreprocessSpec and spec == PreprocessSpec(image_size=[16, 8], sar_alpha=2.0)
+    spec.image_size[0] = 99
+    assert sec.image_size == [16, 8]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"image_size": [7, 16]}, "data.image_size must be [height, width] >= 8, got [7, 16]"),
+        ({"image_size": [16]}, "data.image_size must be [height, width] >= 8"),
+        ({"sar_preprocess": "log"}, "config key 'data.sar_preprocess' has value 'log'; fix: use one of 'db', 'max', 'percentile'"),
+        ({"sar_alpha": 100.0}, "data.sar_alpha must be a percentile in [0, 100), got 100.0"),
+        ({"sar_alpha": -0.5}, "data.sar_alpha must be a percentile"),
+        ({"sar_despeckle": "median"}, "config key 'data.sar_despeckle' has value 'median'"),
+        ({"sar_despeckle_window": 4}, "data.sar_despeckle_window must be odd and >= 3, got 4"),
+        ({"sar_despeckle_window": 1}, "data.sar_despeckle_window must be odd and >= 3, got 1"),
+        ({"gsd_optical": 0.0}, "data.gsd_optical must be a positive ground sampling distance in metres, got 0.0"),
+        ({"gsd_sar": float("inf")}, "data.gsd_sar must be a positive ground sampling distance"),
+        ({"std": [0.5, 0.0, 0.5]}, "mean and std"),
+    ],
+)
+def test_validate_names_the_key_in_one_line(kwargs, message):
+    from sarbridge.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        PreprocessSpec(**kwargs).validate()
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_validate_accepts_every_registered_choice_and_a_prefix():
+    from sarbridge.core.errors import ConfigError
+    from sarbridge.data.despeckle import available_despeckle
+    from sarbridge.data.sar import available_sar_preprocess
+
+    for name in available_sar_preprocess():
+        PreprocessSpec(sar_preprocess=name).validate()
+    for name in [None, *available_despeckle()]:
+        PreprocessSpec(sar_despeckle=name, sar_despeckle_window=3).validate()
+    with pytest.raises(ConfigError, match=r"geo\.data\.sar_alpha"):
+        PreprocessSpec(sar_alpha=200.0).validate("geo.data")
+    # a config that calls image_size something else, with a smaller minimum
+    PreprocessSpec(image_size=[8, 4]).validate_size("data", key="resolution", min_size=4)
+    with pytest.raises(ConfigError, match=r"data\.resolution must be \[height, width\] >= 4"):
+        PreprocessSpec(image_size=[2, 4]).validate_size("data", key="resolution", min_size=4)
+
+
 # --------------------------------------------------------------------------- ImageDataset
 
 

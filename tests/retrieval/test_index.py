@@ -13,6 +13,10 @@ from sarbridge.core.errors import DataError, SarbridgeError
 from sarbridge.retrieval import index as index_mod
 from sarbridge.retrieval.distance import RetrievalInputError
 from sarbridge.retrieval.index import EmbeddingIndex, IndexKind, available_kinds, register_kind
+from sarbridge.retrieval.index import format as format_mod
+from sarbridge.retrieval.index import gpu as gpu_mod
+from sarbridge.retrieval.index import kinds as kinds_mod
+from sarbridge.retrieval.index import stores as stores_mod
 
 BACKENDS = ["faiss", "torch"]
 
@@ -63,7 +67,7 @@ def test_faiss_and_torch_agree_and_torch_chunking_is_exact(monkeypatch):
     np.testing.assert_array_equal(results[0][1], results[1][1])
     np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-5)
     # Tiny blocks: many query chunks and gallery chunks merged by running top-k.
-    monkeypatch.setattr(index_mod, "_CHUNK_PAIRS", 64)
+    monkeypatch.setattr(stores_mod, "CHUNK_PAIRS", 64)
     index = EmbeddingIndex(8, backend="torch")
     index.add(g)
     for k in (1, 12, 500):
@@ -174,7 +178,7 @@ def test_auto_falls_back_to_torch_without_faiss(monkeypatch):
 def test_kind_registry():
     assert "flat" in available_kinds()
 
-    class Doubling(index_mod._TorchFlatStore):  # a toy kind: scores are doubled
+    class Doubling(stores_mod.TorchFlatStore):  # a toy kind: scores are doubled
         def search(self, queries, k):
             s, i = super().search(queries, k)
             return 2 * s, i
@@ -191,7 +195,7 @@ def test_kind_registry():
         with pytest.raises(ValueError, match="no 'faiss' backend"):
             EmbeddingIndex(2, kind="toy-double", backend="faiss")
     finally:
-        index_mod._KINDS.pop("toy-double")
+        kinds_mod._KINDS.pop("toy-double")
     with pytest.raises(ValueError, match="unknown backend"):
         register_kind(IndexKind("bad", ("ip",), {"gpu": Doubling}))
 
@@ -316,7 +320,7 @@ def test_interrupted_save_is_reported_as_incomplete(tmp_path, monkeypatch):
     def boom(path, data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(index_mod, "atomic_write_json", boom)
+    monkeypatch.setattr(format_mod, "atomic_write_json", boom)
     with pytest.raises(OSError, match="disk full"):
         index.save(d)
     assert not any(p.name.endswith(".tmp") for p in d.iterdir())
@@ -458,10 +462,7 @@ def test_corrupt_state_with_matching_checksum_is_refused(tmp_path):
 
 @pytest.mark.parametrize("kind", list(APPROX))
 def test_approximate_kinds_need_faiss(monkeypatch, kind):
-    def no_faiss():
-        raise ImportError("No module named 'faiss'")
-
-    monkeypatch.setattr(index_mod, "_import_faiss", no_faiss)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
     with pytest.raises(SarbridgeError, match=f"index kind '{kind}' needs faiss") as e:
         EmbeddingIndex(16, kind=kind)
     assert "pip install faiss-cpu" in e.value.hint and "kind=flat" in e.value.hint
@@ -470,7 +471,7 @@ def test_approximate_kinds_need_faiss(monkeypatch, kind):
 
 def test_faiss_gpu_backend_without_gpu_is_refused():
     pytest.importorskip("faiss")
-    if index_mod._faiss_num_gpus() > 0:
+    if gpu_mod.faiss_num_gpus() > 0:
         pytest.skip("a faiss GPU is present")
     assert not EmbeddingIndex(4, kind="ivfpq").gpu
     with pytest.raises(SarbridgeError, match="faiss-gpu"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sarbridge.retrieval.metrics import cmc_to_ranks, evaluate, summarize
+from sarbridge.retrieval.metrics import cmc_from_ranks, cmc_to_ranks, evaluate, match_statistics, rank_matches, summarize
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,9 +321,65 @@ def test_summarize_percentages():
     assert s["mINP"] == pytest.approx(100 * (0.5 + 1 / 3) / 2)
     assert s["R1"] == 0.0 and s["R5"] == pytest.approx(100.0) and s["R10"] == pytest.approx(100.0)
     assert s["queries"] == 2 and isinstance(s["queries"], int)
-    assert all(0.0 <= v <= 100.0 for k, v in s.items() if k != "queries")
     json.dumps(s)  # plain Python numbers
     frac = summarize(res, ranks=(1, 2), percent=False)
     assert list(frac) == ["mAP", "R1", "R2", "mINP", "queries"]
     assert frac["R2"] == pytest.approx(0.5)
     assert frac["mAP"] == pytest.approx((0.5 + 1 / 3) / 2)
+    for k in ("mAP", "R1", "mINP"):  # percentages are the fractions times 100, nothing else
+        assert s[k] == pytest.approx(100 * frac[k]), k
+    assert frac["queries"] == s["queries"]
+
+
+# --------------------------------------------------------------------------------------------
+# The ranking helpers shared with retrieval.rankings
+# --------------------------------------------------------------------------------------------
+def test_match_statistics_against_the_definitions() -> None:
+    rng = np.random.default_rng(11)
+    hits = rng.random((30, 17)) < 0.2
+    hits[3] = False  # a row without a match
+    first, ap, inp = match_statistics(hits)
+    for i, row in enumerate(hits):
+        ranks = [r + 1 for r in np.flatnonzero(row)]
+        if not ranks:
+            assert first[i] == 0 and np.isnan(ap[i]) and np.isnan(inp[i])
+            continue
+        assert first[i] == ranks[0]
+        assert ap[i] == pytest.approx(sum((n + 1) / r for n, r in enumerate(ranks)) / len(ranks))
+        assert inp[i] == pytest.approx(len(ranks) / ranks[-1])
+    assert first.dtype == np.int64 and first.shape == ap.shape == inp.shape == (30,)
+
+
+def test_match_statistics_by_hand() -> None:
+    first, ap, inp = match_statistics(np.array([[False, True, False, True], [True, False, False, False]]))
+    assert first.tolist() == [2, 1]
+    assert ap.tolist() == pytest.approx([(1 / 2 + 2 / 4) / 2, 1.0])
+    assert inp.tolist() == pytest.approx([2 / 4, 1.0])
+
+
+def test_cmc_from_ranks_counts_zero_as_a_miss() -> None:
+    assert cmc_from_ranks([1, 3, 0, 2], 4).tolist() == [0.25, 0.5, 0.75, 0.75]
+    assert cmc_from_ranks([5, 9], 3).tolist() == [0.0, 0.0, 0.0]  # beyond the curve
+    assert cmc_from_ranks([], 5).size == 0 and cmc_from_ranks([1], 0).size == 0
+
+
+def test_rank_matches_breaks_ties_by_index_and_puts_removed_last() -> None:
+    d = np.array([[0.5, 0.1, 0.5, 0.1, np.inf]])
+    match = np.array([[True, False, False, True, True]])
+    removed = np.array([[False, True, False, False, False]])
+    # kept order: 3 (0.1), 0 (0.5), 2 (0.5, after 0), 4 (inf); removed item 1 last
+    ranked = rank_matches(d.copy(), match & ~removed, removed)
+    assert ranked.tolist() == [[True, True, False, True, False]]
+    assert rank_matches(d.copy(), match, None).tolist() == [[False, True, True, False, True]]
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_evaluate_cmc_and_ap_are_the_shared_helpers(exclude: bool) -> None:
+    rng = np.random.default_rng(5)
+    dist = np.round(rng.normal(size=(25, 40)), 1)
+    qp, gp = rng.integers(0, 6, 25), rng.integers(-1, 6, 40)
+    qm, gm = rng.integers(0, 2, 25), rng.integers(0, 2, 40)
+    res = evaluate(dist, qp, gp, qm, gm, max_rank=12, exclude_same_modality=exclude)
+    ref = reference_evaluate(dist, qp, gp, qm, gm, max_rank=12, exclude_same_modality=exclude)
+    assert res["cmc"].tolist() == pytest.approx(ref["cmc"])
+    assert res["all_AP"].tolist() == pytest.approx(ref["all_AP"])

@@ -8,124 +8,15 @@ Example::
     q = emb.embed(["ship_opt.tif"], modality="optical")
     g = emb.embed(["a_sar.tif", "b_sar.tif"], modality="sar")
     idx, dist = emb.rank(q, g, k=2)
+
+:func:`load_model` loads any sarbridge checkpoint (re-identification model, localisation bundle,
+pretrained backbone, translation bridge) as its task's inference object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Union
+from sarbridge.retrieval.rankings import rank
+from sarbridge.tasks.registry import load_model
+from sarbridge.tasks.reid.embedder import Embedder, ImageLike, load_embedder
 
-import numpy as np
-import torch
-
-from sarbridge.data.io import read_image
-from sarbridge.data.records import parse_modality
-from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import DataError
-from sarbridge.retrieval.distance import pairwise_distance
-from sarbridge.core.utils import resolve_device
-
-ImageLike = Union[str, Path, np.ndarray, torch.Tensor, Any]
-
-
-def _to_array(item: ImageLike) -> np.ndarray:
-    if isinstance(item, (str, Path)):
-        return read_image(item)
-    if isinstance(item, torch.Tensor):
-        arr = item.detach().cpu().numpy()
-    elif isinstance(item, np.ndarray):
-        arr = item
-    elif hasattr(item, "mode") and hasattr(item, "size"):  # PIL image
-        arr = np.asarray(item)
-    else:
-        raise DataError(f"cannot embed an object of type {type(item).__name__}", "pass paths, PIL images, arrays or tensors")
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = np.moveaxis(arr, 0, -1)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (2, 3) or arr.size == 0:
-        raise DataError(f"image array has shape {arr.shape}", "pass (H, W) or (H, W, 3) images")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise DataError("image array contains NaN or infinite values", "fill or mask them first")
-    return arr
-
-
-class Embedder:
-    """A trained model with its preprocessing, ready to embed images.
-
-    Args:
-        model: a re-identification model (``embed(image, modality, size)``).
-        spec: the preprocessing the model was trained with.
-        device: where to run.
-    """
-
-    def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, device: torch.device) -> None:
-        self.model = model.to(device).eval()
-        self.spec = spec
-        self.device = device
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Embedder:
-        from sarbridge.tasks.reid.task import model_from_checkpoint
-
-        model, spec, _, _ = model_from_checkpoint(path)
-        return cls(model, spec, resolve_device(device))
-
-    @torch.no_grad()
-    def embed(
-        self,
-        items: ImageLike | Sequence[ImageLike],
-        modality: str | Sequence[str],
-        batch_size: int = 64,
-        normalize: bool = True,
-    ) -> torch.Tensor:
-        """Embed images; returns an (N, D) float32 CPU tensor (L2-normalised by default).
-
-        Args:
-            items: one or more file paths, PIL images, arrays or tensors (raw pixels: 8-bit RGB
-                for optical, float backscatter for SAR).
-            modality: ``optical``/``RGB`` or ``SAR``, one for all or one per item.
-            batch_size: images per forward pass.
-            normalize: L2-normalise the features.
-        """
-        single = isinstance(items, (str, Path, np.ndarray, torch.Tensor)) or hasattr(items, "mode")
-        seq = [items] if single else list(items)  # type: ignore[arg-type]
-        mods = [modality] * len(seq) if isinstance(modality, str) else list(modality)
-        if len(mods) != len(seq):
-            raise DataError(f"{len(seq)} images but {len(mods)} modalities", "give one modality or one per image")
-        mods = [parse_modality(m) for m in mods]
-        feats = []
-        for start in range(0, len(seq), batch_size):
-            imgs, sizes, midx = [], [], []
-            for item, mod in zip(seq[start : start + batch_size], mods[start : start + batch_size]):
-                img, size = self.spec.prepare(_to_array(item), mod)
-                imgs.append(img)
-                sizes.append(size)
-                midx.append(0 if mod == "optical" else 1)
-            f = self.model.embed(torch.stack(imgs).to(self.device), torch.tensor(midx, device=self.device),
-                                 torch.stack(sizes).to(self.device))
-            feats.append(f.float().cpu())
-        out = torch.cat(feats) if feats else torch.zeros(0, 0)
-        return torch.nn.functional.normalize(out, dim=1) if normalize else out
-
-    def rank(self, query: torch.Tensor, gallery: torch.Tensor, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """See :func:`rank`."""
-        return rank(query, gallery, k)
-
-
-def rank(query: Any, gallery: Any, k: int = 10, metric: str = "sqeuclidean") -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` gallery indices and distances for each query (ascending distance, ties by index).
-
-    Returns:
-        ``(indices, distances)``, both (Q, min(k, G)).
-    """
-    dist = pairwise_distance(query, gallery, metric=metric, normalize=True)
-    k = min(k, dist.shape[1])
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(dist, order, axis=1)
-
-
-def load_embedder(path: str | Path, device: str = "auto") -> Embedder:
-    """Load a checkpoint written by ``sarbridge train`` for embedding and ranking."""
-    return Embedder.from_checkpoint(path, device)
+__all__ = ["Embedder", "ImageLike", "load_embedder", "load_model", "rank"]

@@ -27,33 +27,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import sarbridge
+from sarbridge.core.checkpoint import load_checkpoint
 from sarbridge.core.errors import CheckpointError, SarbridgeError
+from sarbridge.core.optional import available, require
 from sarbridge.core.utils import atomic_write
+from sarbridge.nn.backbones import DualModule, ModalityAwareBackbone
+from sarbridge.tasks.registry import ExportSpec, task_of_checkpoint
 
 __all__ = ["EmbeddingExport", "export_onnx", "load_for_export"]
-
-ONNX_HINT = "pip install 'sarbridge[onnx]'"
-
 
 class EmbeddingExport(nn.Module):
     """``forward(image, modality[, size])`` -> L2-normalised retrieval embedding (B, D).
 
     Args:
-        model: a ``ReIDModel`` (task ``reid``) or a ``GeoEmbeddingNet`` (task ``geo``).
-        task: ``reid`` or ``geo``.
+        model: the task's model, e.g. a ``ReIDModel`` (task ``reid``) or a ``GeoEmbeddingNet`` (task ``geo``).
+        task: the task name.
+        export: how the task embeds (:class:`~sarbridge.tasks.registry.ExportSpec`).
     """
 
-    def __init__(self, model: nn.Module, task: str) -> None:
+    def __init__(self, model: nn.Module, task: str, export: ExportSpec) -> None:
         super().__init__()
         self.model = model
         self.task = task
-        self.uses_size = task == "reid" and getattr(model.backbone, "size_proj", None) is not None
+        self._embed = export.embed
+        self.uses_size = export.uses_size(model)
 
     def forward(self, image: torch.Tensor, modality: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor:
-        if self.task == "geo":
-            emb = self.model(image, modality)["embedding"]
-        else:
-            emb = self.model.backbone(image, modality, size if self.uses_size else None)
+        emb = self._embed(self.model, image, modality, size if self.uses_size else None)
         return F.normalize(emb.float(), dim=1)
 
 
@@ -83,8 +84,6 @@ def export_patches(model: nn.Module) -> Iterator[int]:
 
     Yields the number of patched modules; the original methods are restored on exit.
     """
-    from sarbridge.nn.backbones import DualModule, ModalityAwareBackbone
-
     patched: list[nn.Module] = []
     for mod in model.modules():
         if isinstance(mod, DualModule):
@@ -107,23 +106,16 @@ def load_for_export(checkpoint: str | Path) -> tuple[EmbeddingExport, str, dict[
     Raises:
         CheckpointError: missing/foreign checkpoint, or a task without a retrieval embedding.
     """
-    from sarbridge.core.checkpoint import load_checkpoint
-
     state = load_checkpoint(checkpoint)
-    task = state.get("task")
-    if task == "reid":
-        from sarbridge.tasks.reid.task import model_from_checkpoint
-
-        model, spec, _, _ = model_from_checkpoint(checkpoint)
-    elif task == "geo":
-        from sarbridge.tasks.geo.bundle import load_geo_model
-
-        geo = load_geo_model(checkpoint)
-        model, spec = geo.encoder, geo.spec
-    else:
-        raise CheckpointError(f"checkpoint '{checkpoint}' is for task '{task}', which has no retrieval embedding to export",
+    spec_of_task = task_of_checkpoint(state)
+    if spec_of_task is None or spec_of_task.export is None:
+        raise CheckpointError(f"checkpoint '{checkpoint}' is for task '{state.get('task')}', which has no retrieval "
+                              "embedding to export",
                               "pass the best.pt of 'sarbridge train' or the geo_model.pt of 'sarbridge geo train'")
-    wrapper = EmbeddingExport(model.float().cpu().eval(), task).eval()
+    del state
+    task = spec_of_task.name
+    model, spec = spec_of_task.export.load(checkpoint)
+    wrapper = EmbeddingExport(model.float().cpu().eval(), task, spec_of_task.export).eval()
     pre = spec.to_dict()
     return wrapper, task, pre, [int(v) for v in pre["image_size"]]
 
@@ -164,8 +156,7 @@ def _export_graph(wrapper: EmbeddingExport, args: tuple[torch.Tensor, ...], name
 
 
 def _ort_run(path: Path, names: list[str], inputs: tuple[torch.Tensor, ...]) -> Any:
-    import onnxruntime as ort
-
+    ort = require("onnxruntime", "onnx")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -194,14 +185,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, batch_
         SarbridgeError: onnx missing, export failure, or a verification difference above ``atol``.
         CheckpointError: missing or unsuitable checkpoint.
     """
-    try:
-        import onnx
-    except ImportError:
-        raise SarbridgeError("ONNX export needs the onnx package", ONNX_HINT) from None
+    onnx = require("onnx", "onnx")
     if batch_size < 1:
         raise SarbridgeError(f"batch_size must be at least 1 (got {batch_size})", "use e.g. batch_size=2")
-    import sarbridge
-
     out = Path(out)
     wrapper, task, pre, image_size = load_for_export(checkpoint)
     names = ["image", "modality"] + (["size"] if wrapper.uses_size else [])
@@ -245,8 +231,4 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, batch_
 
 
 def _has_onnxruntime() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return available("onnxruntime")

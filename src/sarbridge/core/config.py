@@ -1,9 +1,14 @@
-"""Typed experiment configuration: YAML files, ``key=value`` overrides and validation.
+"""Typed run configuration: YAML files, ``key=value`` overrides and validation.
 
 A configuration is a tree of dataclasses. :func:`load_config` reads a YAML file, applies
-command-line overrides such as ``optim.lr=0.01`` and validates every key and value, raising a
-:class:`~sarbridge.core.errors.ConfigError` with the key and the fix on the first problem. Every run
-writes its resolved configuration (:func:`save_config`) beside its results.
+command-line overrides such as ``optim.lr=0.01``, checks every key and value against the
+dataclasses' annotations and then runs the root class's own range checks (its ``validate()``
+method), raising a :class:`~sarbridge.core.errors.ConfigError` with the key and the fix on the first
+problem. Every run writes its resolved configuration (:func:`save_config`) beside its results.
+
+This module holds the machinery and the sections every run shares (:class:`RunConfig`,
+:class:`RuntimeConfig`, :class:`OptimConfig`, :class:`RerankOptions`); each task declares its own
+root config (``sarbridge.tasks.<task>.config``).
 """
 
 from __future__ import annotations
@@ -15,103 +20,41 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
 from sarbridge.core.errors import ConfigError
 
+__all__ = [
+    "NOT_A_KEY",
+    "OptimConfig",
+    "RerankOptions",
+    "RunConfig",
+    "RuntimeConfig",
+    "config_from_dict",
+    "config_keys",
+    "config_to_dict",
+    "load_config",
+    "merge_dicts",
+    "parse_overrides",
+    "save_config",
+    "validate_device",
+    "validate_eval_rerank",
+    "validate_optim",
+]
 
-@dataclass
-class SamplerConfig:
-    """PK sampling: ``num_ids`` identities x ``num_instances`` images per batch."""
+C = TypeVar("C")
 
-    num_ids: int = 8
-    num_instances: int = 4
-    balance_modalities: bool = True
-
-
-@dataclass
-class AugmentConfig:
-    """Training augmentation (TransOSS defaults)."""
-
-    flip: float = 0.5
-    pad: int = 10
-    random_erasing: float = 0.5
-
-
-@dataclass
-class PreprocessConfig:
-    """How optical and SAR chips become network inputs (the keys of a
-    :class:`~sarbridge.data.transforms.PreprocessSpec`; shared by every data config that feeds the
-    re-identification model)."""
-
-    image_size: list[int] = field(default_factory=lambda: [256, 128])
-    #: a registered SAR scaling (:func:`~sarbridge.data.sar.available_sar_preprocess`: max, percentile, db)
-    sar_preprocess: str = "max"
-    sar_alpha: float = 5.0
-    sar_despeckle: str | None = None
-    sar_despeckle_window: int = 7
-    gsd_optical: float = 0.75
-    gsd_sar: float = 1.0
+#: Field metadata marking a dataclass field that is no config key: YAML and ``--set`` cannot set
+#: it and :func:`config_to_dict` leaves it out (``field(..., metadata={NOT_A_KEY: True})``), e.g.
+#: the normalisation constants of a preprocessing spec that a data section inherits.
+NOT_A_KEY = "sarbridge.config.not_a_key"
 
 
-def validate_preprocess(d: PreprocessConfig, prefix: str = "data") -> None:
-    """The SAR scaling is a registered one."""
-    from sarbridge.data.sar import available_sar_preprocess
-
-    names = available_sar_preprocess()
-    if d.sar_preprocess not in names:
-        raise ConfigError(f"config key '{prefix}.sar_preprocess' has value {d.sar_preprocess!r}",
-                          f"use one of {', '.join(repr(n) for n in names)}")
-
-
-@dataclass
-class DataConfig(PreprocessConfig):
-    """Where the images are and how they become tensors."""
-
-    format: Literal["hoss", "manifest"] = "hoss"
-    root: str = ""
-    manifest: str | None = None
-    val_fraction: float = 0.15
-    num_workers: int = 0
-    cache: bool = True
-    #: on-disk, memory-mapped cache of decoded + preprocessed images (keyed by the preprocessing);
-    #: null = none (``cache`` still keeps decoded images in memory)
-    cache_dir: str | None = None
-    #: augment (flip, pad-crop, random erasing, normalise) on the GPU: auto = when training on CUDA
-    gpu_augment: Literal["auto", "always", "never"] = "auto"
-    pin_memory: bool = True
-    persistent_workers: bool = True
-    prefetch_factor: int = 2
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-
-@dataclass
-class ModelConfig:
-    """Backbone (any timm model name) plus the TransOSS additions."""
-
-    backbone: str = "vit_base_patch16_224"
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    pretrained: str | None = None
-    dual_patch_embed: bool = True
-    modality_embed: bool = True
-    modality_embed_scale: float = 3.0
-    size_token: bool = True
-    drop_path: float = 0.1
-
-
-@dataclass
-class LossConfig:
-    """CE on the BNNeck logits + batch-hard triplet on pre-neck features (+ MOS CMAL when weighted)."""
-
-    ce_weight: float = 1.0
-    label_smoothing: float = 0.0
-    triplet_weight: float = 1.0
-    triplet_margin: float | None = None
-    cmal_weight: float = 0.0
-    cmal_form: Literal["mos", "w2"] = "mos"
+# --------------------------------------------------------------------------------------------
+# sections every run shares
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -148,52 +91,6 @@ class RerankOptions:
 
 
 @dataclass
-class EvalConfig(RerankOptions):
-    """Feature extraction and ranking settings (plus the :class:`RerankOptions` switches)."""
-
-    batch_size: int = 64
-    max_rank: int = 50
-    every: int = 1
-
-
-@dataclass
-class FusionConfig:
-    """MOS CDGF: fuse features with those of diffusion-generated cross-modal images at inference.
-
-    ``f_fused = normalize((1 - tau) f + tau * mean_k f(gen_k))`` for images of the modalities in
-    ``modalities`` (MOS: optical only, i.e. optical queries in Optical->SAR, the optical gallery in
-    SAR->Optical, both in ALL->ALL).
-    """
-
-    enabled: bool = False
-    opt2sar_checkpoint: str | None = None
-    sar2opt_checkpoint: str | None = None
-    tau: float = 0.02
-    samples: int = 5
-    steps: int = 200
-    seed: int = 0
-    modalities: list[str] = field(default_factory=lambda: ["optical"])
-    cache_dir: str | None = None
-
-
-@dataclass
-class AblationConfig:
-    """The cumulative MOS ablation: baseline, +denoise, +CMAL, +CDGF (``sarbridge ablate``).
-
-    Each step is a mapping of ``dotted.key: value`` overrides applied on top of the previous step.
-    The baseline switches every MOS part off. +CDGF is inference-only: it re-evaluates the +CMAL
-    model with feature fusion; when ``fusion.opt2sar_checkpoint`` is unset, an optical->SAR bridge is
-    trained first from ``diffusion_config`` on the training split.
-    """
-
-    denoise: dict[str, Any] = field(default_factory=lambda: {"data.sar_preprocess": "percentile"})
-    cmal: dict[str, Any] = field(default_factory=lambda: {"loss.cmal_weight": 2.0})
-    cdgf: dict[str, Any] = field(default_factory=lambda: {"fusion.enabled": True})
-    diffusion_config: str | None = None
-    diffusion_overrides: list[str] = field(default_factory=list)
-
-
-@dataclass
 class RuntimeConfig:
     """How a training loop uses the hardware (shared by every task's config).
 
@@ -214,7 +111,11 @@ class RuntimeConfig:
 @dataclass
 class RunConfig:
     """What every run config has (re-identification, localisation, pretraining, diffusion):
-    a name, a seed, a device, whether mixed precision is allowed, and the runtime options."""
+    a name, a seed, a device, whether mixed precision is allowed, and the runtime options.
+
+    A task's root config extends it and overrides :meth:`validate` with its range checks;
+    :func:`config_from_dict` and :func:`load_config` call it.
+    """
 
     name: str = "run"
     seed: int = 0
@@ -222,19 +123,74 @@ class RunConfig:
     amp: bool = True
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    def validate(self) -> None:
+        """Range checks that types alone cannot express (here: the device).
 
-@dataclass
-class ExperimentConfig(RunConfig):
-    """A whole re-identification experiment."""
+        Raises:
+            ConfigError: naming the key.
+        """
+        validate_device(self.device)
 
-    name: str = "reid"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
-    ablation: AblationConfig = field(default_factory=AblationConfig)
+
+# --------------------------------------------------------------------------------------------
+# shared validators
+# --------------------------------------------------------------------------------------------
+
+
+def validate_optim(o: OptimConfig, prefix: str = "optim") -> None:
+    """Range checks of an :class:`OptimConfig` shared by every task's config.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    if o.epochs < 1:
+        raise ConfigError(f"{prefix}.epochs must be >= 1, got {o.epochs}")
+    if not (o.lr > 0 and math.isfinite(o.lr)):
+        raise ConfigError(f"{prefix}.lr must be a positive finite number, got {o.lr}")
+    if o.warmup_epochs < 0:
+        raise ConfigError(f"{prefix}.warmup_epochs must be >= 0, got {o.warmup_epochs}")
+    if o.accumulate < 1:
+        raise ConfigError(f"{prefix}.accumulate must be >= 1 (batches per optimiser step), got {o.accumulate}")
+
+
+def validate_device(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ConfigError: any other device name.
+    """
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"device '{device}' is not known", "use auto, cpu, cuda or cuda:N")
+
+
+def validate_eval_rerank(e: RerankOptions, prefix: str = "eval") -> None:
+    """Re-ranking / query-expansion switches (:class:`RerankOptions`) of an evaluation config.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    if e.rerank not in ("none", "k-reciprocal", "gnn"):
+        raise ConfigError(f"{prefix}.rerank has value {e.rerank!r}", "use one of 'none', 'k-reciprocal', 'gnn'")
+    if e.query_expansion not in ("none", "aqe", "alpha"):
+        raise ConfigError(f"{prefix}.query_expansion has value {e.query_expansion!r}",
+                          "use one of 'none', 'aqe', 'alpha'")
+    for key in ("k1", "k2", "qe_k"):
+        if getattr(e, key) < 1:
+            raise ConfigError(f"{prefix}.{key} must be >= 1, got {getattr(e, key)}")
+    if not 0.0 <= e.lambda_value <= 1.0:
+        raise ConfigError(f"{prefix}.lambda_value must be in [0, 1], got {e.lambda_value}")
+    if not (math.isfinite(e.qe_alpha) and e.qe_alpha >= 0):
+        raise ConfigError(f"{prefix}.qe_alpha must be a finite number >= 0, got {e.qe_alpha}")
+
+
+# --------------------------------------------------------------------------------------------
+# machinery
+# --------------------------------------------------------------------------------------------
+
+
+def config_keys(cls: type) -> list[str]:
+    """The config keys of a config dataclass: its fields, less those marked :data:`NOT_A_KEY`."""
+    return [f.name for f in dataclasses.fields(cls) if not f.metadata.get(NOT_A_KEY)]
 
 
 def _type_name(tp: Any) -> str:
@@ -274,7 +230,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}", "write {k: v}")
         return dict(value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _from_dict(tp, value, key)
     if tp is Any:
         return value
@@ -309,7 +265,7 @@ def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
         where = f"section '{prefix}'" if prefix else "the configuration"
         raise ConfigError(f"{where} must be a mapping, got {data!r}", "indent keys under it")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = config_keys(cls)
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
@@ -323,22 +279,49 @@ def _from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict[str, Any], cls: type = ExperimentConfig) -> Any:
-    """Build and validate a config object from a plain mapping."""
+def config_from_dict(data: dict[str, Any], cls: type[C]) -> C:
+    """Build a config object of class ``cls`` from a plain mapping and validate it.
+
+    Args:
+        data: nested mapping of config keys (what :func:`config_to_dict` returns).
+        cls: the root config dataclass; its ``validate()`` method, when it has one, runs last.
+
+    Returns:
+        The validated config object.
+
+    Raises:
+        ConfigError: a key is unknown or a value invalid.
+    """
     cfg = _from_dict(cls, data)
-    validate(cfg)
+    check = getattr(cfg, "validate", None)
+    if callable(check):
+        check()
     return cfg
 
 
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return config_to_dict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """The config as plain Python types (YAML/JSON serialisable)."""
-    return dataclasses.asdict(cfg)
+    """The config as plain Python types (YAML/JSON serialisable): every config key, in field order
+    (fields marked :data:`NOT_A_KEY` are left out); lists and mappings are copies."""
+    return {name: _plain(getattr(cfg, name)) for name in config_keys(type(cfg))}
 
 
 def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     """Turn ``["optim.lr=0.01", "model.size_token=false"]`` into a nested mapping.
 
     Values are parsed as YAML scalars/lists, so ``1e-3``, ``true``, ``[128, 64]`` and ``null`` work.
+
+    Raises:
+        ConfigError: an item is not ``key=value`` or two items conflict.
     """
     nested: dict[str, Any] = {}
     for item in overrides or []:
@@ -363,6 +346,7 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
 
 
 def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``update``, nested mappings merged key by key (neither is modified)."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -372,17 +356,13 @@ def merge_dicts(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(
-    path: str | Path | None,
-    overrides: list[str] | None = None,
-    cls: type = ExperimentConfig,
-) -> Any:
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *, cls: type[C]) -> C:
     """Load a YAML config, apply ``key=value`` overrides and validate.
 
     Args:
         path: YAML file, or None to start from the defaults.
         overrides: ``dotted.key=value`` strings applied after the file.
-        cls: the root config dataclass.
+        cls: the root config dataclass (e.g. a task's ``ExperimentConfig``).
 
     Returns:
         The validated config object.
@@ -408,99 +388,8 @@ def load_config(
     return config_from_dict(data, cls)
 
 
-def validate_optim(o: OptimConfig, prefix: str = "optim") -> None:
-    """Range checks of an :class:`OptimConfig` shared by every task's config."""
-    if o.epochs < 1:
-        raise ConfigError(f"{prefix}.epochs must be >= 1, got {o.epochs}")
-    if not (o.lr > 0 and math.isfinite(o.lr)):
-        raise ConfigError(f"{prefix}.lr must be a positive finite number, got {o.lr}")
-    if o.warmup_epochs < 0:
-        raise ConfigError(f"{prefix}.warmup_epochs must be >= 0, got {o.warmup_epochs}")
-    if o.accumulate < 1:
-        raise ConfigError(f"{prefix}.accumulate must be >= 1 (batches per optimiser step), got {o.accumulate}")
-
-
-def validate_gsd_and_augment(d: Any) -> None:
-    """Positive, finite ground sampling distances and augmentation probabilities in [0, 1]."""
-    for key in ("gsd_optical", "gsd_sar"):
-        v = getattr(d, key)
-        if not (v > 0 and math.isfinite(v)):
-            raise ConfigError(f"data.{key} must be a positive ground sampling distance in metres, got {v}")
-    for key in ("flip", "random_erasing"):
-        v = getattr(d.augment, key)
-        if not 0.0 <= v <= 1.0:
-            raise ConfigError(f"data.augment.{key} is a probability in [0, 1], got {v}")
-
-
-def validate_device(device: str) -> None:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise ConfigError(f"device '{device}' is not known", "use auto, cpu, cuda or cuda:N")
-
-
-def validate_eval_rerank(e: RerankOptions, prefix: str = "eval") -> None:
-    """Re-ranking / query-expansion switches (:class:`RerankOptions`) of an evaluation config."""
-    if e.rerank not in ("none", "k-reciprocal", "gnn"):
-        raise ConfigError(f"{prefix}.rerank has value {e.rerank!r}", "use one of 'none', 'k-reciprocal', 'gnn'")
-    if e.query_expansion not in ("none", "aqe", "alpha"):
-        raise ConfigError(f"{prefix}.query_expansion has value {e.query_expansion!r}",
-                          "use one of 'none', 'aqe', 'alpha'")
-    for key in ("k1", "k2", "qe_k"):
-        if getattr(e, key) < 1:
-            raise ConfigError(f"{prefix}.{key} must be >= 1, got {getattr(e, key)}")
-    if not 0.0 <= e.lambda_value <= 1.0:
-        raise ConfigError(f"{prefix}.lambda_value must be in [0, 1], got {e.lambda_value}")
-    if not (math.isfinite(e.qe_alpha) and e.qe_alpha >= 0):
-        raise ConfigError(f"{prefix}.qe_alpha must be a finite number >= 0, got {e.qe_alpha}")
-
-
-def validate(cfg: Any) -> None:
-    """Range checks that types alone cannot express."""
-    if not isinstance(cfg, ExperimentConfig):
-        return
-    d, m, o = cfg.data, cfg.model, cfg.optim
-    if len(d.image_size) != 2 or min(d.image_size) < 8:
-        raise ConfigError(f"data.image_size must be [height, width] >= 8, got {d.image_size}")
-    if not 0.0 <= d.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
-    if not 0.0 <= d.sar_alpha < 100.0:
-        raise ConfigError(f"data.sar_alpha must be a percentile in [0, 100), got {d.sar_alpha}")
-    validate_preprocess(d)
-    if d.sampler.num_ids < 2 or d.sampler.num_instances < 1:
-        raise ConfigError(
-            "data.sampler needs num_ids >= 2 and num_instances >= 1 for triplet mining",
-            "e.g. num_ids: 8, num_instances: 4",
-        )
-    validate_optim(o)
-    if not 0.0 <= m.drop_path < 1.0:
-        raise ConfigError(f"model.drop_path must be in [0, 1), got {m.drop_path}")
-    for key in ("ce_weight", "triplet_weight", "label_smoothing", "cmal_weight"):
-        v = getattr(cfg.loss, key)
-        if not (v >= 0 and math.isfinite(v)):
-            raise ConfigError(f"loss.{key} must be a finite number >= 0, got {v}")
-    validate_gsd_and_augment(d)
-    if cfg.eval.batch_size < 1 or cfg.eval.max_rank < 1 or cfg.eval.every < 1:
-        raise ConfigError("eval.batch_size, eval.max_rank and eval.every must be >= 1")
-    validate_eval_rerank(cfg.eval)
-    if d.sar_despeckle_window < 3 or d.sar_despeckle_window % 2 == 0:
-        raise ConfigError(f"data.sar_despeckle_window must be odd and >= 3, got {d.sar_despeckle_window}")
-    f = cfg.fusion
-    if not 0.0 <= f.tau <= 1.0:
-        raise ConfigError(f"fusion.tau must be in [0, 1], got {f.tau}")
-    if f.samples < 1 or f.steps < 1:
-        raise ConfigError("fusion.samples and fusion.steps must be >= 1")
-    bad = [m for m in f.modalities if m not in ("optical", "sar")]
-    if bad:
-        raise ConfigError(f"fusion.modalities has unknown modality {bad[0]!r}", "use optical and/or sar")
-    if d.num_workers < 0:
-        raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
-    if d.prefetch_factor < 1:
-        raise ConfigError(f"data.prefetch_factor must be >= 1, got {d.prefetch_factor}")
-    validate_device(cfg.device)
-
-
 def save_config(cfg: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML, atomically."""
-    from sarbridge.core.utils import atomic_write_text
+    """Write the resolved config (:func:`config_to_dict`) as YAML, atomically."""
+    from sarbridge.core.utils import atomic_write_text  # noqa: PLC0415 - lazy: pulls in torch
 
     atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -25,6 +25,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sarbridge.core.errors import ConfigError, SarbridgeError
+from sarbridge.core.utils import resolve_device
+
 _CONTEXT: DistContext | None = None
 
 
@@ -63,7 +66,6 @@ class DistContext:
 
 
 def _env_int(name: str, default: int) -> int:
-    from sarbridge.core.errors import ConfigError
 
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -92,8 +94,6 @@ def init_distributed(device_name: str = "auto") -> DistContext:
         SarbridgeError: CUDA asked for but missing, or more local processes than GPUs.
     """
     global _CONTEXT
-    from sarbridge.core.errors import SarbridgeError
-    from sarbridge.core.utils import resolve_device
 
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:

@@ -16,6 +16,7 @@ checkpoints).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -23,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from sarbridge.core.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from sarbridge.core.config import OptimConfig, RuntimeConfig
 from sarbridge.core.distributed import (
     DistContext,
     barrier,
@@ -64,7 +67,7 @@ class TrainTask(Protocol):
         """
 
 
-def lr_factor(epoch: int, cfg: Any) -> float:
+def lr_factor(epoch: int, cfg: OptimConfig) -> float:
     """Linear warm-up from ``warmup_factor`` to 1, then cosine decay to ``min_lr_factor``."""
     if epoch < cfg.warmup_epochs:
         alpha = epoch / max(cfg.warmup_epochs, 1)
@@ -74,7 +77,7 @@ def lr_factor(epoch: int, cfg: Any) -> float:
     return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: nn.Module, cfg: Any, fused: bool | None = None) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool | None = None) -> torch.optim.Optimizer:
     """SGD (momentum) or AdamW; no weight decay on biases and normalisation parameters.
 
     ``fused``: the fused implementation (one kernel for all parameters); None = when every
@@ -190,13 +193,36 @@ def check_finite(logs: Mapping[str, float]) -> None:
 
 @dataclass
 class TrainResult:
-    """What :meth:`Trainer.fit` returns."""
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes:
+        last_checkpoint: ``last.pt`` (the training state of the last epoch).
+        best_checkpoint: ``best.pt`` (the weights of the selected epoch).
+        best_epoch: the selected epoch (best validation ``selection``, else the last epoch).
+        best_score: its validation ``selection``, or None without validation.
+        history: one record per epoch (the lines of ``train_log.jsonl``).
+        task: the task name the checkpoints carry.
+    """
 
     last_checkpoint: Path
     best_checkpoint: Path
     best_epoch: int
     best_score: float | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    task: str | None = None
+
+    def load_best(self, model: nn.Module) -> dict[str, Any]:
+        """Load the selected epoch's weights (``best.pt``) into ``model``, strictly.
+
+        Returns:
+            The whole ``best.pt`` checkpoint dict.
+
+        Raises:
+            CheckpointError: the file is missing, foreign, of another task or does not fit ``model``.
+        """
+        state = load_checkpoint(self.best_checkpoint, task=self.task)
+        load_model_state(model, state["model"], str(self.best_checkpoint))
+        return state
 
 
 class Trainer:
@@ -230,7 +256,7 @@ class Trainer:
     def __init__(
         self,
         task: TrainTask,
-        optim: Any,
+        optim: OptimConfig,
         out_dir: str | Path,
         device: torch.device,
         seed: int = 0,
@@ -238,14 +264,12 @@ class Trainer:
         eval_every: int = 1,
         callbacks: Sequence[StepCallback] = (),
         progress: bool = True,
-        runtime: Any | None = None,
+        runtime: RuntimeConfig | None = None,
         dist: DistContext | None = None,
         find_unused_parameters: bool = True,
         compile_backend: str | None = None,
         log_every: int = 25,
     ) -> None:
-        from sarbridge.core.config import RuntimeConfig
-
         self.task = task
         self.cfg = optim
         self.out_dir = Path(out_dir)
@@ -344,8 +368,6 @@ class Trainer:
         base = self.seed * 1000 + epoch
         if self.dist.rank == 0:
             return base
-        import numpy as np
-
         return int(np.random.SeedSequence([base, self.dist.rank]).generate_state(1)[0])
 
     def _forward_backward(self, batch: Any, divisor: int, sync: bool) -> dict[str, torch.Tensor]:
@@ -376,8 +398,6 @@ class Trainer:
         return dict(logs)
 
     def _write_log(self) -> None:
-        import json
-
         text = "".join(json.dumps(h) + "\n" for h in self.history)
         atomic_write_text(self.out_dir / "train_log.jsonl", text)
 
@@ -450,7 +470,8 @@ class Trainer:
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float))
                 tqdm.write(f"[{self.task.name}] epoch {epoch + 1}/{self.cfg.epochs}: {shown}")
             barrier(self.dist)
-        return TrainResult(self.last_path, self.best_path, int(self.best["epoch"]), self.best["score"], self.history)
+        return TrainResult(self.last_path, self.best_path, int(self.best["epoch"]), self.best["score"], self.history,
+                           task=self.task.name)
 
     def close(self) -> None:
         """Drop the DDP / compiled wrappers (and their gradient hooks); ``task.train_module`` falls

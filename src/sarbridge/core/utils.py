@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -12,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from sarbridge.core.errors import SarbridgeError
 
 
 def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
@@ -60,7 +63,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     Raises:
         SarbridgeError: CUDA was asked for but is not available.
     """
-    from sarbridge.core.errors import SarbridgeError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -74,7 +76,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes, read in ``chunk``-byte blocks."""
-    import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as fh:

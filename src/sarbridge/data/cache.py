@@ -1,4 +1,4 @@
-"""On-disk preprocessing cache: decode and convert every image once, then memory-map it.
+"""On-disk preprocessing cache of image chips: decode and convert every image once, then memory-map it.
 
 :func:`build_cache` decodes each image of a sample list, applies the modality conversion
 (:meth:`PreprocessSpec.to_uint8`) and the bicubic resize to ``spec.image_size`` that the eval
@@ -11,9 +11,11 @@ transform does (through PIL, so a cached image equals what ``spec.eval_transform
 
 The folder name is :func:`cache_key`: a hash of the preprocessing (``spec.to_dict()``) and of the
 file list with sizes and modification times, so a different preprocessing or a changed file gives
-a new folder. A cache is built in a temporary folder and renamed into place, and ``index.json`` is
-written last, so an interrupted build never leaves a folder that is later trusted; a folder that
-fails the checks of :meth:`PreprocessCache.open` (truncated arrays, bad index) is rebuilt.
+a new folder. The folder is built by :func:`sarbridge.core.cache.build_once` (the one build path
+of every cache): in a temporary folder renamed into place, ``index.json`` written last, so an
+interrupted build never leaves a folder that is later trusted; a folder that fails the checks of
+:meth:`PreprocessCache.open` (truncated arrays, bad index) is rebuilt; under ``torchrun`` rank 0
+builds it and the other ranks wait, then open it.
 """
 
 from __future__ import annotations
@@ -21,24 +23,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
+from PIL import Image
 
+from sarbridge.core.cache import (
+    IMAGES_NAME,
+    INDEX_NAME,
+    MemmapCacheFolder,
+    build_once,
+    map_with_progress,
+)
+from sarbridge.core.errors import DataError
 from sarbridge.data.io import read_image
 from sarbridge.data.records import Sample, parse_modality
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import DataError
 
 CACHE_FORMAT_VERSION = 1
-INDEX_NAME, IMAGES_NAME, SIZES_NAME = "index.json", "images.npy", "sizes.npy"
-_T = TypeVar("_T")
-_A = TypeVar("_A")
+SIZES_NAME = "sizes.npy"
 
 
 def _entries(samples: Sequence[Sample]) -> list[tuple[str, str]]:
@@ -80,8 +84,6 @@ def preprocess_image(path: str, modality: str, spec: PreprocessSpec) -> tuple[np
     Raises:
         DataError: the image is missing, corrupt or unreadable (naming the file).
     """
-    from PIL import Image
-
     raw = read_image(path)
     u8 = spec.to_uint8(raw, modality)
     h, w = spec.image_size
@@ -91,72 +93,12 @@ def preprocess_image(path: str, modality: str, spec: PreprocessSpec) -> tuple[np
     return np.asarray(img, dtype=np.uint8), spec.size_features(raw.shape[0], raw.shape[1], modality)
 
 
-class MemmapCacheFolder:
-    """A cache folder of ``images.npy`` (uint8 ``(N, H, W, 3)``) and ``index.json`` (written last),
-    mapped lazily and read-only; it pickles without its memory maps, so each DataLoader worker
-    maps the files itself. Subclasses add their own arrays and checks (:meth:`_consistent`).
-
-    Args:
-        folder: a built folder. Use :meth:`open` to check one before trusting it.
-    """
-
-    #: the ``version`` an index must carry
-    format_version: int = CACHE_FORMAT_VERSION
-    #: attributes holding memory maps (dropped when pickled)
-    _maps: tuple[str, ...] = ("_images",)
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.meta: dict[str, Any] = json.loads((self.folder / INDEX_NAME).read_text(encoding="utf-8"))
-        for name in self._maps:
-            setattr(self, name, None)
-
-    @classmethod
-    def open(cls: type[_C], folder: str | Path, key: str | None = None) -> _C | None:
-        """Open and check a folder; None when it is missing, incomplete, truncated or of another key."""
-        try:
-            cache = cls(folder)
-            meta = cache.meta
-            if meta.get("version") != cls.format_version or (key is not None and meta.get("key") != key):
-                return None
-            h, w = meta["image_size"]
-            images = cache.images
-            if images.shape != (int(meta["count"]), h, w, 3) or images.dtype != np.uint8:
-                return None
-            if not cache._consistent():
-                return None
-        except (OSError, ValueError, KeyError, TypeError):  # missing/truncated files, bad JSON
-            return None
-        return cache
-
-    def _consistent(self) -> bool:
-        """Checks beyond the image array (other arrays, index lists); may raise what :meth:`open` catches."""
-        return True
-
-    @property
-    def images(self) -> np.ndarray:
-        """uint8 ``(N, H, W, 3)`` read-only memory map."""
-        if self._images is None:
-            self._images = np.load(self.folder / IMAGES_NAME, mmap_mode="r")
-        return self._images
-
-    def __len__(self) -> int:
-        return int(self.meta["count"])
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        for name in self._maps:
-            state[name] = None  # each worker maps the files itself
-        return state
-
-
-_C = TypeVar("_C", bound=MemmapCacheFolder)
-
-
 class PreprocessCache(MemmapCacheFolder):
     """A built preprocessing cache (:func:`build_cache`): images plus ship-size features, by path."""
 
+    format_version = CACHE_FORMAT_VERSION
     _maps = ("_images", "_sizes")
+    _sizes: np.ndarray | None
 
     def __init__(self, folder: str | Path) -> None:
         super().__init__(folder)
@@ -192,28 +134,9 @@ class PreprocessCache(MemmapCacheFolder):
         return np.array(self.images[row]), np.array(self.sizes[row])
 
 
-def map_with_progress(fn: Callable[[_A], _T], items: Sequence[_A], num_workers: int, progress: bool,
-                      desc: str) -> Iterator[tuple[int, _T]]:
-    """``(i, fn(items[i]))`` in order, in ``num_workers`` threads (0 = this thread), with a progress bar."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    try:
-        if num_workers > 0:
-            with ThreadPoolExecutor(num_workers) as pool:
-                for i, out in enumerate(pool.map(fn, items)):
-                    yield i, out
-                    bar.update()
-        else:
-            for i, item in enumerate(items):
-                yield i, fn(item)
-                bar.update()
-    finally:
-        bar.close()
-
-
 def _write(folder: Path, entries: list[tuple[str, str]], spec: PreprocessSpec, key: str, progress: bool,
            num_workers: int, desc: str) -> None:
+    """Fill ``folder``: the images, their size features, then the index (last)."""
     h, w = spec.image_size
     n = len(entries)
     images = np.lib.format.open_memmap(folder / IMAGES_NAME, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
@@ -239,11 +162,14 @@ def build_cache(
 ) -> PreprocessCache:
     """Open the cache of ``samples`` under ``spec`` in ``cache_dir``, building it when needed.
 
+    Under ``torchrun`` rank 0 builds (or opens) it first and the other ranks wait, then open it:
+    every rank must call this. In a single process it simply opens or builds the cache.
+
     Args:
         samples: images to cache (duplicates are stored once).
         spec: preprocessing (modality conversion, image size).
         cache_dir: parent folder; the cache is ``cache_dir/<cache_key>``.
-        progress: show a progress bar while building.
+        progress: show a progress bar while building (rank 0 only).
         num_workers: decoding threads (0 = in this thread).
         desc: progress-bar label.
 
@@ -256,96 +182,9 @@ def build_cache(
     """
     entries = _entries(samples)
     key = cache_key(samples, spec)
-    return build_folder_atomically(cache_dir, key, lambda tmp: _write(tmp, entries, spec, key, progress, num_workers, desc),
-                                   lambda folder: PreprocessCache.open(folder, key))
+    return build_once(cache_dir, key, lambda tmp, show: _write(tmp, entries, spec, key, show, num_workers, desc),
+                      lambda folder: PreprocessCache.open(folder, key), progress)
 
 
-def build_cache_once(
-    samples: Sequence[Sample],
-    spec: PreprocessSpec,
-    cache_dir: str | Path,
-    progress: bool = True,
-    num_workers: int = 0,
-    desc: str = "caching images",
-) -> PreprocessCache:
-    """:func:`build_cache` under ``torchrun``: rank 0 builds, the other ranks wait and then open it.
-
-    In a single process this is :func:`build_cache`. Every rank must call it.
-    """
-    from sarbridge.core.distributed import current_context
-
-    show = progress and current_context().is_main
-    return main_process_first(lambda: build_cache(samples, spec, cache_dir, show, num_workers, desc))
-
-
-# --- shared helpers for other on-disk caches (the geo patch cache) --------------------------------
-
-def build_folder_atomically(parent: str | Path, name: str, write: Callable[[Path], None],
-                            check: Callable[[Path], _T | None]) -> _T:
-    """Return ``check(parent/name)`` when it passes, else build the folder atomically and check it.
-
-    ``write(tmp)`` fills a fresh temporary folder next to the final one (it should write its index
-    file last); the folder is then renamed into place, replacing a folder that fails ``check``
-    (truncated or inconsistent). A folder renamed into place by another process first is kept.
-
-    Args:
-        parent: the cache root (created when missing).
-        name: the folder name (usually a content key).
-        write: fills a folder.
-        check: opens a folder, or returns None when it is missing, incomplete or inconsistent.
-
-    Returns:
-        What ``check`` returns for the final folder.
-
-    Raises:
-        DataError: the cache root cannot be written, or the built folder fails ``check``.
-    """
-    parent = Path(parent)
-    final = parent / name
-    opened = check(final)
-    if opened is not None:
-        return opened
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.mkdir()
-    except OSError as exc:
-        raise DataError(f"cache folder '{parent}' cannot be written ({exc.strerror})",
-                        "set data.cache_dir to a writable folder") from None
-    try:
-        write(tmp)
-        if final.exists() and check(final) is None:  # broken: move it away before the rename
-            stale = parent / f".{name}.{uuid.uuid4().hex[:8]}.stale"
-            os.replace(final, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process renamed its complete folder into place first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    opened = check(final)
-    if opened is None:
-        raise DataError(f"cache '{final}' could not be read back after building it",
-                        "remove the folder and check the disk")
-    return opened
-
-
-def main_process_first(fn: Callable[[], _T]) -> _T:
-    """Run ``fn`` on rank 0 first, then on the other ranks (which then find its result on disk).
-
-    In a single process this is ``fn()``. Under ``torchrun`` every rank must call it.
-    """
-    from sarbridge.core.distributed import barrier, current_context
-
-    ctx = current_context()
-    if not ctx.distributed:
-        return fn()
-    if not ctx.is_main:
-        barrier(ctx)  # rank 0 is building
-    try:
-        return fn()
-    finally:
-        if ctx.is_main:
-            barrier(ctx)
+__all__ = ["CACHE_FORMAT_VERSION", "IMAGES_NAME", "INDEX_NAME", "SIZES_NAME", "PreprocessCache", "build_cache",
+           "cache_key", "preprocess_image"]

@@ -7,30 +7,46 @@ coordinate reference system. Map coordinates are in the CRS's units (metres for 
 such as UTM); :meth:`GeoRaster.to_lonlat` converts them to WGS84 through pyproj.
 
 Every failure is a :class:`~sarbridge.core.errors.DataError` naming the file and the fix.
+rasterio, pyproj and affine are the optional extra ``geo`` (:mod:`sarbridge.core.optional`),
+imported on first use: without them this module imports, and reading or writing a raster ends
+with one line naming the extra.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from affine import Affine
 
 from sarbridge.core.errors import DataError
+from sarbridge.core.optional import require
 from sarbridge.core.utils import atomic_write
+
+if TYPE_CHECKING:
+    from affine import Affine
 
 WORLD_FILE_SUFFIXES = {".png": (".pgw", ".pngw", ".wld"), ".jpg": (".jgw", ".jpgw", ".wld"),
                        ".jpeg": (".jgw", ".jpegw", ".wld"), ".tif": (".tfw", ".tifw", ".wld"),
                        ".tiff": (".tfw", ".tiffw", ".wld"), ".bmp": (".bpw", ".wld")}
 
 
+def affine_class() -> type[Affine]:
+    """``affine.Affine`` (extra ``geo``), the type of :attr:`GeoRaster.transform`."""
+    return require("affine", "geo").Affine
+
+
+def as_affine(transform: Any) -> Affine:
+    """An ``Affine`` from an ``Affine`` or its first six numbers ``a, b, c, d, e, f``."""
+    cls = affine_class()
+    return transform if isinstance(transform, cls) else cls(*tuple(transform)[:6])
+
+
 def _crs_string(crs: Any) -> str:
     """A CRS as ``EPSG:n`` when it has a code, else as WKT."""
-    from pyproj import CRS
-
-    c = CRS.from_user_input(crs)
+    c = require("pyproj", "geo").CRS.from_user_input(crs)
     code = c.to_epsg()
     return f"EPSG:{code}" if code else c.to_wkt()
 
@@ -57,8 +73,7 @@ class GeoRaster:
             self.array = self.array[None]
         if self.array.ndim != 3:
             raise DataError(f"raster {self.name} has shape {self.array.shape}", "pass (C, H, W) or (H, W) pixels")
-        if not isinstance(self.transform, Affine):
-            self.transform = Affine(*tuple(self.transform)[:6])
+        self.transform = as_affine(self.transform)
         if self.transform.is_degenerate:
             raise DataError(f"raster {self.name} has a degenerate geotransform", "fix the file's georeference")
 
@@ -105,9 +120,8 @@ class GeoRaster:
     def to_lonlat(self, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray]:
         """WGS84 longitude and latitude (degrees) of map coordinates."""
         if self._to_lonlat is None:
-            from pyproj import Transformer
-
-            self._to_lonlat = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
+            transformer = require("pyproj", "geo").Transformer
+            self._to_lonlat = transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
         lon, lat = self._to_lonlat.transform(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
         return np.asarray(lon), np.asarray(lat)
 
@@ -130,7 +144,7 @@ def _read_world_file(path: Path) -> Affine | None:
             except ValueError:
                 raise DataError(f"world file '{wf}' does not hold six numbers", "fix or remove it") from None
             # world files give the centre of the upper-left pixel; Affine wants its corner
-            return Affine(a, b, c - 0.5 * a - 0.5 * b, d, e, f - 0.5 * d - 0.5 * e)
+            return affine_class()(a, b, c - 0.5 * a - 0.5 * b, d, e, f - 0.5 * d - 0.5 * e)
     return None
 
 
@@ -149,10 +163,9 @@ def read_georaster(path: str | Path, transform: Any = None, crs: Any = None) -> 
     Raises:
         DataError: missing/corrupt file, no CRS, no geotransform, NaN pixels.
     """
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-    import warnings
-
+    rasterio = require("rasterio", "geo")
+    errors = require("rasterio.errors", "geo")
+    require("pyproj", "geo")  # up front: the CRS check below reads any failure as an unknown CRS
     p = Path(path)
     if not p.is_file():
         raise DataError(f"map '{p}' not found", "check the path")
@@ -160,12 +173,12 @@ def read_georaster(path: str | Path, transform: Any = None, crs: Any = None) -> 
         raise DataError(f"map '{p}' is empty (0 bytes)", "replace the file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            warnings.simplefilter("ignore", errors.NotGeoreferencedWarning)
             with rasterio.open(p) as src:
                 array = src.read()
                 file_crs = src.crs
                 file_transform = src.transform if not src.transform.is_identity else None
-    except RasterioIOError as exc:
+    except errors.RasterioIOError as exc:
         raise DataError(f"map '{p}' could not be read ({str(exc)[:80]})", "the file is corrupt or not a raster") from None
     if transform is None:
         transform = file_transform or _read_world_file(p)
@@ -187,7 +200,7 @@ def read_georaster(path: str | Path, transform: Any = None, crs: Any = None) -> 
         raise DataError(f"map '{p}' has no pixels", "replace the file")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise DataError(f"map '{p}' holds NaN or infinite pixels", "fill or mask them before use")
-    return GeoRaster(array, Affine(*tuple(transform)[:6]), crs_s, p)
+    return GeoRaster(array, as_affine(transform), crs_s, p)
 
 
 def write_georaster(path: str | Path, array: np.ndarray, transform: Any, crs: Any, compress: str = "deflate") -> Path:
@@ -203,14 +216,13 @@ def write_georaster(path: str | Path, array: np.ndarray, transform: Any, crs: An
     Returns:
         The path written.
     """
-    import rasterio
-
+    rasterio = require("rasterio", "geo")
     arr = np.asarray(array)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
         raise DataError(f"cannot write {arr.shape} pixels to '{path}'", "pass (C, H, W) or (H, W)")
-    t = transform if isinstance(transform, Affine) else Affine(*tuple(transform)[:6])
+    t = as_affine(transform)
     crs_s = _crs_string(crs)
 
     def _write(tmp: Path) -> None:

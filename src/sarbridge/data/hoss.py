@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from sarbridge.core.errors import DataError
 from sarbridge.data.io import IMAGE_SUFFIXES
 from sarbridge.data.records import Sample, parse_modality
 from sarbridge.data.splits import SUBSET_FOLDERS, ReIDSplits, check_nonempty
-from sarbridge.core.errors import DataError
 
 TRAIN_DIR, QUERY_DIR, GALLERY_DIR = "bounding_box_train", "query", "bounding_box_test"
 _NAME = re.compile(r"^(?P<pid>-?\d+)_(?:s(?P<seq>\d+)c(?P<cam>\d+)|(?P<idx>\d+))_(?P<mod>[A-Za-z0-9]+)$")

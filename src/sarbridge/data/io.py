@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 
 from sarbridge.core.errors import DataError
 
@@ -16,14 +18,12 @@ IMAGE_SUFFIXES = TIFF_SUFFIXES | {".png", ".jpg", ".jpeg", ".bmp"}
 
 
 def _read_pil(p: Path) -> np.ndarray:
-    from PIL import Image
 
     with Image.open(p) as im:
         return np.asarray(im.convert("RGB") if im.mode in ("P", "CMYK", "RGBA") else im)
 
 
 def _read_tiff(p: Path) -> np.ndarray:
-    import tifffile
 
     try:
         return np.asarray(tifffile.imread(p))

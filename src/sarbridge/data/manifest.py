@@ -14,9 +14,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from sarbridge.core.errors import DataError
 from sarbridge.data.records import Sample, parse_modality
 from sarbridge.data.splits import ReIDSplits, check_nonempty
-from sarbridge.core.errors import DataError
 
 REQUIRED = ("path", "id", "modality", "split")
 SPLITS = ("train", "query", "gallery")

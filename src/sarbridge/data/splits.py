@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sarbridge.data.records import OPTICAL, SAR, Sample
 from sarbridge.core.errors import DataError
+from sarbridge.data.records import OPTICAL, SAR, Sample
 
 PROTOCOLS = ("all2all", "opt2sar", "sar2opt")
+#: Display titles of the protocols (tables, rankings, the report), in protocol order.
+PROTOCOL_TITLES = {"all2all": "ALL->ALL", "opt2sar": "Optical->SAR", "sar2opt": "SAR->Optical"}
 SUBSET_FOLDERS = {"opt2sar": "O2S", "sar2opt": "S2O"}
 
 

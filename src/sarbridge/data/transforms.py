@@ -1,12 +1,18 @@
 """From raw arrays to network inputs: per-modality conversion, size features and augmentation.
 
-A :class:`PreprocessSpec` travels inside every checkpoint, so a trained model always sees its
-images prepared the same way at training, evaluation and in the Python API.
+:class:`PreprocessSpec` is the one description of how optical and SAR images become network
+inputs. It travels inside every checkpoint (``"preprocess"``: :meth:`PreprocessSpec.to_dict`), so a
+trained model always sees its images prepared the same way at training, evaluation and in the
+Python API; and the ``data`` section of every task config inherits it, so its keys
+(``data.image_size``, ``data.sar_preprocess``, ...) and their checks (:meth:`PreprocessSpec.validate`)
+are written once.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -14,8 +20,15 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from sarbridge.core.config import NOT_A_KEY
+from sarbridge.core.errors import ConfigError
+from sarbridge.data.despeckle import available_despeckle, despeckle
 from sarbridge.data.records import OPTICAL, SAR, parse_modality
-from sarbridge.data.sar import get_sar_preprocess, optical_to_uint8_rgb
+from sarbridge.data.sar import (
+    available_sar_preprocess,
+    get_sar_preprocess,
+    optical_to_uint8_rgb,
+)
 
 # HOSS normalisation of the ship-size token (TransOSS): metres / scale, centred and standardised.
 SIZE_WIDTH_SCALE, SIZE_WIDTH_MEAN = 93.0, 0.434
@@ -25,32 +38,96 @@ SIZE_STD = 0.031
 
 @dataclass
 class PreprocessSpec:
-    """How an image of each modality becomes a normalised tensor."""
+    """How an image of each modality becomes a normalised tensor.
+
+    A task config's ``data`` section extends this class (redeclaring a field only to change its
+    default); ``mean`` and ``std`` are no config keys (:data:`~sarbridge.core.config.NOT_A_KEY`).
+    :meth:`spec` gives the plain spec of such a section, the object that checkpoints, caches and
+    datasets use.
+    """
 
     image_size: list[int] = field(default_factory=lambda: [256, 128])
+    #: a registered SAR scaling (:func:`~sarbridge.data.sar.available_sar_preprocess`: max, percentile, db)
     sar_preprocess: str = "max"
     sar_alpha: float = 5.0
+    #: a registered speckle filter (:func:`~sarbridge.data.despeckle.available_despeckle`) or null
     sar_despeckle: str | None = None
     sar_despeckle_window: int = 7
     gsd_optical: float = 0.75
     gsd_sar: float = 1.0
-    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5], metadata={NOT_A_KEY: True})
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5], metadata={NOT_A_KEY: True})
+
+    def spec(self) -> PreprocessSpec:
+        """The preprocessing alone: a plain :class:`PreprocessSpec` copy (of a config's data section too)."""
+        return PreprocessSpec(**self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec's fields (only those of :class:`PreprocessSpec`) as plain, copied values: the
+        ``"preprocess"`` entry of a checkpoint."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(PreprocessSpec)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        """The spec :meth:`to_dict` wrote (e.g. a checkpoint's ``"preprocess"``).
+
+        Raises:
+            TypeError: ``data`` has a key that is no field.
+        """
         return cls(**data)
+
+    def validate(self, prefix: str = "data") -> None:
+        """Range checks of every preprocessing key (:meth:`validate_size`, :meth:`validate_conversion`).
+
+        Raises:
+            ConfigError: one line naming ``prefix.key`` and, where useful, the choices.
+        """
+        self.validate_size(prefix)
+        self.validate_conversion(prefix)
+
+    def validate_size(self, prefix: str = "data", key: str = "image_size", min_size: int = 8) -> None:
+        """``image_size`` is ``[height, width]``, both at least ``min_size`` (named ``prefix.key``).
+
+        Raises:
+            ConfigError: naming the key.
+        """
+        size = self.image_size
+        if len(size) != 2 or min(size) < min_size:
+            raise ConfigError(f"{prefix}.{key} must be [height, width] >= {min_size}, got {size}")
+
+    def validate_conversion(self, prefix: str = "data") -> None:
+        """The per-modality conversion: a registered SAR scaling and speckle filter, a percentile
+        ``sar_alpha``, an odd filter window, positive ground sampling distances, 3-channel
+        normalisation.
+
+        Raises:
+            ConfigError: one line naming ``prefix.key`` and, where useful, the choices.
+        """
+        names = available_sar_preprocess()
+        if self.sar_preprocess not in names:
+            raise ConfigError(f"config key '{prefix}.sar_preprocess' has value {self.sar_preprocess!r}",
+                              f"use one of {', '.join(repr(n) for n in names)}")
+        if not 0.0 <= self.sar_alpha < 100.0:
+            raise ConfigError(f"{prefix}.sar_alpha must be a percentile in [0, 100), got {self.sar_alpha}")
+        filters = available_despeckle()
+        if self.sar_despeckle is not None and self.sar_despeckle not in filters:
+            raise ConfigError(f"config key '{prefix}.sar_despeckle' has value {self.sar_despeckle!r}",
+                              f"use null or one of {', '.join(repr(n) for n in filters)}")
+        w = self.sar_despeckle_window
+        if w < 3 or w % 2 == 0:
+            raise ConfigError(f"{prefix}.sar_despeckle_window must be odd and >= 3, got {w}")
+        for key in ("gsd_optical", "gsd_sar"):
+            v = getattr(self, key)
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"{prefix}.{key} must be a positive ground sampling distance in metres, got {v}")
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(s > 0 for s in self.std):
+            raise ConfigError(f"preprocessing mean and std must be 3 numbers each (std > 0), got {self.mean}, {self.std}")
 
     def to_uint8(self, arr: np.ndarray, modality: str) -> np.ndarray:
         """Raw pixels -> uint8 (H, W, 3) using the modality's rule."""
         modality = parse_modality(modality)
         if modality == SAR:
             if self.sar_despeckle:
-                from sarbridge.data.despeckle import despeckle
-
                 band = arr.mean(axis=-1) if arr.ndim == 3 else arr
                 arr = despeckle(np.asarray(band, dtype=np.float32), self.sar_despeckle, self.sar_despeckle_window)
             return get_sar_preprocess(self.sar_preprocess)(arr, alpha=self.sar_alpha)

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sarbridge.core.distributed import all_reduce_gradients_
+
 _EPS = 1e-12
 
 MODES = ("gp", "clip")
@@ -290,7 +292,6 @@ class WassersteinAlignment:
                     loss = -w
                 loss.backward()
                 if self.sync_gradients:
-                    from sarbridge.core.distributed import all_reduce_gradients_
 
                     all_reduce_gradients_(self.critic.parameters())
                 self.optimizer.step()

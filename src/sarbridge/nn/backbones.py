@@ -16,8 +16,11 @@ from typing import Any
 
 import timm
 import torch
+from safetensors.torch import load_file
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from sarbridge.core.checkpoint import load_model_state
 from sarbridge.core.errors import CheckpointError, ConfigError
 
 
@@ -210,7 +213,6 @@ def _read_weights_file(p: Path) -> Any:
         raise CheckpointError(f"pretrained weights '{p}' not found", "pass a local .pth or .safetensors file")
     try:
         if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
 
             return load_file(str(p))
         return torch.load(p, map_location="cpu", weights_only=True)
@@ -249,7 +251,6 @@ def _load_sarbridge_backbone(backbone: ModalityAwareBackbone, state: dict[str, A
     ``backbone.*`` weights of another task's model. Strict: any missing, unexpected or
     differently shaped tensor is a :class:`CheckpointError` (the position embedding alone is
     resampled when only the input size differs)."""
-    from sarbridge.core.checkpoint import load_model_state
 
     sd = state.get("backbone")
     if not isinstance(sd, dict):
@@ -263,7 +264,6 @@ def _load_sarbridge_backbone(backbone: ModalityAwareBackbone, state: dict[str, A
     key = "net.pos_embed"
     if backbone.is_vit and key in sd and key in own and sd[key].ndim == 3 and own[key].ndim == 3 \
             and sd[key].shape != own[key].shape and sd[key].shape[2] == own[key].shape[2]:
-        from timm.layers import resample_abs_pos_embed
 
         net = backbone.net
         prefix = 0 if getattr(net, "no_embed_class", False) else net.num_prefix_tokens
@@ -300,7 +300,6 @@ def load_pretrained(backbone: ModalityAwareBackbone, path: str | Path) -> dict[s
     net = backbone.net
     own = net.state_dict()
     if backbone.is_vit and "pos_embed" in sd and "pos_embed" in own and sd["pos_embed"].shape != own["pos_embed"].shape:
-        from timm.layers import resample_abs_pos_embed
 
         prefix = 0 if getattr(net, "no_embed_class", False) else net.num_prefix_tokens
         new_grid = list(net.patch_embed.grid_size)

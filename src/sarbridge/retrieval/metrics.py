@@ -41,7 +41,7 @@ import numpy as np
 
 from sarbridge.retrieval.distance import RetrievalInputError, to_numpy
 
-__all__ = ["cmc_to_ranks", "evaluate", "summarize"]
+__all__ = ["cmc_from_ranks", "cmc_to_ranks", "evaluate", "match_statistics", "rank_matches", "summarize"]
 
 # Query x gallery pairs per chunk when ``chunk_size`` is None (about 100 MB of temporaries).
 _CHUNK_PAIRS: Final[int] = 2**22
@@ -90,10 +90,14 @@ def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None
         raise RetrievalInputError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _ranked_matches(
+def rank_matches(
     d: np.ndarray, match: np.ndarray, removed: np.ndarray | None
 ) -> np.ndarray:
     """Reorder each row of ``match`` by ascending ``d``, ties broken by column index.
+
+    The ranking shared by :func:`evaluate` and the per-query lists of
+    :func:`sarbridge.retrieval.rankings.rank_lists`; :func:`match_statistics` reads first-match
+    ranks, AP and INP off its result.
 
     Items flagged in ``removed`` (never matches) are moved behind every kept item, so a kept
     match's 1-based position in the result is its rank among the remaining gallery items. The
@@ -108,6 +112,14 @@ def _ranked_matches(
       to NaN, which sorts after ``+inf`` and never compares equal.
 
     ``d`` may be modified in place when ``removed`` is given.
+
+    Args:
+        d: ``(R, G)`` distances.
+        match: ``(R, G)`` bool, True where the gallery item matches the row's query.
+        removed: ``(R, G)`` bool, True for items taken out of the ranking (never matches), or None.
+
+    Returns:
+        ``(R, G)`` bool: ``match`` in rank order.
     """
     if removed is not None:
         d[removed] = np.inf
@@ -128,6 +140,59 @@ def _ranked_matches(
             stable = np.argsort(dr, axis=1, kind="stable")
             ranked[redo] = np.take_along_axis(match[redo], stable, axis=1)
     return ranked
+
+
+def match_statistics(ranked: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First-match rank, AP and INP of every row of a rank-ordered match matrix.
+
+    With ``r_1 < ... < r_n`` the 1-based positions of the ``n`` True entries of a row:
+    ``first = r_1``, ``AP = (1/n) sum_i i / r_i`` and ``INP = n / r_n`` (module docstring). One
+    pass over the True entries (no loop over rows).
+
+    Args:
+        ranked: ``(R, K)`` bool, True where the item at that rank matches the row's query (e.g.
+            the result of :func:`rank_matches`, or ``ranked_ids == target[:, None]``).
+
+    Returns:
+        ``(first, ap, inp)``: ``(R,)`` int64 first-match ranks (0 for a row without a match) and
+        ``(R,)`` float64 AP and INP (NaN for a row without a match).
+    """
+    hits = np.asarray(ranked, dtype=bool)
+    num_rows = hits.shape[0]
+    row, col = np.nonzero(hits)  # row-major: per row, positives in rank order
+    ranks = col.astype(np.float64) + 1.0  # r_i (1-based)
+    n_rel = np.bincount(row, minlength=num_rows)
+    offsets = np.cumsum(n_rel) - n_rel
+    nth = np.arange(row.size, dtype=np.float64) - offsets[row] + 1.0  # i
+    sums = np.bincount(row, weights=nth / ranks, minlength=num_rows)
+    has = n_rel > 0
+    first = np.zeros(num_rows, dtype=np.int64)
+    ap = np.full(num_rows, np.nan)
+    inp = np.full(num_rows, np.nan)
+    first[has] = col[offsets[has]] + 1
+    ap[has] = sums[has] / n_rel[has]
+    inp[has] = n_rel[has] / ranks[(offsets + n_rel - 1)[has]]
+    return first, ap, inp
+
+
+def cmc_from_ranks(first_match_rank: Any, length: int) -> np.ndarray:
+    """CMC curve of 1-based first-match ranks: ``cmc[k-1]`` = fraction of the given ranks in ``[1, k]``.
+
+    A rank of 0 (never matched) counts as a miss at every ``k``: pass only the scored queries'
+    ranks for the :func:`evaluate` curve (skipped queries do not count there).
+
+    Args:
+        first_match_rank: ``(N,)`` integer ranks, 0 for "no match".
+        length: curve length (e.g. ``max_rank``).
+
+    Returns:
+        ``(length,)`` float64 fractions in ``[0, 1]``; empty when there are no ranks or ``length < 1``.
+    """
+    r = np.asarray(first_match_rank, dtype=np.int64).reshape(-1)
+    if r.size == 0 or length <= 0:
+        return np.zeros(0, dtype=np.float64)
+    hits = np.bincount(r[(r > 0) & (r <= length)] - 1, minlength=length)  # hits[k] = #ranks == k+1
+    return np.cumsum(hits) / float(r.size)
 
 
 def evaluate(
@@ -218,7 +283,7 @@ def evaluate(
 
     rows = int(chunk_size) if chunk_size is not None else max(1, _CHUNK_PAIRS // max(num_g, 1))
     valid = np.zeros(num_q, dtype=bool)
-    first_hits = np.zeros(max_rank, dtype=np.int64)  # first_hits[k] = #queries with r_1 == k+1
+    first_rank = np.zeros(num_q, dtype=np.int64)  # r_1 of every valid query, 0 for the others
     aps: list[np.ndarray] = []
     inps: list[np.ndarray] = []
 
@@ -247,20 +312,15 @@ def evaluate(
         match = match[sel]
         if removed is not None:
             # Fancy indexing copies, so dist itself is never modified.
-            ranked = _ranked_matches(dc[sel], match, removed[sel])
+            ranked = rank_matches(dc[sel], match, removed[sel])
         else:
-            ranked = _ranked_matches(dc if sel.size == dc.shape[0] else dc[sel], match, None)
+            ranked = rank_matches(dc if sel.size == dc.shape[0] else dc[sel], match, None)
         del match, removed
-        row, col = np.nonzero(ranked)  # row-major: per row, positives in rank order
+        first, ap, inp = match_statistics(ranked)  # every selected row has a match
         del ranked
-        ranks = col.astype(np.float64) + 1.0  # r_i (1-based)
-        n_rel = np.bincount(row, minlength=sel.size)  # > 0 for every selected row
-        offsets = np.cumsum(n_rel) - n_rel
-        nth = np.arange(row.size, dtype=np.float64) - offsets[row] + 1.0  # i
-        aps.append(np.bincount(row, weights=nth / ranks, minlength=sel.size) / n_rel)
-        inps.append(n_rel / ranks[offsets + n_rel - 1])
-        first = col[offsets]  # r_1 - 1
-        first_hits += np.bincount(first[first < max_rank], minlength=max_rank)
+        aps.append(ap)
+        inps.append(inp)
+        first_rank[start + sel] = first
 
     num_valid = int(valid.sum())
     if num_valid == 0:
@@ -273,7 +333,7 @@ def evaluate(
         )
     all_ap = np.concatenate(aps)
     all_inp = np.concatenate(inps)
-    cmc = np.cumsum(first_hits) / float(num_valid)
+    cmc = cmc_from_ranks(first_rank[valid], max_rank)
     return {
         "cmc": cmc,
         "mAP": float(all_ap.mean()),

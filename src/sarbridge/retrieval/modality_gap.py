@@ -207,11 +207,11 @@ def linear_probe_accuracy(
     Returns:
         0.5 for indistinguishable modalities up to 1.0 for perfectly separable ones.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - lazy: heavy; only for the linear probe
+    from sklearn.metrics import balanced_accuracy_score  # noqa: PLC0415 - lazy: heavy; only for the linear probe
+    from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415 - lazy: heavy; only for the linear probe
+    from sklearn.pipeline import make_pipeline  # noqa: PLC0415 - lazy: heavy; only for the linear probe
+    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415 - lazy: heavy; only for the linear probe
 
     x, y = _prepare(X, Y, normalize)
     k = min(int(folds), x.shape[0], y.shape[0])

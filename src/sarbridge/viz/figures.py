@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from PIL import Image
+
+from sarbridge.core.utils import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -182,7 +185,6 @@ def to_display_uint8(image: np.ndarray, low: float = 2.0, high: float = 98.0) ->
 
 def _framed_thumbnail(image: np.ndarray, size: int, border: int, colour: tuple[int, int, int]) -> np.ndarray:
     """Fit ``image`` (aspect kept, letterboxed) inside a ``size``-pixel square with a solid frame."""
-    from PIL import Image
 
     rgb = to_display_uint8(image)
     inner = size - 2 * border
@@ -331,10 +333,10 @@ def _fit_text(text: str, max_w: float, lines: int, measure: Callable[[str], floa
 # Drawing
 # --------------------------------------------------------------------------------------------
 def _build_figure(rows: list[RankedRow], layout: FigureLayout, title: str | None, dpi: int) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.patches import Patch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - lazy: heavy; only when a figure is drawn
+    from matplotlib.figure import Figure  # noqa: PLC0415 - lazy: heavy; only when a figure is drawn
+    from matplotlib.font_manager import FontProperties  # noqa: PLC0415 - lazy: heavy; only when a figure is drawn
+    from matplotlib.patches import Patch  # noqa: PLC0415 - lazy: heavy; only when a figure is drawn
 
     W, H = layout.width, layout.height
     # A hair over the exact size so the canvas' int() truncation cannot lose a pixel.
@@ -422,7 +424,6 @@ def retrieval_figure(
         ValueError: ``rows`` is empty, a candidate has an unknown status, or an image cannot be
             displayed.
     """
-    from sarbridge.core.utils import atomic_write
 
     rows = list(rows)
     layout = layout_boxes(rows, title=title, thumb=thumb, dpi=dpi)

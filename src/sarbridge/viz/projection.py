@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from sarbridge.core.utils import atomic_write
+
 #: Projection methods accepted by :func:`project_2d`.
 METHODS: tuple[str, ...] = ("tsne", "pca")
 #: Colour (matplotlib) and marker of each modality index (0 optical, 1 SAR).
@@ -74,7 +76,7 @@ def project_2d(features: Any, method: str = "tsne", seed: int = 0, perplexity: f
     x = _normalised(features)
     if method == "pca" or x.shape[0] < MIN_TSNE_SAMPLES:
         return pca_2d(x)
-    from sklearn.manifold import TSNE
+    from sklearn.manifold import TSNE  # noqa: PLC0415 - lazy: heavy; only when a t-SNE is drawn
 
     perp = float(max(1.0, min(perplexity, (x.shape[0] - 1) / 3.0)))
     tsne = TSNE(n_components=2, perplexity=perp, init="pca", random_state=int(seed), learning_rate="auto")
@@ -138,11 +140,10 @@ def modality_projection_figure(
     Returns:
         The written path.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - lazy: heavy; only when a figure is drawn
+    from matplotlib.figure import Figure  # noqa: PLC0415 - lazy: heavy; only when a figure is drawn
+    from matplotlib.lines import Line2D  # noqa: PLC0415 - lazy: heavy; only when a figure is drawn
 
-    from sarbridge.core.utils import atomic_write
 
     panels = list(panels)
     if not panels:

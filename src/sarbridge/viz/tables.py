@@ -1,18 +1,29 @@
-"""Markdown tables and the ``metrics.json`` + ``results.md`` pair every run writes."""
+"""Markdown tables and the ``metrics.json`` + ``results.md`` pair every run writes.
+
+The tables of a task (the re-identification protocols, the localisation stages) live with the task
+(:mod:`sarbridge.tasks.reid.results`, :mod:`sarbridge.tasks.geo.results`); this module only knows
+rows, columns and files.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sarbridge.core.utils import atomic_write_json, atomic_write_text
 
-PROTOCOL_TITLES = {"all2all": "ALL->ALL", "opt2sar": "Optical->SAR", "sar2opt": "SAR->Optical"}
-METRIC_KEYS = ("mAP", "R1", "R5", "R10", "mINP", "queries")
-
 
 def markdown_table(rows: list[list[Any]], header: list[str]) -> str:
-    """A GitHub-flavoured Markdown table; floats shown with one decimal."""
+    """A GitHub-flavoured Markdown table; floats shown with one decimal.
+
+    Args:
+        rows: the cells of every row (floats are formatted, everything else via ``str``).
+        header: the column titles.
+
+    Returns:
+        The table, one line per row, ending with a newline.
+    """
     def fmt(v: Any) -> str:
         return f"{v:.1f}" if isinstance(v, float) else str(v)
 
@@ -21,24 +32,18 @@ def markdown_table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def protocol_table(metrics: dict[str, Any]) -> str:
-    """One row per protocol with mAP/R1/R5/R10/mINP (percent) and the number of queries."""
-    rows = []
-    for key, title in PROTOCOL_TITLES.items():
-        m = metrics.get(key)
-        if not m:
-            continue
-        rows.append([title] + [m.get(k, "n/a") for k in METRIC_KEYS])
-    return markdown_table(rows, ["protocol", *METRIC_KEYS])
+def split_curves(metrics: dict[str, Any], curve_keys: Iterable[str]) -> dict[str, Any]:
+    """``metrics`` with the ``cmc`` list of every entry named in ``curve_keys`` moved to ``metrics["cmc"]``.
 
-
-def write_results(out_dir: str | Path, metrics: dict[str, Any], title: str = "sarbridge results") -> None:
-    """Write ``metrics.json`` (machine) and ``results.md`` (human) atomically."""
-    out = Path(out_dir)
+    Returns:
+        A new dict: entries in ``curve_keys`` lose their ``cmc``; ``"cmc": {name: [floats]}`` is
+        added when any entry had one.
+    """
+    names = set(curve_keys)
     clean: dict[str, Any] = {}
     curves: dict[str, list[float]] = {}
     for k, v in metrics.items():
-        if k in PROTOCOL_TITLES and isinstance(v, dict):
+        if k in names and isinstance(v, dict):
             clean[k] = {kk: vv for kk, vv in v.items() if kk != "cmc"}
             if "cmc" in v:
                 curves[k] = [float(x) for x in v["cmc"]]
@@ -46,28 +51,46 @@ def write_results(out_dir: str | Path, metrics: dict[str, Any], title: str = "sa
             clean[k] = v
     if curves:
         clean["cmc"] = curves
+    return clean
+
+
+def write_results(
+    out_dir: str | Path,
+    metrics: dict[str, Any],
+    title: str,
+    table: Callable[[dict[str, Any]], str],
+    curve_keys: Iterable[str] = (),
+    notes: Sequence[str] = (),
+    footer: str = "",
+) -> dict[str, Any]:
+    """Write ``metrics.json`` (machine) and ``results.md`` (human) atomically.
+
+    ``results.md`` is the title, ``table(metrics)``, the ``notes`` (one paragraph each), the
+    ``meta`` entries as a list and the ``footer``.
+
+    Args:
+        out_dir: run folder.
+        metrics: the results; ``meta`` (a dict) holds the facts of the run.
+        title: the page title.
+        table: the task's metrics table (Markdown) of the written metrics.
+        curve_keys: entries whose ``cmc`` curve moves to ``metrics.json``'s ``cmc`` (:func:`split_curves`).
+        notes: paragraphs after the table.
+        footer: the last paragraph.
+
+    Returns:
+        What was written to ``metrics.json``.
+    """
+    out = Path(out_dir)
+    clean = split_curves(metrics, curve_keys)
     atomic_write_json(out / "metrics.json", clean)
-    md = [f"# {title}", "", protocol_table(clean)]
-    if "protocol_source" in clean:
-        md.append(f"Optical->SAR / SAR->Optical protocols: {clean['protocol_source']}.\n")
+    md = [f"# {title}", "", table(clean), *notes]
     meta = clean.get("meta") or {}
     if meta:
         md.append("\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n")
-    md.append("Percentages; features L2-normalised, squared Euclidean distance, queries without a gallery match skipped.\n")
+    if footer:
+        md.append(footer)
     atomic_write_text(out / "results.md", "\n".join(md))
+    return clean
 
 
-LOCALISATION_KEYS = ("top1", "top5", "top10", "top20", "mAP", "mean_err_m", "median_err_m",
-                     "succ_50m", "succ_100m", "succ_150m", "succ_200m", "queries")
-LOCALISATION_TITLES = {"coarse": "coarse retrieval", "refined": "+ graph refinement", "reranked": "+ re-ranking (k-reciprocal or GNN)"}
-
-
-def localisation_table(metrics: dict[str, Any]) -> str:
-    """One row per stage (coarse, refined, re-ranked): top-k accuracy and mAP (percent), error in
-    metres (mean, median) and success within 50/100/150/200 m (percent)."""
-    rows = []
-    for key, title in LOCALISATION_TITLES.items():
-        m = metrics.get(key)
-        if isinstance(m, dict):
-            rows.append([title] + [m.get(k, "n/a") for k in LOCALISATION_KEYS])
-    return markdown_table(rows, ["stage", *LOCALISATION_KEYS])
+__all__ = ["markdown_table", "split_curves", "write_results"]

@@ -29,7 +29,10 @@ def test_report_prints_the_path_of_report_html(tmp_path: Path, capsys: pytest.Ca
     out = capsys.readouterr().out.strip()
     assert out == str(run / "report.html") and Path(out).is_file()
     page = Path(out).read_text()
-    assert "<td>41.2</td>" in page or "<td>41.3</td>" in page
+    metrics = json.loads((run / "metrics.json").read_text())["all2all"]
+    for key in ("R1", "R5", "R10", "mAP", "mINP"):  # one decimal: 41.25 is shown as 41.2 (round half to even)
+        assert f"<td>{metrics[key]:.1f}</td>" in page, key
+    assert "<td>41.2</td>" in page
     assert "Ranked lists are unavailable" in page  # evaluated before rankings.json existed
 
 
@@ -92,3 +95,43 @@ def test_geo_demo_ends_by_writing_the_report(tmp_path: Path, capsys: pytest.Capt
     page = report.read_text()
     assert "+ graph refinement" in page and "coarse/train_log.jsonl" in page
     assert any((tmp_path / "g" / "thumbs").iterdir())
+
+
+def test_demo_commands_analyse_and_report_after_the_demo_in_the_old_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demos only train and evaluate; the command then analyses, writes the report and prints, in the
+    order the demos printed before (geo: the example line comes after the analysis, before the table)."""
+    import sarbridge.app.cli.geo as cli_geo
+    import sarbridge.app.cli.reid as cli_reid
+    import sarbridge.tasks.geo.demo as geo_demo
+    import sarbridge.tasks.reid.demo as reid_demo
+
+    calls = []
+
+    def finish(out, metrics, progress=True):
+        calls.append((Path(out), metrics["meta"]["device"], progress))
+        print("ANALYSED")
+        return Path(out) / "report.html"
+
+    example = {"query": "q.tif", "lon": 4.5, "lat": 51.25, "error_m": None, "error_radius_m": 12.34}
+    geo_metrics = {"coarse": {"top1": 10.0, "queries": 5}, "meta": {"device": "cpu"}, "example": example}
+    monkeypatch.setattr(geo_demo, "run_geo_demo", lambda out, **kw: dict(geo_metrics))
+    monkeypatch.setattr(cli_geo, "finish_demo", finish)
+    assert main(["geo", "demo", "--out", str(tmp_path / "g")]) == 0
+    out = capsys.readouterr().out
+    order = [out.index(t) for t in ("ANALYSED", "example: q.tif located at lon 4.500000, lat 51.250000 "
+                                    "(error nan m, radius 12.3 m)", "| coarse retrieval | 10.0", "results: ",
+                                    f"report: {tmp_path / 'g' / 'report.html'}")]
+    assert order == sorted(order) and calls == [(tmp_path / "g", "cpu", True)]
+    assert main(["geo", "demo", "--out", str(tmp_path / "g"), "--quiet"]) == 0
+    assert "example:" not in capsys.readouterr().out and calls[-1][2] is False
+
+    reid_metrics = {"all2all": {"mAP": 1.0, "queries": 2}, "protocol_source": "derived", "meta": {"device": "cpu"}}
+    monkeypatch.setattr(reid_demo, "run_demo", lambda out, **kw: dict(reid_metrics))
+    monkeypatch.setattr(cli_reid, "finish_demo", finish)
+    assert main(["demo", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    order = [out.index(t) for t in ("ANALYSED", "| ALL->ALL | 1.0", "protocols: derived", "results: ",
+                                    f"report: {tmp_path / 'r' / 'report.html'}")]
+    assert order == sorted(order)
+

@@ -16,14 +16,9 @@ from sarbridge.data.splits import holdout_validation
 from sarbridge.tasks.reid.evaluate import extract_features
 from sarbridge.tasks.reid.task import ReIDTask, load_splits, model_from_checkpoint, train_reid
 from sarbridge.core.errors import SarbridgeError
-from sarbridge.app.report.analyze import (
-    analyze_run,
-    analyze_runs,
-    expand_runs,
-    initial_reid_model,
-    reid_samples,
-    subsample_indices,
-)
+from sarbridge.app.report.analyze import analyze_run, analyze_runs, expand_runs
+from sarbridge.tasks.reid.run_features import initial_reid_model, reid_samples
+from sarbridge.tasks.run_features import subsample_indices
 from sarbridge.retrieval.modality_gap import METRIC_NOTES, modality_gap_report
 from sarbridge.core.utils import seed_everything
 from tiny_setup import HOSS_SAMPLE, tiny_config
@@ -113,17 +108,6 @@ def test_stage_metrics_come_from_initial_and_trained_features(tiny_run: tuple[Pa
     assert analysed["stages"]["before"] != pytest.approx(analysed["stages"]["after"], rel=1e-3)
 
 
-def test_subsample_is_stratified_and_seeded() -> None:
-    mods = np.array([0] * 300 + [1] * 100)
-    keep = subsample_indices(mods, 40, seed=1)
-    assert len(keep) == 40 and (mods[keep] == 0).sum() == 30 and (mods[keep] == 1).sum() == 10
-    assert np.array_equal(keep, subsample_indices(mods, 40, seed=1))
-    assert not np.array_equal(keep, subsample_indices(mods, 40, seed=2))
-    assert np.array_equal(subsample_indices(mods, 1000), np.arange(400))
-    few = subsample_indices(np.array([0] * 200 + [1]), 20)
-    assert (np.array([0] * 200 + [1])[few] == 1).sum() == 1
-
-
 def test_cli_compares_runs_of_an_ablation_folder(tiny_run: tuple[Path, Path], tmp_path: Path, capsys) -> None:
     _, run = tiny_run
     abl = tmp_path / "abl"
@@ -199,7 +183,7 @@ def test_geo_run_before_and_after(tmp_path: Path) -> None:
     from sarbridge.tasks.geo.config import load_geo_config
     from sarbridge.tasks.geo.run import load_localisation, train_geo
     from sarbridge.tasks.geo.train import GeoCoarseTask, area_views
-    from sarbridge.app.report.analyze import initial_geo_encoder
+    from sarbridge.tasks.geo.run_features import initial_geo_encoder
 
     repo = Path(__file__).resolve().parents[3]
     scene = write_scene(tmp_path / "scene")

@@ -21,8 +21,9 @@ from sarbridge.core.errors import SarbridgeError
 from sarbridge.tasks.geo.evaluate import RankedResult, metrics_of
 from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, LocalisationData
 from sarbridge.app.report.html import build_report_html, placeholder_image, write_report
-from sarbridge.retrieval.rankings import write_geo_rankings, write_reid_rankings
-from sarbridge.viz.tables import write_results
+from sarbridge.tasks.geo.rankings import write_geo_rankings
+from sarbridge.tasks.reid.rankings import write_reid_rankings
+from sarbridge.tasks.reid.results import write_reid_results
 
 def write_chip(path: Path, sar: bool, seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -47,9 +48,10 @@ def check_self_contained(page: str) -> list[Image.Image]:
     assert srcs and len(srcs) == page.count("<img ")
     images = []
     for src in srcs:
-        assert src.startswith("data:image/png;base64,") or src.startswith("data:image/"), src[:40]
-        im = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        im = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
         im.load()
+        assert im.format == "PNG", im.format  # the bytes are a PNG, as the data URI says
         images.append(im)
     return images
 
@@ -72,7 +74,7 @@ def reid_run(tmp_path: Path, missing: bool = False) -> tuple[Path, dict]:
     res, ranks = evaluate_protocols_with_rankings(bank, {"opt2sar": (query, gallery)}, max_rank=12)
     res["protocol_source"] = "derived"
     res["meta"] = {"checkpoint": "run/best.pt", "device": "cpu", "data": str(data)}
-    write_results(run, res)
+    write_reid_results(run, res)
     write_reid_rankings(run, ranks, {"opt2sar": res["opt2sar"]["cmc"]})
     log = [{"epoch": e, "lr": 0.01 / (e + 1), "loss": 3.0 - e, "ce": 2.0 - e / 2, "triplet": 1.0 - e / 3,
             "val_opt2sar_mAP": 10.0 + 5 * e} for e in range(3)]

@@ -39,7 +39,8 @@ WORKER = textwrap.dedent(
     import torch.distributed as dist
 
     from sarbridge.app.cli import main
-    from sarbridge.tasks.bridge.train import load_diffusion_config, train_diffusion
+    from sarbridge.tasks.bridge.config import load_diffusion_config
+    from sarbridge.tasks.bridge.train import train_diffusion
     from sarbridge.core.distributed import init_distributed
 
     out, config, spec = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
@@ -157,12 +158,14 @@ def test_sharded_sampler_with_a_fixed_number_of_samples():
 
 
 def test_single_process_keeps_the_random_sampler(toy_pairs):
-    from sarbridge.tasks.bridge.pairs import load_pairs, split_pairs
-    from sarbridge.tasks.bridge.train import DiffusionTask, load_diffusion_config
+    from sarbridge.data.pairs import split_pairs
+    from sarbridge.tasks.bridge.pairs import load_pairs
+    from sarbridge.tasks.bridge.config import load_diffusion_config
+    from sarbridge.tasks.bridge.train import DiffusionTask
 
     cfg = load_diffusion_config(DEMO, [f"data.root={toy_pairs}", *TINY, "train.steps_per_epoch=3"])
     pairs, _ = load_pairs(cfg.data, seed=cfg.seed)
-    train, val = split_pairs(pairs, cfg.data.val_fraction, seed=cfg.seed)
+    train, val = split_pairs(pairs, cfg.data.val_fraction, seed=cfg.seed, min_groups=1)
     task = DiffusionTask(cfg, train, val, progress=False)
     assert isinstance(task.sampler, torch.utils.data.RandomSampler) and len(task.sampler) == 6
     torch.manual_seed(0)

@@ -13,8 +13,10 @@ from PIL import Image
 
 from sarbridge.app.cli import main
 from sarbridge.tasks.bridge.model import BrownianBridge, UNetConfig, build_denoiser
-from sarbridge.tasks.bridge.pairs import load_pairs, split_pairs
-from sarbridge.tasks.bridge.train import DiffusionTask, load_diffusion_config, psnr_uint8
+from sarbridge.data.pairs import split_pairs
+from sarbridge.tasks.bridge.pairs import load_pairs
+from sarbridge.tasks.bridge.config import load_diffusion_config
+from sarbridge.tasks.bridge.train import DiffusionTask, psnr_uint8
 from sarbridge.tasks.bridge.translate import BridgeTranslator, input_generator, modality_from_name
 from sarbridge.core.checkpoint import load_checkpoint, save_checkpoint
 from sarbridge.core.trainer import Trainer
@@ -139,7 +141,7 @@ def test_config_errors(toy_pairs, tmp_path, capsys):
 def test_checkpoint_round_trip_gives_identical_samples(toy_pairs, tmp_path):
     cfg = load_diffusion_config(DEMO, [f"data.root={toy_pairs}", *TINY, "optim.epochs=1"])
     pairs, _ = load_pairs(cfg.data)
-    train, val = split_pairs(pairs, cfg.data.val_fraction)
+    train, val = split_pairs(pairs, cfg.data.val_fraction, min_groups=1)
     torch.manual_seed(0)
     task = DiffusionTask(cfg, train, val, progress=False)
     trainer = Trainer(task, cfg.optim, tmp_path, torch.device("cpu"), seed=0, amp=False,
@@ -197,12 +199,22 @@ def test_translate_cli_writes_k_pngs(trained, toy_pairs, tmp_path):
     summary = json.loads((out / "translate.json").read_text())
     assert summary["inputs"] == 8 and summary["samples"] == 2 and summary["steps"] == 3
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
-    # same seed -> same files, whatever the batch size
+    # same seed -> same images whatever the batch size. Batched convolutions may round differently with the
+    # batch size (seen: 3 of 384 pixels off by one grey level), so allow off-by-one rounding on a few pixels;
+    # another noise draw or a mixed-up sample changes most pixels by far more than one level.
     out2 = tmp_path / "gen2"
     assert main(["translate", "--checkpoint", str(trained / "best.pt"), "--input", str(toy_pairs / "opt"),
                  "--samples", "2", "--steps", "3", "--out", str(out2), "--quiet", "--batch-size", "8"]) == 0
     for name in pngs:
-        np.testing.assert_array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(out2 / name)))
+        a = np.asarray(Image.open(out / name)).astype(np.int16)
+        b = np.asarray(Image.open(out2 / name)).astype(np.int16)
+        diff = np.abs(a - b)
+        assert diff.max() <= 1, f"{name}: pixels differ by up to {diff.max()} grey levels between batch sizes"
+        assert (diff > 0).mean() <= 0.02, f"{name}: {(diff > 0).mean():.1%} of pixels differ between batch sizes"
+    # the tolerance still catches a real difference: two different samples of one input are far apart
+    k0 = np.asarray(Image.open(out / pngs[0])).astype(np.int16)
+    k1 = np.asarray(Image.open(out / pngs[1])).astype(np.int16)
+    assert np.abs(k0 - k1).max() > 1 and (np.abs(k0 - k1) > 0).mean() > 0.02
 
 
 def test_translate_cli_errors(trained, toy_pairs, tmp_path, capsys):

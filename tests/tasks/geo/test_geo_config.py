@@ -46,3 +46,51 @@ def test_packaged_demo_config_is_the_repository_one() -> None:
 def test_bad_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace("[", r"\[")):
         load_geo_config(None, [override])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.image_size=[4,200]", "data.image_size"),
+    ("data.sar_preprocess=log", "data.sar_preprocess"),
+    ("data.sar_alpha=100", "data.sar_alpha"),
+    ("data.sar_despeckle=median", "data.sar_despeckle"),
+    ("data.sar_despeckle_window=6", "data.sar_despeckle_window"),
+    ("data.gsd_sar=0", "data.gsd_sar"),
+])
+def test_preprocessing_errors_are_the_specs_one_line_naming_the_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key) as exc:
+        load_geo_config(None, [override])
+    assert "\n" not in str(exc.value)
+
+
+def test_data_section_is_a_preprocess_spec_with_localisation_defaults() -> None:
+    """spec() gives what the removed spec_from_geo built: the five geo keys, spec defaults for the rest
+    (so the "preprocess" dict of a geo checkpoint is unchanged)."""
+    from sarbridge.data.transforms import PreprocessSpec
+
+    d = GeoConfig().data
+    assert (d.image_size, d.sar_preprocess, d.sar_alpha, d.sar_despeckle, d.sar_despeckle_window) == (
+        [200, 200], "percentile", 2.0, None, 7)
+    cfg = load_geo_config(None, ["data.image_size=[64,64]", "data.sar_preprocess=db", "data.sar_despeckle=lee"])
+    assert cfg.data.spec() == PreprocessSpec(image_size=[64, 64], sar_preprocess="db", sar_alpha=2.0,
+                                             sar_despeckle="lee", sar_despeckle_window=7)
+    assert cfg.data.spec().to_dict() == {
+        "image_size": [64, 64], "sar_preprocess": "db", "sar_alpha": 2.0, "sar_despeckle": "lee",
+        "sar_despeckle_window": 7, "gsd_optical": 0.75, "gsd_sar": 1.0, "mean": [0.5] * 3, "std": [0.5] * 3}
+
+
+def test_config_of_the_previous_layout_loads() -> None:
+    """A geo config.yaml (and checkpoint "config") written before the data section became a spec."""
+    import yaml
+
+    from sarbridge.core.config import config_from_dict, config_to_dict
+
+    old = yaml.safe_load((REPO / "tests" / "fixtures" / "config-v1" / "geo.yaml").read_text(encoding="utf-8"))
+    cfg = config_from_dict(old, GeoConfig)
+    now = config_to_dict(cfg)
+    for section, values in old.items():
+        if isinstance(values, dict):
+            assert {k: now[section][k] for k in values} == values, section
+        else:
+            assert now[section] == values, section
+    # the only keys added since: the ground sampling distances every PreprocessSpec has
+    assert set(now["data"]) - set(old["data"]) == {"gsd_optical", "gsd_sar"}

@@ -180,21 +180,22 @@ def test_training_with_the_disk_cache_gives_the_same_metrics(geo_scene: Path, tm
 @pytest.mark.parametrize("rank", [0, 1])
 def test_rank_zero_builds_first_and_the_others_wait(geo_scene: Path, tmp_path: Path, rank: int,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from sarbridge.core import distributed
+    from sarbridge.core import cache as core_cache
     from sarbridge.core.distributed import DistContext
 
     events: list[str] = []
     ctx = DistContext(rank=rank, world_size=2, backend="gloo")
-    monkeypatch.setattr(distributed, "current_context", lambda: ctx)
-    monkeypatch.setattr(distributed, "barrier", lambda c=None: events.append("barrier"))
-    real = geo_datasets.build_patch_cache
-    monkeypatch.setattr(geo_datasets, "build_patch_cache", lambda *a: events.append(f"build progress={a[4]}") or real(*a))
+    monkeypatch.setattr(core_cache, "current_context", lambda: ctx)
+    monkeypatch.setattr(core_cache, "barrier", lambda c=None: events.append("barrier"))
+    real = geo_datasets.map_with_progress
+    monkeypatch.setattr(geo_datasets, "map_with_progress",
+                        lambda *a: events.append(f"build progress={a[3]}") or real(*a))
     refs = _data(geo_scene).references[:3]
     images = PatchImages(refs, OPTICAL, _spec(), cache_dir=tmp_path / "cache")
     images.preload("caching", progress=True)
     if rank == 0:
         assert events == ["build progress=True", "barrier"]
-    else:  # waits for rank 0, then opens; no progress bar off rank 0
+    else:  # waits for rank 0, then opens (builds here: no real rank 0); no progress bar off rank 0
         assert events == ["barrier", "build progress=False"]
     assert torch.equal(images[1], prepare_patch(refs[1].load(), OPTICAL, _spec(), refs[1].source))
 

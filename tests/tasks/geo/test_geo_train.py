@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -76,4 +77,8 @@ def test_query_expansion_switch_equals_expanding_the_queries_first() -> None:
                                        top_k=5)
     plain, _ = evaluate_localisation(data, queries, refs_emb, q_emb, top_k=5)
     assert with_switch["coarse"] == by_hand["coarse"]
-    assert with_switch["coarse"] != plain["coarse"] or with_switch["coarse"]["top1"] == 100.0
+    # the noisy queries leave room to improve (plain top-1 below 100 %, checked against a direct argmax),
+    # so the expansion must change the figures
+    naive_top1 = 100.0 * float((torch.argmax(q_emb @ refs_emb.t(), dim=1) == targets).float().mean())
+    assert plain["coarse"]["top1"] == pytest.approx(naive_top1) and naive_top1 < 100.0
+    assert with_switch["coarse"]["mAP"] != pytest.approx(plain["coarse"]["mAP"])

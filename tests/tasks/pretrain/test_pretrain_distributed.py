@@ -20,12 +20,8 @@ from torch.utils.data import DataLoader
 from ddp_launch import torchrun
 from sarbridge.data.pairs import split_pairs
 from sarbridge.data.synthetic import generate_hoss_dataset
-from sarbridge.tasks.pretrain.task import (
-    PretrainTask,
-    backbone_from_checkpoint,
-    load_pretrain_config,
-    read_config_pairs,
-)
+from sarbridge.tasks.pretrain.config import load_pretrain_config
+from sarbridge.tasks.pretrain.task import PretrainTask, backbone_from_checkpoint, read_config_pairs
 from sarbridge.core.trainer import Trainer
 from sarbridge.core.utils import seed_everything
 
@@ -58,7 +54,8 @@ WORKER = textwrap.dedent(
 
     from sarbridge.app.cli import main
     from sarbridge.core.distributed import init_distributed
-    from sarbridge.tasks.pretrain.task import load_pretrain_config, train_pretrain
+    from sarbridge.tasks.pretrain.config import load_pretrain_config
+    from sarbridge.tasks.pretrain.task import train_pretrain
 
     out, config, spec = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
     ctx = init_distributed("cpu")
@@ -155,7 +152,8 @@ def test_two_rank_pretraining_writes_one_run_that_loads_in_one_process(two_rank_
         assert set(state["backbone"]) == set(backbone.state_dict())
     metrics = json.loads((out / "local" / "metrics.json").read_text())
     assert metrics["meta"]["processes"] == 2 and metrics["meta"]["negatives"] == "per-process batch"
-    assert metrics["opt2sar"]["queries"] > 0
+    # every held-out pair is one query per direction (its partner is in the gallery)
+    assert metrics["opt2sar"]["queries"] == metrics["sar2opt"]["queries"] == metrics["meta"]["val_pairs"] > 0
     assert json.loads((out / "global" / "metrics.json").read_text())["meta"]["negatives"].startswith("global")
     # the CLI prints its summary on rank 0 only
     assert [r["cli_code"] for r in reports] == [0, 0]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sarbridge.core.config import ExperimentConfig, config_from_dict, config_to_dict, merge_dicts, parse_overrides
+from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides
+from sarbridge.tasks.reid.config import ExperimentConfig
 from sarbridge.data.records import Sample
 from sarbridge.tasks.reid.evaluate import ReIDEvaluator, evaluate_protocols, rerank_options
 from sarbridge.core.errors import ConfigError
@@ -96,7 +97,7 @@ def test_evaluate_protocols_passes_options():
 
 
 def _cfg(overrides):
-    return config_from_dict(merge_dicts(config_to_dict(ExperimentConfig()), parse_overrides(overrides)))
+    return config_from_dict(merge_dicts(config_to_dict(ExperimentConfig()), parse_overrides(overrides)), ExperimentConfig)
 
 
 def test_config_switches_load_and_validate():

@@ -11,7 +11,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from sarbridge.core.config import DataConfig
+from sarbridge.tasks.reid.config import DataConfig
 from sarbridge.tasks.reid.dataset import make_label_map
 from sarbridge.data.gpu_augment import BatchAugment
 from sarbridge.data.io import read_image

@@ -9,13 +9,13 @@ from sarbridge.app.cli.common import add_common, config_overrides
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from sarbridge.core.config import load_config
-    from sarbridge.tasks.reid.ablation import run_ablation
     from sarbridge.core.errors import ConfigError
+    from sarbridge.tasks.reid.ablation import run_ablation
+    from sarbridge.tasks.reid.config import load_reid_config
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-    cfg = load_config(args.config, config_overrides(args))
+    cfg = load_reid_config(args.config, config_overrides(args))
     run_ablation(cfg, args.out, seeds=args.seeds, progress=not args.quiet)
     out = Path(args.out)
     print((out / "ablation.md").read_text(), end="")

@@ -9,8 +9,8 @@ from sarbridge.app.cli.common import add_common
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from sarbridge.core.errors import SarbridgeError
     from sarbridge.app.report.analyze import analysis_markdown, analyze_runs
+    from sarbridge.core.errors import SarbridgeError
 
     if args.max_samples < 4:
         raise SarbridgeError(f"--max-samples must be at least 4, got {args.max_samples}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def add_common(sp: argparse.ArgumentParser) -> None:
@@ -38,6 +39,24 @@ def write_run_report(out: str | Path, args: argparse.Namespace) -> None:
     from sarbridge.app.report.html import write_report
 
     print(f"report: {write_report(out)}")
+
+
+def finish_demo(out: str | Path, metrics: dict[str, Any], progress: bool = True) -> Path | None:
+    """What a demo ends with: the modality-gap analysis of its run folder, then ``report.html``.
+
+    The analysis runs on the device the demo ran on (``metrics["meta"]["device"]``). Nothing is
+    done when the demo evaluated nothing (a non-zero rank of a distributed run).
+
+    Returns:
+        The path of ``report.html``, or None.
+    """
+    if not metrics:
+        return None
+    from sarbridge.app.report.analyze import analyze_run
+    from sarbridge.app.report.html import write_report
+
+    analyze_run(out, device=str((metrics.get("meta") or {}).get("device", "auto")), progress=progress)
+    return write_report(out)
 
 
 def config_overrides(args: argparse.Namespace, **flags: str) -> list[str]:

@@ -66,9 +66,9 @@ def cmd_despeckle(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from sarbridge.core.utils import resolve_device
     from sarbridge.data.despeckle import available_despeckle, despeckle
     from sarbridge.data.io import read_image
-    from sarbridge.core.utils import resolve_device
 
     if args.method not in available_despeckle():
         raise ConfigError(f"unknown despeckle method '{args.method}'",

@@ -9,8 +9,9 @@ from sarbridge.app.cli.common import add_common, add_run_args, config_overrides
 
 
 def cmd_diffusion_train(args: argparse.Namespace) -> int:
-    from sarbridge.tasks.bridge.train import load_diffusion_config, train_diffusion
     from sarbridge.core.distributed import current_context
+    from sarbridge.tasks.bridge.config import load_diffusion_config
+    from sarbridge.tasks.bridge.train import train_diffusion
 
     cfg = load_diffusion_config(args.config, config_overrides(args, direction="direction"))
     metrics = train_diffusion(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -27,8 +28,8 @@ def cmd_diffusion_train(args: argparse.Namespace) -> int:
 
 
 def _collect_inputs(path: str) -> list[Path]:
-    from sarbridge.data.io import IMAGE_SUFFIXES
     from sarbridge.core.errors import DataError
+    from sarbridge.data.io import IMAGE_SUFFIXES
 
     p = Path(path)
     if p.is_file():
@@ -49,9 +50,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from sarbridge.tasks.bridge.translate import BridgeTranslator, modality_from_name
     from sarbridge.core.errors import DataError, SarbridgeError
     from sarbridge.core.utils import atomic_write, atomic_write_json
+    from sarbridge.tasks.bridge.translate import BridgeTranslator, modality_from_name
 
     if args.samples < 1 or (args.steps is not None and args.steps < 1) or args.batch_size < 1:
         raise SarbridgeError("--samples, --steps and --batch-size must be >= 1")

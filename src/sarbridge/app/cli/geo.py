@@ -6,12 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from sarbridge.app.cli.common import add_common, add_report_flag, add_run_args, config_overrides, write_run_report
+from sarbridge.app.cli.common import (
+    add_common,
+    add_report_flag,
+    add_run_args,
+    config_overrides,
+    finish_demo,
+    write_run_report,
+)
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
     from sarbridge.core.distributed import current_context
-    from sarbridge.viz.tables import localisation_table
+    from sarbridge.tasks.geo.results import localisation_table
 
     if not current_context().is_main:  # under torchrun only rank 0 prints the summary
         return
@@ -90,15 +97,18 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sarbridge.tasks.geo.demo import run_geo_demo
+    from sarbridge.tasks.geo.demo import example_line, run_geo_demo
 
     overrides = list(args.set or [])
     if args.device:
         overrides.append(f"device={args.device}")
     metrics = run_geo_demo(args.out, overrides=overrides, size=args.size, seed=args.seed, progress=not args.quiet)
+    report = finish_demo(args.out, metrics, progress=not args.quiet)
+    if not args.quiet and "example" in metrics:
+        print(example_line(metrics["example"]))
     _print_summary(metrics, Path(args.out))
-    if metrics.get("report"):
-        print(f"report: {metrics['report']}")
+    if report is not None:
+        print(f"report: {report}")
     return 0
 
 

@@ -9,8 +9,8 @@ from sarbridge.app.cli.common import add_common
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from sarbridge.tasks.reid.gallery import build_gallery_index
     from sarbridge.retrieval.index import EmbeddingIndex
+    from sarbridge.tasks.reid.gallery import build_gallery_index
 
     out = build_gallery_index(args.model, args.data, args.out, split=args.split, kind=args.kind,
                               device=args.device or "auto", overwrite=args.overwrite, progress=not args.quiet)

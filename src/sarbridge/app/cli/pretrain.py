@@ -12,8 +12,9 @@ LAYOUT_CHOICES = ("sen12", "qxs", "manifest", "bigearthnet", "synthetic")
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from sarbridge.core.distributed import current_context
-    from sarbridge.tasks.pretrain.task import load_pretrain_config, train_pretrain
-    from sarbridge.viz.tables import protocol_table
+    from sarbridge.tasks.pretrain.config import load_pretrain_config
+    from sarbridge.tasks.pretrain.task import train_pretrain
+    from sarbridge.tasks.reid.results import protocol_table
 
     cfg = load_pretrain_config(args.config, config_overrides(args, layout="data.layout"))
     metrics = train_pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.app.cli.common import add_common, add_report_flag, add_run_args, config_overrides, write_run_report
+from sarbridge.app.cli.common import (
+    add_common,
+    add_report_flag,
+    add_run_args,
+    config_overrides,
+    finish_demo,
+    write_run_report,
+)
 
 
 def _print_summary(metrics: dict, out: Path) -> None:
     from sarbridge.core.distributed import current_context
-    from sarbridge.viz.tables import protocol_table
+    from sarbridge.tasks.reid.results import protocol_table
 
     if not current_context().is_main:  # under torchrun only rank 0 prints the summary
         return
@@ -21,10 +28,10 @@ def _print_summary(metrics: dict, out: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sarbridge.core.config import load_config
+    from sarbridge.tasks.reid.config import load_reid_config
     from sarbridge.tasks.reid.task import train_reid
 
-    cfg = load_config(args.config, config_overrides(args))
+    cfg = load_reid_config(args.config, config_overrides(args))
     metrics = train_reid(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
     write_run_report(args.out, args)
@@ -48,9 +55,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.device:
         overrides.append(f"device={args.device}")
     metrics = run_demo(args.out, data=args.data, overrides=overrides, num_ids=args.ids, progress=not args.quiet)
+    report = finish_demo(args.out, metrics, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
-    if metrics.get("report"):
-        print(f"report: {metrics['report']}")
+    if report is not None:
+        print(f"report: {report}")
     return 0
 
 

@@ -27,12 +27,13 @@ def _check_port(host: str, port: int) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from sarbridge.app.serve.app import create_app
+    from sarbridge.app.serve import create_app, require_serve
+    from sarbridge.core.optional import require
 
+    require_serve()  # the missing extra first, before the port check and the index
+    uvicorn = require("uvicorn", "serve")
     _check_port(args.host, args.port)
     app = create_app(args.index, top_k=args.top_k, max_upload_mb=args.max_upload_mb, device=args.device or "auto")
-    import uvicorn
-
     s = app.state.settings
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {s['kind']} index {s['index']} ({s['count']} items) at http://{shown}:{args.port}/ "

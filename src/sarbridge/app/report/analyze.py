@@ -1,10 +1,11 @@
 """Modality-gap analysis of a run folder: features before and after training, measured gaps, pictures.
 
-:func:`analyze_run` reads a re-identification run folder (``best.pt``) or a localisation run folder
-(``geo_model.pt``), extracts optical and SAR features of one split with the run's INITIAL model
-("before": rebuilt from the run's config exactly as training initialised it, i.e.
-``seed_everything(cfg.seed)`` then the model builder, with the pretrained weights the config names)
-and with the TRAINED model ("after"), and writes into the run folder:
+:func:`analyze_run` reads a finished run folder of a task with a gap analysis (re-identification:
+``best.pt``; localisation: ``geo_model.pt``; see :func:`sarbridge.tasks.registry.task_of_run`), has the
+task extract optical and SAR features of one split with the run's INITIAL model ("before": rebuilt
+from the run's config exactly as training initialised it, i.e. ``seed_everything(cfg.seed)`` then the
+model builder, with the pretrained weights the config names) and with the TRAINED model ("after")
+(:mod:`sarbridge.tasks.run_features`), and writes into the run folder:
 
 - ``analysis.json``: ``{"run", "task", "split", "samples": {"optical", "sar"}, "method",
   "stages": {"before": {metric: value}, "after": {...}}, "images": ["modality_gap.png"], ...}``;
@@ -22,82 +23,64 @@ places in both modalities).
 
 from __future__ import annotations
 
-import copy
 import os
-import random
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from sarbridge.core.errors import CheckpointError, DataError, SarbridgeError
+from sarbridge.core.utils import atomic_write_json, atomic_write_text, resolve_device
 from sarbridge.retrieval.modality_gap import METRIC_NOTES, modality_gap_report
-from sarbridge.core.utils import atomic_write_json, atomic_write_text, resolve_device, seed_everything
+from sarbridge.tasks.registry import TaskSpec, analysable_tasks, task_of_run
+from sarbridge.tasks.run_features import SPLITS
+from sarbridge.viz.projection import (
+    METHODS,
+    ProjectionPanel,
+    modality_projection_figure,
+    project_2d,
+)
+from sarbridge.viz.tables import markdown_table
 
-SPLITS: tuple[str, ...] = ("test", "val", "train")
 STAGES: tuple[str, ...] = ("before", "after")
 STAGE_TITLES = {"before": "before training (initial model)", "after": "after training (selected model)"}
 IMAGE_NAME = "modality_gap.png"
 
 
-@dataclass
-class StageFeatures:
-    """Features of one stage: ``features`` ``(N, D)`` with per-row ``modality`` (0 optical, 1 SAR)
-    and ``ids`` (identity / location, -1 for none)."""
-
-    features: torch.Tensor
-    modality: np.ndarray
-    ids: np.ndarray
-
-    @property
-    def optical(self) -> torch.Tensor:
-        return self.features[torch.as_tensor(self.modality == 0)]
-
-    @property
-    def sar(self) -> torch.Tensor:
-        return self.features[torch.as_tensor(self.modality == 1)]
-
-
-@dataclass
-class RunFeatures:
-    """Everything extracted from one run folder."""
-
-    task: str
-    stages: dict[str, StageFeatures]
-    init: str
-    data: str
-    checkpoint: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 # ----------------------------------------------------------------------------------- run folders
 
 
-def detect_run(run_dir: str | Path) -> str:
-    """``"reid"`` (a folder with ``best.pt``) or ``"geo"`` (a folder with ``geo_model.pt``).
+def _run_files() -> str:
+    return " or ".join(sorted(str(t.run_checkpoint) for t in analysable_tasks()))
+
+
+def detect_task(run_dir: str | Path) -> TaskSpec:
+    """The task of a finished run folder (by the checkpoint it holds).
 
     Raises:
-        SarbridgeError: the folder is missing or holds neither checkpoint.
+        SarbridgeError: the folder is missing. CheckpointError: it holds no run checkpoint.
     """
     p = Path(run_dir)
     if not p.is_dir():
         raise SarbridgeError(f"run folder '{p}' not found", "pass the --out folder of 'sarbridge train' or 'geo train'")
-    if (p / "geo_model.pt").is_file():
-        return "geo"
-    if (p / "best.pt").is_file():
-        return "reid"
-    raise CheckpointError(f"run folder '{p}' holds no checkpoint (best.pt or geo_model.pt)",
-                          "pass a finished training run folder (or an ablation folder)")
+    task = task_of_run(p)
+    if task is None:
+        raise CheckpointError(f"run folder '{p}' holds no checkpoint ({_run_files()})",
+                              "pass a finished training run folder (or an ablation folder)")
+    return task
+
+
+def detect_run(run_dir: str | Path) -> str:
+    """The task name of a finished run folder: ``"reid"`` (``best.pt``) or ``"geo"`` (``geo_model.pt``).
+
+    Raises:
+        SarbridgeError: the folder is missing or holds neither checkpoint.
+    """
+    return detect_task(run_dir).name
 
 
 def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a re-identification or localisation checkpoint."""
-    return (path / "best.pt").is_file() or (path / "geo_model.pt").is_file()
+    """Whether ``path`` holds the checkpoint of a finished run of a task with a gap analysis."""
+    return task_of_run(path) is not None
 
 
 def expand_runs(paths: Sequence[str | Path]) -> tuple[list[Path], Path | None]:
@@ -124,204 +107,6 @@ def expand_runs(paths: Sequence[str | Path]) -> tuple[list[Path], Path | None]:
     return runs, ablation
 
 
-@contextmanager
-def _preserved_rng() -> Iterator[None]:
-    """Seed as training did without leaving the global generators changed for the caller."""
-    py, np_state, torch_state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(np_state)
-        torch.random.set_rng_state(torch_state)
-
-
-def _pretrained_for_init(pretrained: str | None, seed: int, run: Path) -> tuple[str | None, str]:
-    if not pretrained:
-        return None, f"random initialisation (seed {seed})"
-    if Path(pretrained).is_file():
-        return pretrained, f"pretrained weights '{pretrained}' (seed {seed})"
-    msg = (f"the pretrained weights '{pretrained}' named by run '{run}' are gone; 'before' uses a random "
-           f"initialisation (seed {seed}), not the run's true start")
-    warnings.warn(msg, stacklevel=3)
-    return None, f"random initialisation (seed {seed}); pretrained file '{pretrained}' not found"
-
-
-def subsample_indices(modality: np.ndarray, max_samples: int, seed: int = 0) -> np.ndarray:
-    """Seeded subsample of at most ``max_samples`` rows, stratified by modality.
-
-    Each modality keeps its share of ``max_samples`` (proportional allocation, at least 2 per
-    modality where available); sorted indices. Everything is kept when there are at most
-    ``max_samples`` rows.
-    """
-    modality = np.asarray(modality)
-    n = len(modality)
-    if max_samples <= 0 or n <= max_samples:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    keep = []
-    for m in np.unique(modality):
-        idx = np.flatnonzero(modality == m)
-        k = min(len(idx), max(2, int(round(max_samples * len(idx) / n))))
-        keep.append(rng.choice(idx, size=k, replace=False))
-    return np.sort(np.concatenate(keep))
-
-
-# ----------------------------------------------------------------------------------- re-identification
-
-
-def initial_reid_model(cfg: Any, num_classes: int, run: Path = Path(".")) -> tuple[torch.nn.Module, str]:
-    """The run's model as training initialised it: ``seed_everything(cfg.seed)`` then
-    :func:`~sarbridge.tasks.reid.model.build_reid_model` (what :func:`~sarbridge.tasks.reid.task.train_reid`
-    does before :class:`~sarbridge.tasks.reid.task.ReIDTask` builds its model), with the pretrained
-    weights the config names when the file still exists.
-
-    Returns:
-        ``(model in eval mode, description of the initialisation)``.
-    """
-    from sarbridge.tasks.reid.model import build_reid_model
-
-    mcfg = copy.deepcopy(cfg.model)
-    mcfg.pretrained, note = _pretrained_for_init(mcfg.pretrained, cfg.seed, run)
-    with _preserved_rng():
-        seed_everything(cfg.seed)
-        model = build_reid_model(mcfg, cfg.data.image_size, num_classes)
-    return model.eval(), note
-
-
-def _reid_data(cfg: Any, data: str | None, run: Path) -> None:
-    if data:
-        if str(data).endswith(".csv"):
-            cfg.data.format, cfg.data.manifest = "manifest", str(data)
-        else:
-            cfg.data.format, cfg.data.root = "hoss", str(data)
-    where = cfg.data.manifest if cfg.data.format == "manifest" else cfg.data.root
-    if not where or not Path(where).exists():
-        what = "data manifest" if cfg.data.format == "manifest" else "data folder"
-        raise DataError(f"{what} '{where}' recorded in run '{run}' no longer exists",
-                        "pass --data PATH (the HOSS folder or manifest CSV the run was trained on)")
-
-
-def reid_samples(cfg: Any, split: str) -> list[Any]:
-    """The images of ``split`` (``test``: query + gallery; ``val``/``train``: the training split as
-    :func:`~sarbridge.data.splits.holdout_validation` divided it for the run)."""
-    from sarbridge.data.splits import holdout_validation
-    from sarbridge.tasks.reid.task import load_splits
-
-    splits = load_splits(cfg.data, require_train=split != "test")
-    if split == "test":
-        unique: dict[str, Any] = {}
-        for s in [*splits.query, *splits.gallery]:
-            unique.setdefault(s.path, s)
-        return list(unique.values())
-    train, val = holdout_validation(splits.train, cfg.data.val_fraction, seed=cfg.seed)
-    return val if split == "val" else train
-
-
-def reid_features(run: Path, split: str, max_samples: int, device: torch.device, data: str | None = None,
-                  progress: bool = True, seed: int = 0) -> RunFeatures:
-    """Optical and SAR features of a re-identification run before and after training."""
-    from sarbridge.core.config import config_from_dict
-    from sarbridge.tasks.reid.evaluate import extract_features
-    from sarbridge.tasks.reid.task import model_from_checkpoint
-
-    ckpt = run / "best.pt"
-    trained, spec, cfg, state = model_from_checkpoint(ckpt)
-    cfg_init = config_from_dict(state["config"])  # keeps model.pretrained, which model_from_checkpoint clears
-    _reid_data(cfg, data, run)
-    samples = reid_samples(cfg, split)
-    if not samples:
-        raise DataError(f"split '{split}' of '{cfg.data.root or cfg.data.manifest}' is empty",
-                        "choose another --split (test, val, train)")
-    modality = np.array([s.modality_index for s in samples])
-    keep = subsample_indices(modality, max_samples, seed)
-    samples = [samples[i] for i in keep]
-    modality, ids = modality[keep], np.array([s.pid for s in samples])
-    initial, note = initial_reid_model(cfg_init, int(state.get("num_classes", 0)), run)
-    bs = cfg.eval.batch_size
-    stages = {}
-    for stage, model in (("before", initial), ("after", trained)):
-        feats = extract_features(model.to(device), samples, spec, device, bs, progress=progress,
-                                 desc=f"{stage}: features")
-        stages[stage] = StageFeatures(feats, modality, ids)
-        model.cpu()
-    return RunFeatures("reid", stages, note, str(cfg.data.manifest if cfg.data.format == "manifest" else cfg.data.root),
-                       str(ckpt), {"selected_epoch": state.get("epoch")})
-
-
-# ----------------------------------------------------------------------------------- localisation
-
-
-def initial_geo_encoder(cfg: Any, run: Path = Path(".")) -> tuple[torch.nn.Module, str]:
-    """The localisation encoder as training initialised it: ``seed_everything(cfg.seed)`` then
-    :func:`~sarbridge.tasks.geo.bundle.build_encoder` (the first thing
-    :class:`~sarbridge.tasks.geo.train.GeoCoarseTask` builds after :func:`~sarbridge.tasks.geo.run.train_geo`
-    seeds), with the pretrained weights the config names when the file still exists."""
-    from sarbridge.tasks.geo.bundle import build_encoder
-
-    c = copy.deepcopy(cfg)
-    c.model.pretrained, note = _pretrained_for_init(c.model.pretrained, c.seed, run)
-    with _preserved_rng():
-        seed_everything(c.seed)
-        enc = build_encoder(c)
-    return enc.eval(), note
-
-
-def _geo_data(cfg: Any, data: str | None, run: Path) -> None:
-    d = cfg.data
-    if data:
-        if d.format == "map" and (Path(data) / "optical.tif").is_file():
-            d.format = "scene"
-        d.root = str(data)
-    if d.format == "map":
-        missing = [str(p) for p in [d.map, *d.sar] if not p or not Path(str(p)).exists()]
-    else:
-        missing = [str(d.root)] if not d.root or not Path(str(d.root)).exists() else []
-    if missing:
-        raise DataError(f"data '{missing[0]}' recorded in run '{run}' no longer exists",
-                        "pass --data PATH (the scene folder or dataset the run was trained on)")
-
-
-def geo_features(run: Path, split: str, max_samples: int, device: torch.device, data: str | None = None,
-                 progress: bool = True, seed: int = 0) -> RunFeatures:
-    """SAR query and optical target-patch features of a localisation run before and after training."""
-    from sarbridge.core.config import config_from_dict
-    from sarbridge.data.records import OPTICAL, SAR
-    from sarbridge.core.checkpoint import load_checkpoint
-    from sarbridge.tasks.geo.bundle import load_geo_model
-    from sarbridge.tasks.geo.config import GeoConfig
-    from sarbridge.tasks.geo.datasets import PatchImages, embed_patches
-    from sarbridge.tasks.geo.run import split_queries
-
-    ckpt = run / "geo_model.pt"
-    bundle = load_geo_model(ckpt)
-    cfg_init = config_from_dict(load_checkpoint(ckpt, task="geo")["config"], GeoConfig)
-    cfg = copy.deepcopy(cfg_init)
-    _geo_data(cfg, data, run)
-    view, queries = split_queries(cfg, split)
-    targets = sorted({q.target for q in queries})
-    refs = [view.references[i] for i in targets]
-    modality = np.concatenate([np.zeros(len(refs), int), np.ones(len(queries), int)])
-    ids = np.array([r.index for r in refs] + [q.target for q in queries])
-    keep = subsample_indices(modality, max_samples, seed)
-    keep_refs = [refs[i] for i in keep if i < len(refs)]
-    keep_q = [queries[i - len(refs)] for i in keep if i >= len(refs)]
-    modality, ids = modality[keep], ids[keep]
-    initial, note = initial_geo_encoder(cfg_init, run)
-    bs = cfg.eval.batch_size
-    stages = {}
-    for stage, enc in (("before", initial), ("after", bundle.encoder)):
-        enc = enc.to(device)
-        f_opt = embed_patches(enc, PatchImages(keep_refs, OPTICAL, bundle.spec, cache=False), device, bs, progress,
-                              f"{stage}: optical features")
-        f_sar = embed_patches(enc, PatchImages(keep_q, SAR, bundle.spec, cache=False), device, bs, progress,
-                              f"{stage}: SAR features")
-        stages[stage] = StageFeatures(torch.cat([f_opt, f_sar]), modality, ids)
-        enc.cpu()
-    where = cfg.data.map if cfg.data.format == "map" else cfg.data.root
-    return RunFeatures("geo", stages, note, str(where), str(ckpt), {"selected_epoch": bundle.info.get("epoch")})
-
-
 # ----------------------------------------------------------------------------------- analysis files
 
 
@@ -333,8 +118,6 @@ def _fmt(v: Any) -> str:
 
 def analysis_markdown(result: dict[str, Any]) -> str:
     """``analysis.md``: stages side by side per metric, the change, and the metric's reading."""
-    from sarbridge.viz.tables import markdown_table
-
     before, after = result["stages"]["before"], result["stages"]["after"]
     rows = [[k, _fmt(before[k]), _fmt(after[k]), f"{after[k] - before[k]:+.4g}", METRIC_NOTES.get(k, "")]
             for k in after]
@@ -382,17 +165,15 @@ def analyze_run(
         SarbridgeError: missing folder or checkpoint, data no longer where the run recorded it,
             an unknown split or method, or too few images of a modality.
     """
-    from sarbridge.viz.projection import METHODS, ProjectionPanel, modality_projection_figure, project_2d
-
     run = Path(run_dir)
     if split not in SPLITS:
         raise SarbridgeError(f"unknown split '{split}'", f"use one of {', '.join(SPLITS)}")
     if method not in METHODS:
         raise SarbridgeError(f"unknown projection method '{method}'", f"use one of {', '.join(METHODS)}")
-    task = detect_run(run)
+    task = detect_task(run)
+    assert task.features is not None  # detect_task only returns tasks with a gap analysis
     dev = resolve_device(device)
-    extract = reid_features if task == "reid" else geo_features
-    feats = extract(run, split, max_samples, dev, data=data, progress=progress, seed=seed)
+    feats = task.features(run, split, max_samples, dev, data=data, progress=progress, seed=seed)
     after = feats.stages["after"]
     n_opt, n_sar = int((after.modality == 0).sum()), int((after.modality == 1).sum())
     if min(n_opt, n_sar) < 2:
@@ -409,7 +190,7 @@ def analyze_run(
     modality_projection_figure(panels, run / IMAGE_NAME, title=f"{run.name or run}: optical vs SAR features "
                                f"({split}, {method})", seed=seed)
     result = {
-        "run": str(run), "task": task, "split": split, "samples": {"optical": n_opt, "sar": n_sar},
+        "run": str(run), "task": task.name, "split": split, "samples": {"optical": n_opt, "sar": n_sar},
         "method": method, "stages": stages, "images": [IMAGE_NAME],
         "init": feats.init, "checkpoint": feats.checkpoint, "data": feats.data, **feats.extra,
     }
@@ -436,8 +217,6 @@ def run_names(runs: Sequence[Path]) -> list[str]:
 
 def comparison_markdown(names: Sequence[str], results: Sequence[dict[str, Any]]) -> str:
     """``comparison.md``: every run's metrics after training, before training, and the change."""
-    from sarbridge.viz.tables import markdown_table
-
     metrics = list(results[0]["stages"]["after"])
     out = ["# Modality gap: comparison of runs", ""]
     for title, cell in (
@@ -503,7 +282,6 @@ def analyze_runs(
 
 
 __all__ = [
-    "RunFeatures", "StageFeatures", "analysis_markdown", "analyze_run", "analyze_runs", "comparison_markdown",
-    "detect_run", "expand_runs", "geo_features", "initial_geo_encoder", "initial_reid_model", "reid_features",
-    "reid_samples", "run_names", "subsample_indices", "write_comparison",
+    "IMAGE_NAME", "SPLITS", "STAGES", "STAGE_TITLES", "analysis_markdown", "analyze_run", "analyze_runs",
+    "comparison_markdown", "detect_run", "detect_task", "expand_runs", "is_run_dir", "run_names", "write_comparison",
 ]

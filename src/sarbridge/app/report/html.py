@@ -21,14 +21,25 @@ import io
 import json
 import math
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import yaml
+from PIL import Image, ImageDraw
 
 from sarbridge.core.errors import SarbridgeError
 from sarbridge.core.utils import atomic_write_text
+from sarbridge.data.io import read_image
+from sarbridge.retrieval.rankings import load_rankings, select_queries
+from sarbridge.tasks.registry import ReportSpec, report_result_keys, report_task
+from sarbridge.viz.figures import (
+    RankedCandidate,
+    RankedRow,
+    retrieval_figure,
+    to_display_uint8,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,10 +47,6 @@ if TYPE_CHECKING:
 #: File name of the report inside a run folder.
 REPORT_FILE = "report.html"
 
-_REID_KEYS = ("R1", "R5", "R10", "mAP", "mINP", "queries")
-_REID_TITLES = {"all2all": "ALL->ALL", "opt2sar": "Optical->SAR", "sar2opt": "SAR->Optical"}
-_GEO_KEYS = ("top1", "top5", "top10", "top20", "mAP", "mean_err_m", "median_err_m")
-_GEO_TITLES = {"coarse": "coarse retrieval", "refined": "+ graph refinement", "reranked": "+ re-ranking"}
 _LOGS = (("training", "train_log.jsonl"), ("coarse model", "coarse/train_log.jsonl"),
          ("graph refiner", "refine/train_log.jsonl"))
 _IMAGE_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
@@ -72,6 +79,11 @@ details{margin:4px 0 12px}summary{cursor:pointer;color:#36506e;font-size:.9em}
 def _e(value: Any) -> str:
     """HTML-escaped text of any value."""
     return html.escape(str(value), quote=True)
+
+
+def _prose(text: str) -> str:
+    """HTML of a sentence (``<``, ``>`` and ``&`` escaped; quotes kept)."""
+    return html.escape(text, quote=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,8 +139,8 @@ def _figure_uri(fig: Figure) -> str:
 
 
 def _new_figure(width: float, height: float) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - lazy: matplotlib
+    from matplotlib.figure import Figure  # noqa: PLC0415 - lazy: matplotlib
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -141,8 +153,6 @@ def _img(uri: str, alt: str) -> str:
 
 def placeholder_image(path: str, size: int = 128) -> np.ndarray:
     """A grey ``(size, size, 3)`` uint8 tile naming a missing image file (its last characters)."""
-    from PIL import Image, ImageDraw
-
     im = Image.new("RGB", (size, size), (170, 170, 170))
     draw = ImageDraw.Draw(im)
     text = str(path)[-60:]
@@ -163,8 +173,7 @@ class _Images:
         self.bad: set[str] = set()
 
     def get(self, entry: dict[str, Any]) -> np.ndarray:
-        from sarbridge.viz.figures import to_display_uint8
-
+        """The display pixels of a rankings entry (its thumbnail or image file; a placeholder if unreadable)."""
         thumb = entry.get("thumb")
         source = str(self.run / thumb) if thumb else str(entry.get("path") or entry.get("source") or "?")
         if source in self.cache:
@@ -174,12 +183,8 @@ class _Images:
         try:
             if not thumb and not entry.get("path"):
                 raise FileNotFoundError(source)
-            from sarbridge.data.io import read_image
-
             rgb = to_display_uint8(read_image(source))
             if max(rgb.shape[:2]) > _MAX_SIDE:
-                from PIL import Image
-
                 im = Image.fromarray(rgb)
                 im.thumbnail((_MAX_SIDE, _MAX_SIDE), Image.Resampling.LANCZOS)
                 rgb = np.asarray(im)
@@ -199,37 +204,21 @@ def _fmt(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
-def _ranked_rows(protocol: dict[str, Any], picks: list[int], task: str, images: _Images) -> list[Any]:
-    from sarbridge.viz.figures import RankedCandidate, RankedRow
-
+def _ranked_rows(protocol: dict[str, Any], picks: list[int], report: ReportSpec, images: _Images) -> list[RankedRow]:
     items = protocol.get("items") or []
     rows = []
     for i in picks:
         q = protocol["queries"][i]
-        ap = q.get("ap")
-        if task == "geo":
-            err = q.get("error_m")
-            qcap = f"#{q.get('id')} err {err:.0f} m" if err is not None else f"#{q.get('id')}"
-        else:
-            qcap = f"id {q.get('id')} AP {ap:.2f}" if ap is not None else f"id {q.get('id')} (no match)"
         cands = []
         for r, t in enumerate(q.get("top") or []):
             item = items[t["item"]] if 0 <= int(t["item"]) < len(items) else {}
-            s = t.get("score")
-            s_txt = f"{s:.3f}" if isinstance(s, (int, float)) else "n/a"
-            if task == "geo":
-                d = t.get("distance_m")
-                cap = f"#{r + 1} {d:.0f} m s={s_txt}" if d is not None else f"#{r + 1} s={s_txt}"
-            else:
-                cap = f"#{r + 1} id {item.get('id')} d={s_txt}"
+            cap = report.candidate_caption(r + 1, t, item)
             cands.append(RankedCandidate(images.get(item), _FIGURE_STATUS.get(t.get("status"), "wrong"), cap))
-        rows.append(RankedRow(images.get(q), qcap, cands))
+        rows.append(RankedRow(images.get(q), report.query_caption(q), cands))
     return rows
 
 
-def _ranked_figure(rows: list[Any], title: str, thumb: int) -> str:
-    from sarbridge.viz.figures import retrieval_figure
-
+def _ranked_figure(rows: list[RankedRow], title: str, thumb: int) -> str:
     with tempfile.TemporaryDirectory(prefix="sarbridge-report-") as tmp:
         path = retrieval_figure(rows, Path(tmp) / "ranked.png", title=title, thumb=thumb)
         return _data_uri(path.read_bytes())
@@ -248,29 +237,14 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _metrics_section(metrics: dict[str, Any], task: str) -> str:
+def _metrics_section(metrics: dict[str, Any], report: ReportSpec) -> str:
     parts = ['<section id="metrics"><h2>Metrics</h2>']
-    if task == "geo":
-        stages = {k: v for k, v in metrics.items() if k in _GEO_TITLES and isinstance(v, dict)}
-        succ = sorted({k for v in stages.values() for k in v if k.startswith("succ_")},
-                      key=lambda k: float(k[5:-1]) if k[5:-1].replace(".", "", 1).isdigit() else math.inf)
-        keys = [*_GEO_KEYS, *succ, "queries"]
-        rows = [[_GEO_TITLES[k], *[v.get(c) for c in keys]] for k, v in stages.items()]
-        parts.append(_table(["stage", *keys], rows))
-        parts.append('<p class="note">top-k and mAP: percent of queries whose true patch (largest overlap) is ranked '
-                     "within k; errors in metres between the estimated and the true query centre; succ_Xm: percent "
-                     "of queries located within X m.</p>")
-    else:
-        rows = []
-        for k, title in _REID_TITLES.items():
-            v = metrics.get(k)
-            if isinstance(v, dict):
-                rows.append([title, *[v.get(c) for c in _REID_KEYS], v.get("note", "")])
-        parts.append(_table(["protocol", *_REID_KEYS, "note"], rows))
-        if "protocol_source" in metrics:
-            parts.append(f'<p class="note">Optical-&gt;SAR / SAR-&gt;Optical protocols: {_e(metrics["protocol_source"])}. '
-                         "Percentages; CMC (R1/R5/R10), mAP and mINP over queries with a gallery match.</p>")
-    skip = set(_GEO_TITLES) | set(_REID_TITLES) | {"cmc", "meta", "protocol_source"}
+    header, rows = report.table(metrics)
+    parts.append(_table(header, rows))
+    note = report.note(metrics)
+    if note:
+        parts.append(f'<p class="note">{_prose(note)}</p>')
+    skip = report_result_keys() | {"cmc", "meta"}
     other = {k: v for k, v in metrics.items() if k not in skip}
     meta = metrics.get("meta") if isinstance(metrics.get("meta"), dict) else {}
     kv = [[k, v if not isinstance(v, (dict, list)) else json.dumps(v)] for k, v in {**meta, **other}.items()]
@@ -280,7 +254,7 @@ def _metrics_section(metrics: dict[str, Any], task: str) -> str:
     return "".join(parts)
 
 
-def _cmc_section(metrics: dict[str, Any], rankings: dict[str, Any] | None, task: str) -> str:
+def _cmc_section(metrics: dict[str, Any], rankings: dict[str, Any] | None, report: ReportSpec) -> str:
     curves: dict[str, list[float]] = {}
     if isinstance(metrics.get("cmc"), dict):
         curves = {k: list(v) for k, v in metrics["cmc"].items() if isinstance(v, list) and v}
@@ -292,10 +266,10 @@ def _cmc_section(metrics: dict[str, Any], rankings: dict[str, Any] | None, task:
     if not curves:
         parts.append('<p class="note">No CMC curve in metrics.json or rankings.json.</p></section>')
         return "".join(parts)
-    titles = _GEO_TITLES if task == "geo" else _REID_TITLES
+    titles = report.sections
     fig = _new_figure(7.5, 4.2)
     ax = fig.add_subplot()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - lazy: matplotlib
 
     styles = ("-", "--", ":", "-.")  # overlapping curves stay distinguishable
     for j, (k, c) in enumerate(curves.items()):
@@ -305,7 +279,7 @@ def _cmc_section(metrics: dict[str, Any], rankings: dict[str, Any] | None, task:
                 label=titles.get(k, k))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("rank k")
-    ax.set_ylabel("matching rate (%)" if task == "reid" else "target within top-k (%)")
+    ax.set_ylabel(report.cmc_ylabel)
     ax.set_ylim(0, 101)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -316,10 +290,8 @@ def _cmc_section(metrics: dict[str, Any], rankings: dict[str, Any] | None, task:
     return "".join(parts)
 
 
-def _ranked_section(run: Path, rankings: dict[str, Any] | None, task: str, samples: int, worst: int, seed: int,
-                    thumb: int) -> str:
-    from sarbridge.retrieval.rankings import select_queries
-
+def _ranked_section(run: Path, rankings: dict[str, Any] | None, report: ReportSpec, samples: int, worst: int,
+                    seed: int, thumb: int) -> str:
     parts = ['<section id="rankings"><h2>Ranked lists</h2>']
     if rankings is None:
         parts.append('<p class="warn">Ranked lists are unavailable: this run folder has no (readable) rankings.json '
@@ -333,46 +305,39 @@ def _ranked_section(run: Path, rankings: dict[str, Any] | None, task: str, sampl
                  '<span style="background:#d72323">red: wrong</span></p>')
     what = "distance (d, smaller is better)" if not score.get("higher_is_better") else "similarity (s, larger is better)"
     parts.append(f'<p class="note">Each row: the query, then its top-{_e(rankings.get("top_k", 10))} gallery items. '
-                 f"Score: {_e(what)}; {_e(score.get('description', ''))}."
-                 + (" Captions under candidates: rank, distance of the candidate's centre to the true query "
-                    "position in metres, similarity." if task == "geo" else
-                    " Query caption: identity and average precision; candidate caption: rank, identity, distance.")
-                 + "</p>")
+                 f"Score: {_e(what)}; {_e(score.get('description', ''))}. {_prose(report.ranked_note)}</p>")
     images = _Images(run)
-    titles = _GEO_TITLES if task == "geo" else _REID_TITLES
+    titles = report.sections
     for name, proto in rankings["protocols"].items():
         queries = proto.get("queries") or []
         title = titles.get(name, proto.get("title", name))
         parts.append(f"<h3>{_e(title)} <span class='note'>({len(queries)} queries)</span></h3>")
-        sampled, bad = select_queries(queries, samples, worst, seed, need_thumb=task == "geo")
+        sampled, bad = select_queries(queries, samples, worst, seed, need_thumb=report.need_thumb)
         for label, picks in (("sampled queries", sampled), ("worst queries (lowest AP)", bad)):
             if not picks:
                 parts.append(f'<p class="note">{_e(label)}: none to show.</p>')
                 continue
             before = len(images.missing)
-            rows = _ranked_rows(proto, picks, task, images)
+            rows = _ranked_rows(proto, picks, report, images)
             caption = f"{title}: {label}" + (f" (seed {seed})" if label.startswith("sampled") else "")
             parts.append(f"<h4>{_e(caption)}</h4>" + _img(_ranked_figure(rows, caption, thumb), caption))
-            parts.append(_query_details(proto, picks, task, images.missing[before:]))
+            parts.append(_query_details(proto, picks, report, images.missing[before:]))
     parts.append("</section>")
     return "".join(parts)
 
 
-def _query_details(proto: dict[str, Any], picks: list[int], task: str, missing: list[str]) -> str:
+def _query_details(proto: dict[str, Any], picks: list[int], report: ReportSpec, missing: list[str]) -> str:
     rows = []
     for n, i in enumerate(picks):
         q = proto["queries"][i]
         where = q.get("path") or q.get("source") or ""
         statuses = " ".join({"match": "G", "neighbour": "Y"}.get(t.get("status"), "R") for t in q.get("top") or [])
         ap = q.get("ap")
-        row = [n + 1, where, q.get("id"), f"{ap:.3f}" if isinstance(ap, (int, float)) else "n/a",
-               q.get("first_match_rank") or "none in list", statuses]
-        if task == "geo":
-            row.insert(4, q.get("error_m"))
-        rows.append(row)
-    header = ["row", "query", "id", "AP", "first match rank", "top-k (G/Y/R)"]
-    if task == "geo":
-        header.insert(4, "error m")
+        extra = [q.get(field) for _, field in report.query_columns]
+        rows.append([n + 1, where, q.get("id"), f"{ap:.3f}" if isinstance(ap, (int, float)) else "n/a", *extra,
+                     q.get("first_match_rank") or "none in list", statuses])
+    header = ["row", "query", "id", "AP", *[title for title, _ in report.query_columns], "first match rank",
+              "top-k (G/Y/R)"]
     out = "<details><summary>queries of this figure</summary>" + _table(header, rows, left=2)
     if missing:
         out += '<p class="warn">Missing or unreadable image files (grey placeholders):</p><pre>' + \
@@ -391,7 +356,7 @@ def _curves_figure(log: list[dict[str, Any]], title: str) -> str | None:
               if ks]
     if not panels:
         return None
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - lazy: matplotlib
 
     fig = _new_figure(4.2 * len(panels), 3.4)
     for j, (ptitle, keys) in enumerate(panels):
@@ -485,8 +450,6 @@ def _config_section(run: Path) -> str:
 
 def _run_name(run: Path) -> str:
     try:
-        import yaml
-
         cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
         if isinstance(cfg, dict) and cfg.get("name"):
             return str(cfg["name"])
@@ -495,13 +458,13 @@ def _run_name(run: Path) -> str:
     return run.resolve().name
 
 
-def _header(run: Path, metrics: dict[str, Any], task: str) -> str:
+def _header(run: Path, metrics: dict[str, Any], report: ReportSpec) -> str:
     meta = metrics.get("meta") if isinstance(metrics.get("meta"), dict) else {}
-    evaluated = datetime.fromtimestamp((run / "metrics.json").stat().st_mtime, tz=timezone.utc)
+    evaluated = datetime.fromtimestamp((run / "metrics.json").stat().st_mtime, tz=UTC)
     facts = [
         ("run folder", str(run.resolve())),
-        ("task", "ship re-identification (reid)" if task == "reid" else "SAR-to-map localisation (geo)"),
-        ("report written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        ("task", report.title),
+        ("report written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
         ("evaluated", evaluated.strftime("%Y-%m-%d %H:%M UTC")),
         ("device", meta.get("device", "n/a")),
         ("checkpoint", meta.get("checkpoint", "n/a")),
@@ -517,20 +480,19 @@ def _header(run: Path, metrics: dict[str, Any], task: str) -> str:
 
 def build_report_html(run_dir: str | Path, samples: int = 8, worst: int = 8, seed: int = 0, thumb: int = 96) -> str:
     """The report page of a run folder as a string (see :func:`write_report`)."""
-    from sarbridge.retrieval.rankings import load_rankings
-
     run = Path(run_dir)
     if samples < 0 or worst < 0:
         raise SarbridgeError(f"--samples and --worst must be >= 0, got {samples} and {worst}", "pass 0 or more")
     metrics = _load_metrics(run)
     rankings = load_rankings(run)
-    task = str(rankings["task"]) if rankings else ("geo" if isinstance(metrics.get("coarse"), dict) else "reid")
+    report = report_task(metrics, str(rankings["task"]) if rankings else None).report
+    assert report is not None  # report_task only returns tasks with a report
     body = [
-        _header(run, metrics, task),
+        _header(run, metrics, report),
         "<main>",
-        _metrics_section(metrics, task),
-        _cmc_section(metrics, rankings, task),
-        _ranked_section(run, rankings, task, samples, worst, seed, thumb),
+        _metrics_section(metrics, report),
+        _cmc_section(metrics, rankings, report),
+        _ranked_section(run, rankings, report, samples, worst, seed, thumb),
         _training_section(run),
         _analysis_section(run),
         _config_section(run),

@@ -25,7 +25,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from sarbridge.app.serve.backends import load_backend
+from sarbridge.app.serve.page import render_page
+from sarbridge.app.serve.uploads import (
+    UploadError,
+    UploadTooLarge,
+    limited_receive,
+    parse_query_modality,
+    spooled_upload,
+)
 from sarbridge.core.errors import SarbridgeError
+from sarbridge.core.optional import require
 
 __all__ = ["MAX_K", "create_app"]
 
@@ -41,8 +51,6 @@ def _error(status: int, message: str, hint: str | None = None) -> JSONResponse:
 
 
 def _parse_k(value: Any, default: int) -> int:
-    from sarbridge.app.serve.uploads import UploadError
-
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     try:
@@ -71,13 +79,7 @@ def create_app(index_path: str | Path, top_k: int = 10, max_upload_mb: float = 2
         SarbridgeError: bad ``top_k`` / ``max_upload_mb``. DataError: missing or damaged index, an
             index of neither kind, a missing or changed model.
     """
-    from starlette.concurrency import run_in_threadpool
-
-    from sarbridge.app.serve.backends import load_backend
-    from sarbridge.app.serve.page import render_page
-    from sarbridge.app.serve.uploads import UploadError, UploadTooLarge, limited_receive, parse_query_modality, \
-        spooled_upload
-
+    run_in_threadpool = require("starlette.concurrency", "serve").run_in_threadpool
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_K:
         raise SarbridgeError(f"top-k must be an integer from 1 to {MAX_K}, got {top_k!r}", "pass e.g. --top-k 10")
     if isinstance(max_upload_mb, bool) or not isinstance(max_upload_mb, (int, float)) or not max_upload_mb > 0:
@@ -123,8 +125,8 @@ def create_app(index_path: str | Path, top_k: int = 10, max_upload_mb: float = 2
     async def map_png() -> Response:
         png = getattr(backend, "map_png", None)
         if png is None:
-            if backend.kind != "geo":
-                return _error(404, "a re-ID gallery index has no map", "serve a geo index for the map view")
+            if not backend.shows_map:
+                return _error(404, f"{backend.name} has no map", "serve a geo index for the map view")
             return _error(404, getattr(backend, "map_error", "") or "the map is not available",
                           "restore the map file named in the index")
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
@@ -151,7 +153,7 @@ def create_app(index_path: str | Path, top_k: int = 10, max_upload_mb: float = 2
                 if upload is None or isinstance(upload, str):
                     raise UploadError("no file in the upload (form field 'file')", "choose a query image")
                 filename = Path(upload.filename or "upload").name
-                modality = parse_query_modality(_str_field(form.get("modality")), backend.kind)
+                modality = parse_query_modality(_str_field(form.get("modality")), backend.modalities, backend.name)
                 k = _parse_k(form.get("k"), settings["top_k"])
                 async with spooled_upload(upload, filename, max_bytes) as tmp:
                     result = await run_in_threadpool(backend.query, tmp, filename, modality, k)

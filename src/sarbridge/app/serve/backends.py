@@ -1,8 +1,8 @@
 """What the web viewer serves: a re-ID gallery index or a geo map index, loaded once.
 
-:func:`load_backend` opens an index folder, tells the two kinds apart from the manifest's ``info``
-(``task: "reid"`` from ``sarbridge index build``, ``kind: "geo"`` from ``sarbridge geo build-index``)
-and returns a :class:`ReidBackend` or :class:`GeoBackend`. Both answer ``query(path, filename,
+:func:`load_backend` opens an index folder, asks the task registry which task built it (from the
+manifest's ``info``: ``task: "reid"`` from ``sarbridge index build``, ``kind: "geo"`` from ``sarbridge geo
+build-index``) and returns a :class:`ReidBackend` or :class:`GeoBackend`. Both answer ``query(path, filename,
 modality, k)`` with a JSON-ready dict and render PNG thumbnails of indexed items.
 """
 
@@ -11,14 +11,25 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from sarbridge.core.errors import DataError
 from sarbridge.app.serve.uploads import channels_last, check_bands, client_names
+from sarbridge.core.errors import DataError
+from sarbridge.core.optional import require
+from sarbridge.data.io import read_image
+from sarbridge.data.sar import get_sar_preprocess, optical_to_uint8_rgb
+from sarbridge.retrieval.index import EmbeddingIndex
+from sarbridge.tasks.geo.grid import RasterWindow, image_layout
+from sarbridge.tasks.geo.locate import GeoLocator
+from sarbridge.tasks.registry import task_of_index
+from sarbridge.tasks.reid.embedder import load_embedder
+from sarbridge.tasks.reid.gallery import gallery_checkpoint
 
 __all__ = ["GeoBackend", "ReidBackend", "display_uint8", "load_backend", "png_bytes"]
 
@@ -35,8 +46,6 @@ def display_uint8(arr: np.ndarray, modality: str) -> np.ndarray:
         arr: ``(H, W)`` or ``(H, W, C)`` pixels as :func:`~sarbridge.data.io.read_image` returns them.
         modality: ``"optical"`` or ``"sar"``.
     """
-    from sarbridge.data.sar import get_sar_preprocess, optical_to_uint8_rgb
-
     if modality == "sar":
         return get_sar_preprocess("db")(np.asarray(arr, dtype=np.float64))
     return optical_to_uint8_rgb(arr)
@@ -44,8 +53,6 @@ def display_uint8(arr: np.ndarray, modality: str) -> np.ndarray:
 
 def png_bytes(rgb: np.ndarray, max_side: int = THUMB_SIDE) -> bytes:
     """Encode uint8 ``(H, W, 3)`` pixels as PNG, shrunk (aspect kept) so the longest side is at most ``max_side``."""
-    from PIL import Image
-
     im = Image.fromarray(np.ascontiguousarray(rgb))
     scale = max_side / max(im.size)
     if scale < 1:
@@ -82,9 +89,16 @@ class _ThumbCache:
 
 
 class _Backend:
-    """Shared parts: the loaded index, the model lock, thumbnails and the query preview."""
+    """Shared parts: the loaded index, the model lock, thumbnails and the query preview.
+
+    Class attributes: ``kind`` (the task that built the index), ``modalities`` (of the queries it
+    takes), ``name`` (how messages name it) and ``shows_map`` (whether it has a map view).
+    """
 
     kind = ""
+    modalities: tuple[str, ...] = ()
+    name = "this index"
+    shows_map = False
 
     def __init__(self, index_dir: Path, index: Any) -> None:
         self.index_dir = index_dir
@@ -119,8 +133,6 @@ class _Backend:
     @staticmethod
     def read_query(path: Path, filename: str, modality: str) -> np.ndarray:
         """Read and check an uploaded query (library reader, band rule); messages name ``filename``."""
-        from sarbridge.data.io import read_image
-
         with client_names(path, filename):
             arr = channels_last(read_image(path))
         check_bands(arr, modality, filename)
@@ -140,18 +152,16 @@ class ReidBackend(_Backend):
     """
 
     kind = "reid"
+    modalities = ("optical", "sar")
+    name = "a re-ID gallery index"
 
     def __init__(self, index_dir: Path, index: Any, device: str = "auto") -> None:
         super().__init__(index_dir, index)
-        from sarbridge.app.api import load_embedder
-        from sarbridge.tasks.reid.gallery import gallery_checkpoint
-
         ckpt = gallery_checkpoint(index_dir, index.info)
-
         self.embedder = load_embedder(ckpt, device)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "modalities": ["optical", "sar"], "has_map": False}
+        return {**super().describe(), "modalities": list(self.modalities), "has_map": False}
 
     def query(self, path: Path, filename: str, modality: str, k: int) -> dict[str, Any]:
         """Embed the uploaded chip and rank the gallery.
@@ -177,8 +187,6 @@ class ReidBackend(_Backend):
         return {"kind": self.kind, "query": _query_facts(arr, filename, modality), "matches": matches}
 
     def _render(self, i: int) -> np.ndarray:
-        from sarbridge.data.io import read_image
-
         m = self.index.metadata[i]
         return display_uint8(read_image(m["path"]), str(m.get("modality", "optical")))
 
@@ -200,11 +208,12 @@ class GeoBackend(_Backend):
     """
 
     kind = "geo"
+    modalities = ("sar",)
+    name = "a geo (map) index"
+    shows_map = True
 
     def __init__(self, index_dir: Path, index: Any, device: str = "auto") -> None:
         super().__init__(index_dir, index)
-        from sarbridge.tasks.geo.locate import GeoLocator
-
         info = index.info
         self.locator = GeoLocator(index_dir, device, index=index)  # checks the model bundle against the index
         self.device = device
@@ -222,27 +231,22 @@ class GeoBackend(_Backend):
             self.map_error = str(exc)
 
     def _load_map(self) -> None:
-        import warnings
-
-        import rasterio
-        from rasterio.enums import Resampling
-        from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-        from sarbridge.tasks.geo.grid import image_layout
-
+        rasterio = require("rasterio", "geo")
+        resampling = require("rasterio.enums", "geo").Resampling
+        errors = require("rasterio.errors", "geo")
         if not self.map_path.is_file():
             raise DataError(f"map '{self.map_path}' of the index not found", "restore the map file to show it")
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                warnings.simplefilter("ignore", errors.NotGeoreferencedWarning)
                 with rasterio.open(self.map_path) as src:
                     scale = min(1.0, MAP_SIDE / max(src.width, src.height))
                     h, w = max(1, round(src.height * scale)), max(1, round(src.width * scale))
                     bands = list(range(1, min(src.count, 3) + 1))
-                    pixels = src.read(bands, out_shape=(len(bands), h, w), resampling=Resampling.average)
+                    pixels = src.read(bands, out_shape=(len(bands), h, w), resampling=resampling.average)
                     transform = src.transform
                     self._scale_xy = (w / src.width, h / src.height)
-        except RasterioIOError as exc:
+        except errors.RasterioIOError as exc:
             raise DataError(f"map '{self.map_path}' could not be read ({str(exc)[:80]})",
                             "restore the map file") from None
         self._inv = ~transform
@@ -252,7 +256,7 @@ class GeoBackend(_Backend):
 
     def describe(self) -> dict[str, Any]:
         w, h = self.map_size
-        return {**super().describe(), "modalities": ["sar"], "has_map": self.map_png is not None,
+        return {**super().describe(), "modalities": list(self.modalities), "has_map": self.map_png is not None,
                 "map_width": w, "map_height": h, "crs": self.info.get("crs"),
                 "patch_size_m": self.info.get("patch_size_m")}
 
@@ -290,8 +294,6 @@ class GeoBackend(_Backend):
                 "matches": matches}
 
     def _render(self, i: int) -> np.ndarray:
-        from sarbridge.tasks.geo.grid import RasterWindow
-
         if self._inv is None:
             raise DataError(self.map_error or f"map '{self.map_path}' not available", "restore the map file")
         left, bottom, right, top = self.index.metadata[i]["footprint"]
@@ -309,6 +311,10 @@ def _query_facts(arr: np.ndarray, filename: str, modality: str) -> dict[str, Any
             "preview": _data_url(png_bytes(display_uint8(arr, modality)))}
 
 
+#: The viewer of each task's indexes (by task name).
+_BACKENDS: dict[str, type[ReidBackend | GeoBackend]] = {b.kind: b for b in (ReidBackend, GeoBackend)}
+
+
 def load_backend(index_dir: str | Path, device: str = "auto") -> ReidBackend | GeoBackend:
     """Open an index folder and its model, detecting whether it is a re-ID gallery or a geo map index.
 
@@ -319,16 +325,13 @@ def load_backend(index_dir: str | Path, device: str = "auto") -> ReidBackend | G
     Raises:
         DataError: missing or damaged index, an index of neither kind, a missing or changed model.
     """
-    from sarbridge.retrieval.index import EmbeddingIndex
-
     d = Path(index_dir)
     index = EmbeddingIndex.load(d)
     if len(index) == 0:
         raise DataError(f"index '{d}' is empty", "rebuild it from a non-empty gallery or map")
-    info = index.info or {}
-    if info.get("task") == "reid":
-        return ReidBackend(d, index, device)
-    if info.get("kind") == "geo":
-        return GeoBackend(d, index, device)
+    task = task_of_index(index.info or {})
+    backend = _BACKENDS.get(task.name) if task is not None else None
+    if backend is not None:
+        return backend(d, index, device)
     raise DataError(f"index '{d}' is neither a re-ID gallery index nor a geo map index",
                     "build one with 'sarbridge index build' or 'sarbridge geo build-index'")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -162,29 +162,33 @@ def client_names(tmp: Path, filename: str) -> Iterator[None]:
         raise UploadError(fix(exc.message) or "", fix(exc.hint), status=status) from None
 
 
-def parse_query_modality(value: str | None, kind: str) -> str:
-    """Normalise the form's modality for an index kind.
+def parse_query_modality(value: str | None, accepted: Sequence[str], index_name: str = "this index") -> str:
+    """Normalise the form's modality for an index that takes queries of the ``accepted`` modalities.
 
     Args:
-        value: ``optical``/``rgb`` or ``sar`` (any case); may be empty for a geo index.
-        kind: ``"reid"`` or ``"geo"``.
+        value: ``optical``/``rgb`` or ``sar`` (any case); may be empty when the index takes one modality.
+        accepted: the modalities the index takes (e.g. ``("optical", "sar")`` for a re-ID gallery,
+            ``("sar",)`` for a geo map index).
+        index_name: how messages name the index (e.g. ``a geo (map) index``).
 
     Returns:
         ``"optical"`` or ``"sar"``.
 
     Raises:
-        UploadError: missing (re-ID) or unknown modality, or an optical query for a geo index (400).
+        UploadError: missing (with several accepted modalities), unknown or not accepted modality (400).
     """
     key = (value or "").strip().lower()
     if not key:
-        if kind == "geo":
-            return "sar"
+        if len(accepted) == 1:
+            return accepted[0]
         raise UploadError("no modality given", "choose optical or sar", status=400)
     aliases = {"optical": "optical", "rgb": "optical", "sar": "sar"}
     if key not in aliases:
         raise UploadError(f"unknown modality '{value}'", "choose optical or sar", status=400)
-    if kind == "geo" and aliases[key] != "sar":
-        raise UploadError("a geo (map) index takes SAR queries, not optical ones", "choose sar", status=400)
+    if aliases[key] not in accepted:
+        names = {"optical": "optical", "sar": "SAR"}
+        raise UploadError(f"{index_name} takes {' or '.join(names[m] for m in accepted)} queries, not "
+                          f"{names[aliases[key]]} ones", f"choose {' or '.join(accepted)}", status=400)
     return aliases[key]
 
 

@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
+from tqdm import tqdm
 
+from sarbridge.core.errors import ConfigError, DataError
 from sarbridge.data.synthetic.optical import render_optical
 from sarbridge.data.synthetic.pose import sample_pose
 from sarbridge.data.synthetic.sar import render_sar
 from sarbridge.data.synthetic.ships import sample_ship
 from sarbridge.data.synthetic.spec import ShipSpec, _jsonable
-from sarbridge.core.errors import ConfigError, DataError
 
 __all__ = ["GENERATOR_VERSION", "SyntheticArgumentError", "SyntheticTargetError", "generate_hoss_dataset"]
 
@@ -44,7 +46,6 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
 
 
 def _tiff_bytes(arr: np.ndarray) -> bytes:
-    import tifffile
 
     buf = io.BytesIO()
     if arr.ndim == 3:
@@ -224,7 +225,6 @@ def generate_hoss_dataset(
     pairs: list[tuple[str, str, int]] = []
     bar = None
     if progress:
-        from tqdm import tqdm
 
         bar = tqdm(total=len(jobs), desc="synthetic HOSS", unit="img")
     try:

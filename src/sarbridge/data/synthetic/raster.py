@@ -8,6 +8,7 @@ import numpy as np
 
 from sarbridge.data.synthetic.spec import Block, ShipSpec, _half_width
 
+
 def _hull_sdist(spec: ShipSpec, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Approximate signed distance to the hull outline in metres (positive inside)."""
     half_l = spec.length_m / 2.0

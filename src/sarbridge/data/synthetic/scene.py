@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from affine import Affine
 
-from sarbridge.data.georaster import write_georaster
+from sarbridge.core.errors import DataError
+from sarbridge.core.utils import atomic_write_json
+from sarbridge.data.georaster import as_affine, write_georaster
+from sarbridge.data.synthetic.sar import apply_speckle
 from sarbridge.data.synthetic.scene_layout import (
     MIN_SCENE_SIZE,
     SCENE_CLASSES,
@@ -34,7 +36,6 @@ from sarbridge.data.synthetic.scene_layout import (
     _scene_rng,
     generate_scene_layout,
 )
-from sarbridge.data.synthetic.sar import apply_speckle
 from sarbridge.data.synthetic.scene_render import (
     LOOK_DIRECTIONS,
     SUN_AZIMUTH_DEG,
@@ -43,8 +44,6 @@ from sarbridge.data.synthetic.scene_render import (
     render_optical,
     render_sar,
 )
-from sarbridge.core.errors import DataError
-from sarbridge.core.utils import atomic_write_json
 
 __all__ = [
     "SCENE_CLASSES",
@@ -177,8 +176,8 @@ def generate_scene(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t_opt = Affine(gsd, 0.0, ox, 0.0, -gsd, oy)
-    t_sar = Affine(sar_gsd, 0.0, ox + dx, 0.0, -sar_gsd, oy + dy)
+    t_opt = as_affine((gsd, 0.0, ox, 0.0, -gsd, oy))
+    t_sar = as_affine((sar_gsd, 0.0, ox + dx, 0.0, -sar_gsd, oy + dy))
     paths = ScenePaths(optical=out / "optical.tif", sar=out / "sar.tif", heights=out / "heights.tif",
                        meta=out / "meta.json")
     write_georaster(paths.optical, np.moveaxis(optical, -1, 0), t_opt, crs)

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from sarbridge.core.errors import DataError
 from sarbridge.data.synthetic.raster import _blur, _smooth_noise
 from sarbridge.data.synthetic.sar import apply_speckle
 from sarbridge.data.synthetic.scene_layout import (
@@ -28,7 +29,6 @@ from sarbridge.data.synthetic.scene_layout import (
     _check_seed,
     _scene_rng,
 )
-from sarbridge.core.errors import DataError
 
 __all__ = ["LOOK_DIRECTIONS", "render_optical", "render_sar"]
 

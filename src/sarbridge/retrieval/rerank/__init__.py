@@ -15,7 +15,6 @@ The implementations live in submodules; this module re-exports them:
 
 from __future__ import annotations
 
-from sarbridge.retrieval.rerank.query_expansion import alpha_query_expansion, average_query_expansion
 from sarbridge.retrieval.rerank.gnn import gnn_propagate, gnn_rerank
 from sarbridge.retrieval.rerank.kreciprocal import (  # noqa: F401  (private helpers for tests)
     _initial_ranking,
@@ -26,6 +25,7 @@ from sarbridge.retrieval.rerank.kreciprocal import (  # noqa: F401  (private hel
     k_reciprocal_rerank_features,
 )
 from sarbridge.retrieval.rerank.kreciprocal_topk import k_reciprocal_rerank_topk
+from sarbridge.retrieval.rerank.query_expansion import alpha_query_expansion, average_query_expansion
 
 __all__ = [
     "alpha_query_expansion",

@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
+import torch
 
 from sarbridge.retrieval.distance import RetrievalInputError
 from sarbridge.retrieval.rerank.query_expansion import (
@@ -75,7 +76,6 @@ def gnn_neighbour_graph(
         ``(sim, idx)``, each ``(A, k)``: similarities sorted descending (ties by index) and the
         neighbour indices. Memory ``O(A * k)`` plus one ``rows x A`` block.
     """
-    import torch
 
     a = x.shape[0]
     k = min(k, a)
@@ -116,7 +116,6 @@ def gnn_propagate(
         RetrievalInputError: malformed features, an unknown mode, or bad ``k1`` / ``k2`` /
             ``layers`` / ``chunk_size``.
     """
-    import torch
 
     k1, k2 = _check_k(k1, "k1"), _check_k(k2, "k2")
     if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or layers < 0:
@@ -181,7 +180,6 @@ def gnn_rerank(
     Raises:
         RetrievalInputError: malformed features or bad parameters.
     """
-    import torch
 
     qt, gt = query_gallery_tensors(q, g, device)
     m, n = qt.shape[0], gt.shape[0]

@@ -47,6 +47,7 @@ import math
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
+import torch
 
 from sarbridge.retrieval.distance import METRICS, RetrievalInputError, pairwise_distance, to_numpy
 
@@ -84,7 +85,6 @@ def _check_params(k1: Any, k2: Any, lambda_value: Any, chunk_size: Any) -> float
 
 def _as_tensor(x: Any, name: str, device: torch.device) -> torch.Tensor:
     """Validate a 2-D, real, finite, non-negative distance matrix and return it as a tensor."""
-    import torch
 
     if isinstance(x, torch.Tensor):
         t = x.detach()
@@ -131,7 +131,6 @@ def _initial_ranking(d: torch.Tensor, kt: int, rows: int) -> torch.Tensor:
     equal to ``t`` those with the smallest indices fill the remaining places; the ``kt`` picked
     entries (in index order) are then sorted stably by value.
     """
-    import torch
 
     a = d.shape[0]
     out = torch.empty((a, kt), dtype=torch.long, device=d.device)
@@ -150,7 +149,6 @@ def _initial_ranking(d: torch.Tensor, kt: int, rows: int) -> torch.Tensor:
 
 def _reciprocal(nbrs: torch.Tensor, rows: int) -> torch.Tensor:
     """``mask[i, a]``: is ``i`` among the neighbours of its neighbour ``nbrs[i, a]``?"""
-    import torch
 
     a = nbrs.shape[0]
     mask = torch.empty(nbrs.shape, dtype=torch.bool, device=nbrs.device)
@@ -171,7 +169,6 @@ def _expanded_members(
         ``cols`` ``(c, kf + kf * kh)`` item indices and ``keep`` (same shape, bool): column
         ``cols[r, t]`` belongs to ``R*(s + r)`` iff some ``t`` with that column has ``keep``.
     """
-    import torch
 
     r_p, r_mask = fwd[s:e], rec[s:e]  # R(p, k1): (c, kf)
     cand = fwd_h[r_p]  # (c, kf, kh): N(c, k1/2) of each candidate c
@@ -196,7 +193,6 @@ def _kernel_weights(
         fwd_h: ``(A, kh)`` forward lists ``N(i, round(k1 / 2))``.
         chunk_size: rows per chunk, or None.
     """
-    import torch
 
     a, kf = fwd.shape
     kh = fwd_h.shape[1]
@@ -226,7 +222,6 @@ def _rerank(
     chunk_size: int | None,
 ) -> torch.Tensor:
     """The algorithm of the module docstring on validated tensors (same dtype and device)."""
-    import torch
 
     m, n = qg.shape
     a = m + n
@@ -278,7 +273,6 @@ def _jaccard(v_q: torch.Tensor, v_g: torch.Tensor, chunk_size: int | None) -> to
     Query rows are processed in chunks of about ``_CHUNK_PAIRS`` pairs (or ``chunk_size``
     rows). ``sum max = sum V_q + sum V_g - sum min``.
     """
-    import torch
 
     m, a = v_q.shape
     n = v_g.shape[0]
@@ -324,7 +318,6 @@ def _jaccard(v_q: torch.Tensor, v_g: torch.Tensor, chunk_size: int | None) -> to
 
 
 def _device(device: Any, *inputs: Any) -> torch.device:
-    import torch
 
     if device is not None:
         return torch.device(device)
@@ -368,7 +361,6 @@ def k_reciprocal_rerank(
             negative distances, non-positive ``k1`` / ``k2`` / ``chunk_size``, or
             ``lambda_value`` outside ``[0, 1]``.
     """
-    import torch
 
     lam = _check_params(k1, k2, lambda_value, chunk_size)
     dev = _device(device, q_g_dist, q_q_dist, g_g_dist)

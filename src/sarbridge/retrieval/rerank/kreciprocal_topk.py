@@ -11,6 +11,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from sarbridge.retrieval.distance import METRICS, RetrievalInputError
 from sarbridge.retrieval.rerank.kreciprocal import (
@@ -23,6 +24,7 @@ from sarbridge.retrieval.rerank.kreciprocal import (
     _reciprocal,
     _rows,
 )
+from sarbridge.retrieval.rerank.query_expansion import l2_normalize, query_gallery_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +46,6 @@ def _pair_dist(x: torch.Tensor, sq: torch.Tensor, rows: torch.Tensor, cols: torc
                metric: str) -> torch.Tensor:
     """Distances ``dist(x[rows[r]], x[cols[r, t]])`` for ``cols`` of shape ``(c, w)``; 0 on the
     diagonal (``rows[r] == cols[r, t]``), as in the dense feature variant."""
-    import torch
 
     dot = torch.bmm(x[cols], x[rows][:, :, None]).squeeze(2)
     if metric == "cosine":
@@ -112,9 +113,7 @@ def k_reciprocal_rerank_topk(
         RetrievalInputError: (a :class:`ValueError`) malformed features, an unknown distance,
             or a bad ``k1`` / ``k2`` / ``lambda_value`` / ``topk`` / ``chunk_size``.
     """
-    import torch
 
-    from sarbridge.retrieval.rerank.query_expansion import l2_normalize, query_gallery_tensors
 
     if distance not in METRICS:
         raise RetrievalInputError(f"unknown distance {distance!r}", f"use one of {', '.join(METRICS)}")
@@ -138,7 +137,6 @@ def _rerank_topk(
     x: torch.Tensor, m: int, k1: int, k2: int, lam: float, kt: int, metric: str, chunk_size: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The algorithm of :func:`k_reciprocal_rerank_topk` on validated, (normalised) features."""
-    import torch
 
     a = x.shape[0]
     n = a - m

@@ -22,8 +22,10 @@ import math
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
+import torch
 
 from sarbridge.retrieval.distance import RetrievalInputError, to_numpy
+from sarbridge.retrieval.rerank.kreciprocal import _initial_ranking
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +49,6 @@ def as_feature_tensor(x: Any, name: str, device: Any = None) -> torch.Tensor:
     Raises:
         RetrievalInputError: not 2-D, not real-valued, zero dimension, NaN or inf.
     """
-    import torch
 
     if isinstance(x, torch.Tensor):
         t = x.detach()
@@ -84,7 +85,6 @@ def topk_stable(score: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     Returns:
         ``(values, indices)``, each ``(rows, k)``.
     """
-    from sarbridge.retrieval.rerank.kreciprocal import _initial_ranking
 
     idx = _initial_ranking(-score, k, max(score.shape[0], 1))
     return score.gather(1, idx), idx
@@ -106,7 +106,6 @@ def query_gallery_tensors(q: Any, g: Any, device: Any = None) -> tuple[torch.Ten
     Raises:
         RetrievalInputError: malformed features (see :func:`as_feature_tensor`) or different ``D``.
     """
-    import torch
 
     if device is None:
         device = next((t.device for t in (q, g) if isinstance(t, torch.Tensor)), None)
@@ -121,7 +120,6 @@ def query_gallery_tensors(q: Any, g: Any, device: Any = None) -> tuple[torch.Ten
 
 
 def _expand(q: Any, g: Any, k: Any, alpha: float | None, chunk_size: int | None) -> torch.Tensor:
-    import torch
 
     k = _check_k(k)
     if chunk_size is not None:

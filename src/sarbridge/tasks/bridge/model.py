@@ -38,8 +38,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.core.errors import ConfigError, SarbridgeError
+from sarbridge.core.optional import require
+from sarbridge.data.records import OPTICAL, SAR
 
 DIRECTIONS: dict[str, tuple[str, str]] = {"opt2sar": (OPTICAL, SAR), "sar2opt": (SAR, OPTICAL)}
 """direction -> (source modality ``y``, target modality ``x0``)."""
@@ -167,16 +168,19 @@ def validate_unet_config(cfg: UNetConfig, resolution: Sequence[int], prefix: str
 
 
 def build_unet(cfg: UNetConfig, resolution: Sequence[int], channels: int = 3) -> nn.Module:
-    """A ``diffusers.UNet2DModel`` for ``(H, W) = resolution`` images of ``channels`` channels."""
-    from diffusers import UNet2DModel
+    """A ``diffusers.UNet2DModel`` for ``(H, W) = resolution`` images of ``channels`` channels.
 
+    Raises:
+        MissingDependencyError: diffusers (the extra ``diffusion``) is not installed.
+    """
+    unet_class = require("diffusers", "diffusion").UNet2DModel
     validate_unet_config(cfg, resolution)
     levels = len(cfg.channel_mult)
     attn = [2 ** lvl in cfg.attention_resolutions for lvl in range(levels)]
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn))
     in_ch = channels * (2 if cfg.condition == "concat" else 1)
-    return UNet2DModel(
+    return unet_class(
         sample_size=(int(resolution[0]), int(resolution[1])),
         in_channels=in_ch,
         out_channels=channels,
@@ -202,13 +206,12 @@ def unet_config_dict(unet: nn.Module) -> dict[str, Any]:
 
 def unet_from_config_dict(config: dict[str, Any]) -> nn.Module:
     """Rebuild a ``UNet2DModel`` from :func:`unet_config_dict` output."""
-    from diffusers import UNet2DModel
-
+    unet_class = require("diffusers", "diffusion").UNet2DModel
     cfg = dict(config)
     for key in ("sample_size", "block_out_channels", "down_block_types", "up_block_types"):
         if isinstance(cfg.get(key), list):
             cfg[key] = tuple(cfg[key])
-    return UNet2DModel(**cfg)
+    return unet_class(**cfg)
 
 
 class BridgeDenoiser(nn.Module):

@@ -1,117 +1,52 @@
-"""Paired optical / SAR images for training the bridge.
+"""The bridge's paired data: which pairs a config names, and its Dataset of paired tensors.
 
-Three sources (``data.format``):
+The pairs are read by :mod:`sarbridge.data.pairs`; ``data.format`` names the layout:
 
-* ``hoss``: identity-matched pairs from the training split (``bounding_box_train``) of a
-  HOSS-layout folder: every optical x SAR image of the same ship id, or at most
-  ``max_pairs_per_id`` of them (a seeded choice). Distractors (pid -1) are never paired. The two
-  images of a pair show the same ship, not the same acquisition.
-* ``synthetic``: the same-pose pairs listed in a generated set's ``pairs.csv``
-  (:func:`sarbridge.data.synthetic.generate_hoss_dataset`); the training ids' pairs by default,
-  the held-out test ids' pairs with ``split="test"``.
-* ``folder``: any paired set: ``opt/`` (or ``optical/``) and ``sar/`` folders whose files match by
-  name (a trailing modality token such as ``_RGB`` / ``_SAR`` is ignored when matching).
+* ``hoss``: identity pairs of a HOSS-layout folder's ``bounding_box_train`` (every optical x SAR
+  image of a ship id, or a seeded choice of at most ``data.max_pairs_per_id``);
+* ``synthetic``: the same-pose pairs of a generated set's ``pairs.csv`` (the training ids' pairs;
+  the held-out ids' with ``split="test"``);
+* ``folder``: ``opt/`` (or ``optical/``) and ``sar/`` folders whose files match by name (a
+  trailing modality token such as ``_RGB`` / ``_SAR`` is ignored when matching);
+* ``auto``: ``synthetic`` when ``pairs.csv`` exists, ``folder`` when ``opt/`` + ``sar/`` exist,
+  else ``hoss``.
 
-``auto`` picks ``synthetic`` when ``pairs.csv`` exists, ``folder`` when ``opt/`` + ``sar/`` exist,
-else ``hoss``. Images become the 8-bit, 3-channel pictures the re-identification model sees
-(:meth:`PreprocessSpec.to_uint8`), resized to the model resolution and scaled to [-1, 1].
+Validation holds out whole identities (:func:`sarbridge.data.pairs.split_pairs` with
+``min_groups=1``: one held-out id is enough to measure the bridge). Images become the 8-bit,
+3-channel pictures the re-identification model sees (:meth:`PreprocessSpec.to_uint8`), resized to
+the model resolution and scaled to [-1, 1] (:class:`BridgePairDataset`).
 """
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
-from sarbridge.data.io import IMAGE_SUFFIXES, read_image
+from sarbridge.core.errors import ConfigError, DataError
+from sarbridge.data.pairs import PairItem, Source, load_source, read_pairs
 from sarbridge.data.records import OPTICAL, SAR, parse_modality
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import ConfigError, DataError
+from sarbridge.tasks.bridge.config import PairDataConfig
+
+__all__ = [
+    "BridgePairDataset",
+    "detect_pair_format",
+    "load_pairs",
+    "pairs_summary",
+    "prepare_uint8",
+    "resize_uint8",
+]
 
 PAIRS_CSV = "pairs.csv"
-_SYN_DIRS = ("bounding_box_train", "query", "bounding_box_test")
-
-
-@dataclass(frozen=True)
-class ImagePair:
-    """One optical and one SAR image used as a training pair.
-
-    Attributes:
-        optical: optical image file.
-        sar: SAR image file.
-        pid: identity (ship id); -1 when unknown (generic folders).
-        name: a short label (the matching key or the file stems).
-    """
-
-    optical: str
-    sar: str
-    pid: int = -1
-    name: str = ""
-
-
-@dataclass
-class PairDataConfig:
-    """Where the pairs come from and how images are prepared."""
-
-    format: Literal["auto", "hoss", "synthetic", "folder"] = "auto"
-    root: str = ""
-    resolution: list[int] = field(default_factory=lambda: [256, 128])
-    sar_preprocess: Literal["max", "percentile"] = "max"
-    sar_alpha: float = 5.0
-    gsd_optical: float = 0.75
-    gsd_sar: float = 1.0
-    max_pairs_per_id: int | None = None
-    val_fraction: float = 0.1
-    hflip: float = 0.5
-    vflip: float = 0.0
-    cache: bool = True
-    num_workers: int = 0
-
-
-def validate_pair_data_config(cfg: PairDataConfig, prefix: str = "data") -> None:
-    """Range checks (types are checked by the config loader).
-
-    Raises:
-        ConfigError: naming the key.
-    """
-    if len(cfg.resolution) != 2 or min(cfg.resolution) < 4:
-        raise ConfigError(f"{prefix}.resolution must be [height, width] >= 4, got {cfg.resolution}")
-    if not 0.0 <= cfg.val_fraction < 1.0:
-        raise ConfigError(f"{prefix}.val_fraction must be in [0, 1), got {cfg.val_fraction}")
-    for key in ("hflip", "vflip"):
-        v = getattr(cfg, key)
-        if not 0.0 <= v <= 1.0:
-            raise ConfigError(f"{prefix}.{key} is a probability in [0, 1], got {v}")
-    if cfg.max_pairs_per_id is not None and cfg.max_pairs_per_id < 1:
-        raise ConfigError(f"{prefix}.max_pairs_per_id must be >= 1 or null, got {cfg.max_pairs_per_id}")
-    if not 0.0 <= cfg.sar_alpha < 100.0:
-        raise ConfigError(f"{prefix}.sar_alpha must be a percentile in [0, 100), got {cfg.sar_alpha}")
-    if cfg.num_workers < 0:
-        raise ConfigError(f"{prefix}.num_workers must be >= 0, got {cfg.num_workers}")
-
-
-def spec_for_pairs(cfg: PairDataConfig) -> PreprocessSpec:
-    """The :class:`PreprocessSpec` of a pair config (``image_size`` = the model resolution)."""
-    return PreprocessSpec(image_size=list(cfg.resolution), sar_preprocess=cfg.sar_preprocess,
-                          sar_alpha=cfg.sar_alpha, gsd_optical=cfg.gsd_optical, gsd_sar=cfg.gsd_sar)
-
-
-# --------------------------------------------------------------------------------------------
-# pair lists
-# --------------------------------------------------------------------------------------------
-
-
-def _find_folder(root: Path, names: Sequence[str]) -> Path | None:
-    for n in names:
-        if (root / n).is_dir():
-            return root / n
-    return None
+#: Group name prefix of a pair that is its own group (no identity in its layout).
+_OWN_GROUP = "pair:"
 
 
 def detect_pair_format(root: str | Path) -> str:
@@ -125,164 +60,47 @@ def detect_pair_format(root: str | Path) -> str:
         raise DataError(f"data folder '{r}' not found", "pass an existing folder to --data")
     if (r / PAIRS_CSV).is_file():
         return "synthetic"
-    if _find_folder(r, ("opt", "optical")) is not None and (r / "sar").is_dir():
+    if ((r / "opt").is_dir() or (r / "optical").is_dir()) and (r / "sar").is_dir():
         return "folder"
     return "hoss"
 
 
-def hoss_identity_pairs(root: str | Path, max_pairs_per_id: int | None = None, seed: int = 0) -> list[ImagePair]:
-    """Every optical x SAR pair of the same identity in ``bounding_box_train`` (optionally capped).
+def load_pairs(cfg: PairDataConfig, seed: int = 0, split: str = "train") -> tuple[list[PairItem], str]:
+    """The pairs a config names, and the format actually used.
 
-    Raises:
-        DataError: missing folders, badly named files, or no identity with both modalities.
-    """
-    from sarbridge.data.hoss import TRAIN_DIR, find_hoss_root, read_hoss_folder
-
-    base = find_hoss_root(root)
-    samples = read_hoss_folder(base / TRAIN_DIR, "train")
-    by_pid: dict[int, dict[str, list[str]]] = {}
-    for s in samples:
-        if s.pid < 0:
-            continue
-        by_pid.setdefault(s.pid, {OPTICAL: [], SAR: []})[s.modality].append(s.path)
-    rng = np.random.default_rng(seed)
-    pairs: list[ImagePair] = []
-    for pid in sorted(by_pid):
-        opt, sar = sorted(by_pid[pid][OPTICAL]), sorted(by_pid[pid][SAR])
-        cand = [(o, s) for o in opt for s in sar]
-        if max_pairs_per_id is not None and len(cand) > max_pairs_per_id:
-            keep = sorted(rng.choice(len(cand), size=max_pairs_per_id, replace=False).tolist())
-            cand = [cand[i] for i in keep]
-        pairs += [ImagePair(o, s, pid, f"{Path(o).stem}+{Path(s).stem}") for o, s in cand]
-    if not pairs:
-        raise DataError(f"no identity in '{base / TRAIN_DIR}' has both optical and SAR images",
-                        "paired training needs ids with both modalities")
-    return pairs
-
-
-def _locate(root: Path, name: str) -> tuple[Path, str] | None:
-    for d in _SYN_DIRS:
-        p = root / d / name
-        if p.is_file():
-            return p, d
-    return None
-
-
-def synthetic_pose_pairs(root: str | Path, split: Literal["train", "test", "all"] = "train") -> list[ImagePair]:
-    """Same-pose pairs from a generated set's ``pairs.csv``.
+    A pair whose layout gives it no identity (``folder``) is its own group, named ``pair:<i>``
+    by its position: :func:`~sarbridge.data.pairs.split_pairs` then holds out the same pairs for
+    a seed as bridge runs always did.
 
     Args:
-        root: the generated dataset folder (with ``pairs.csv``).
-        split: ``train`` (pairs in ``bounding_box_train``), ``test`` (pairs of held-out test ids, in
-            ``query`` / ``bounding_box_test``) or ``all``.
-
-    Raises:
-        DataError: no ``pairs.csv``, a listed file is missing, or the split has no pairs.
-    """
-    r = Path(root)
-    csv_path = r / PAIRS_CSV
-    if not csv_path.is_file():
-        raise DataError(f"'{r}' has no {PAIRS_CSV}", "generate the set with paired poses, or use data.format=hoss")
-    with csv_path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if rows and not {"optical", "sar"} <= set(rows[0]):
-        raise DataError(f"'{csv_path}' needs columns optical and sar", "regenerate the synthetic set")
-    pairs = []
-    for row in rows:
-        o, s = _locate(r, row["optical"]), _locate(r, row["sar"])
-        if o is None or s is None:
-            missing = row["optical"] if o is None else row["sar"]
-            raise DataError(f"'{missing}' listed in '{csv_path}' is missing", "regenerate the synthetic set")
-        in_train = o[1] == "bounding_box_train"
-        if split == "all" or (split == "train") == in_train:
-            pid = int(row.get("pid") or -1)
-            pairs.append(ImagePair(str(o[0]), str(s[0]), pid, f"{Path(row['optical']).stem}+{Path(row['sar']).stem}"))
-    if not pairs:
-        raise DataError(f"'{csv_path}' lists no {split} pairs", "generate more identities or another split")
-    return pairs
-
-
-_MODALITY_TOKENS = {"rgb", "sar", "opt", "optical", "eo"}
-
-
-def _pair_key(stem: str) -> str:
-    head, sep, tail = stem.rpartition("_")
-    if sep and head and tail.lower() in _MODALITY_TOKENS:
-        return head
-    return stem
-
-
-def folder_pairs(root: str | Path) -> list[ImagePair]:
-    """Pairs from ``root/opt`` (or ``root/optical``) and ``root/sar`` matched by file name.
-
-    Raises:
-        DataError: missing folders, duplicate names, or no matching names.
-    """
-    r = Path(root)
-    opt_dir, sar_dir = _find_folder(r, ("opt", "optical")), r / "sar"
-    if opt_dir is None or not sar_dir.is_dir():
-        raise DataError(f"'{r}' needs the folders opt/ and sar/", "put paired images with matching names in them")
-
-    def index(folder: Path) -> dict[str, Path]:
-        out: dict[str, Path] = {}
-        for f in sorted(folder.iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            key = _pair_key(f.stem)
-            if key in out:
-                raise DataError(f"'{out[key].name}' and '{f.name}' in '{folder}' have the same name",
-                                "keep one image per name")
-            out[key] = f
-        return out
-
-    opts, sars = index(opt_dir), index(sar_dir)
-    keys = sorted(set(opts) & set(sars))
-    if not keys:
-        raise DataError(f"no file name in '{opt_dir}' matches one in '{sar_dir}'",
-                        "name pairs alike, e.g. opt/a.png and sar/a.tif")
-    return [ImagePair(str(opts[k]), str(sars[k]), -1, k) for k in keys]
-
-
-def load_pairs(
-    cfg: PairDataConfig, seed: int = 0, split: Literal["train", "test", "all"] = "train"
-) -> tuple[list[ImagePair], str]:
-    """The pairs a config names, and the format actually used.
+        cfg: the ``data`` section.
+        seed: seed of the ``max_pairs_per_id`` choice (``hoss``).
+        split: identities of a ``synthetic`` set: ``train``, ``test`` or ``all``.
 
     Raises:
         ConfigError: ``data.root`` is empty.
-        DataError: see the readers.
+        DataError: see the readers of :mod:`sarbridge.data.pairs`.
     """
     if not cfg.root:
         raise ConfigError("data.root is empty", "pass --data DIR (a HOSS folder, a synthetic set or opt/ + sar/)")
     if not Path(cfg.root).is_dir():
         raise DataError(f"data folder '{cfg.root}' not found", "pass an existing folder to --data")
     fmt = detect_pair_format(cfg.root) if cfg.format == "auto" else cfg.format
+    kwargs: dict[str, Any] = {}
     if fmt == "synthetic":
-        return synthetic_pose_pairs(cfg.root, split), fmt
-    if fmt == "folder":
-        return folder_pairs(cfg.root), fmt
-    return hoss_identity_pairs(cfg.root, cfg.max_pairs_per_id, seed), fmt
+        kwargs["split"] = split
+    elif fmt == "hoss":
+        kwargs.update(max_pairs_per_id=cfg.max_pairs_per_id, seed=seed)
+    items = read_pairs(cfg.root, fmt, **kwargs)
+    items = [dataclasses.replace(it, group=f"{_OWN_GROUP}{i}") if it.group == it.key else it
+             for i, it in enumerate(items)]
+    return items, fmt
 
 
-def split_pairs(pairs: Sequence[ImagePair], fraction: float, seed: int = 0) -> tuple[list[ImagePair], list[ImagePair]]:
-    """Hold out a seeded ``fraction`` of identities (of pairs, for pid -1) for validation.
-
-    At least one group is held out when ``fraction > 0`` and at least one stays for training;
-    with fewer than two groups nothing is held out.
-    """
-    if fraction <= 0:
-        return list(pairs), []
-    groups = sorted({p.pid if p.pid >= 0 else f"pair:{i}" for i, p in enumerate(pairs)}, key=str)
-    if len(groups) < 2:
-        return list(pairs), []
-    n_val = min(max(int(round(fraction * len(groups))), 1), len(groups) - 1)
-    rng = np.random.default_rng(seed)
-    val_groups = {groups[i] for i in rng.choice(len(groups), size=n_val, replace=False).tolist()}
-    train, val = [], []
-    for i, p in enumerate(pairs):
-        key = p.pid if p.pid >= 0 else f"pair:{i}"
-        (val if key in val_groups else train).append(p)
-    return train, val
+def pairs_summary(pairs: Sequence[PairItem]) -> dict[str, Any]:
+    """Counts for logs and metrics files (``ids``: identities; pairs without one count none)."""
+    return {"pairs": len(pairs), "ids": len({p.group for p in pairs if not p.group.startswith(_OWN_GROUP)}),
+            "optical_images": len({p.optical for p in pairs}), "sar_images": len({p.sar for p in pairs})}
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,8 +110,6 @@ def split_pairs(pairs: Sequence[ImagePair], fraction: float, seed: int = 0) -> t
 
 def resize_uint8(img: np.ndarray, resolution: Sequence[int]) -> np.ndarray:
     """Bicubic resize of a uint8 ``(H, W, 3)`` image to ``(height, width) = resolution``."""
-    from PIL import Image
-
     h, w = int(resolution[0]), int(resolution[1])
     if img.shape[0] == h and img.shape[1] == w:
         return np.ascontiguousarray(img)
@@ -315,20 +131,13 @@ def prepare_uint8(
     return resize_uint8(arr, resolution or spec.image_size)
 
 
-def read_prepared(
-    path: str | Path, modality: str, spec: PreprocessSpec, resolution: Sequence[int] | None = None
-) -> np.ndarray:
-    """Read an image file and :func:`prepare_uint8` it."""
-    return prepare_uint8(read_image(path), modality, spec, resolution)
-
-
-class PairDataset(Dataset):
+class BridgePairDataset(Dataset):
     """Optical/SAR pairs as tensors in [-1, 1] with identical random flips for both images.
 
     Items: ``{"optical": (3, H, W), "sar": (3, H, W), "index": int}``.
 
     Args:
-        pairs: the pairs.
+        pairs: the pairs (image paths or loaders, see :func:`~sarbridge.data.pairs.load_source`).
         spec: preprocessing (SAR conversion).
         resolution: (H, W) of the model.
         hflip, vflip: probabilities of a horizontal / vertical flip (same for both images).
@@ -337,7 +146,7 @@ class PairDataset(Dataset):
 
     def __init__(
         self,
-        pairs: Sequence[ImagePair],
+        pairs: Sequence[PairItem],
         spec: PreprocessSpec,
         resolution: Sequence[int],
         hflip: float = 0.0,
@@ -349,16 +158,16 @@ class PairDataset(Dataset):
         self.resolution = [int(resolution[0]), int(resolution[1])]
         self.hflip, self.vflip = float(hflip), float(vflip)
         self.cache = cache
-        self._cache: dict[tuple[str, str], np.ndarray] = {}  # per image: pairs share images
+        self._cache: dict[tuple[Source, str], np.ndarray] = {}  # per image: pairs share images
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _image(self, path: str, modality: str) -> np.ndarray:
-        key = (path, modality)
+    def _image(self, src: Source, modality: str) -> np.ndarray:
+        key = (src, modality)
         img = self._cache.get(key)
         if img is None:
-            img = read_prepared(path, modality, self.spec, self.resolution)
+            img = prepare_uint8(load_source(src), modality, self.spec, self.resolution)
             if self.cache:
                 self._cache[key] = img
         return img
@@ -377,10 +186,3 @@ class PairDataset(Dataset):
         if self.vflip > 0 and float(torch.rand(())) < self.vflip:
             o, s = o.flip(-2), s.flip(-2)
         return {"optical": o, "sar": s, "index": index}
-
-
-def pairs_summary(pairs: Sequence[ImagePair]) -> dict[str, Any]:
-    """Counts for logs and metrics files."""
-    return {"pairs": len(pairs), "ids": len({p.pid for p in pairs if p.pid >= 0}),
-            "optical_images": len({p.optical for p in pairs}), "sar_images": len({p.sar for p in pairs})}
-

@@ -1,10 +1,10 @@
-"""Training the bridge: the configuration, EMA weights, the :class:`DiffusionTask` for the shared
+"""Training the bridge: EMA weights, the :class:`DiffusionTask` for the shared
 :class:`~sarbridge.core.trainer.Trainer`, and :func:`train_diffusion`, the pipeline behind
-``sarbridge diffusion-train``.
+``sarbridge diffusion-train`` (the configuration is :mod:`sarbridge.tasks.bridge.config`).
 
 A checkpoint of this task (``task: "diffusion"``) holds, besides the Trainer's keys:
 
-* ``config``: the resolved :class:`DiffusionConfig`;
+* ``config``: the resolved :class:`~sarbridge.tasks.bridge.config.DiffusionConfig`;
 * ``preprocess``: the :class:`~sarbridge.data.transforms.PreprocessSpec` (``image_size`` = resolution);
 * ``arch``: ``{"unet": UNet2DModel constructor arguments, "condition", "resolution", "direction",
   "channels"}`` (checked on resume);
@@ -28,148 +28,36 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler
+from tqdm.auto import tqdm
 
-from sarbridge.core.config import (
-    OptimConfig,
-    RunConfig,
-    config_to_dict,
-    load_config,
-    save_config,
-    validate_device,
-    validate_optim,
-)
+from sarbridge.core.checkpoint import load_checkpoint
+from sarbridge.core.config import config_to_dict
+from sarbridge.core.distributed import current_context
+from sarbridge.core.errors import CheckpointError, DataError
+from sarbridge.core.run import TrainingRun
+from sarbridge.core.trainer import StepCallback
+from sarbridge.core.utils import atomic_write_json
+from sarbridge.data.pairs import PairItem, split_pairs
+from sarbridge.tasks.bridge.config import DiffusionConfig, validate_diffusion_config
 from sarbridge.tasks.bridge.model import (
-    BridgeConfig,
     BridgeDenoiser,
     BrownianBridge,
-    UNetConfig,
     build_denoiser,
     direction_modalities,
     tensor_to_uint8,
     unet_config_dict,
-    validate_bridge_config,
-    validate_unet_config,
 )
-from sarbridge.tasks.bridge.pairs import (
-    ImagePair,
-    PairDataConfig,
-    PairDataset,
-    load_pairs,
-    pairs_summary,
-    spec_for_pairs,
-    split_pairs,
-    validate_pair_data_config,
-)
-from sarbridge.core.checkpoint import load_checkpoint
-from sarbridge.core.distributed import barrier, current_context, init_distributed
-from sarbridge.core.trainer import StepCallback, Trainer
-from sarbridge.core.errors import CheckpointError, ConfigError, DataError, SarbridgeError
-from sarbridge.core.utils import atomic_write_json, seed_everything
+from sarbridge.tasks.bridge.pairs import BridgePairDataset, load_pairs, pairs_summary
 
 TASK_NAME = "diffusion"
-
-
-# --------------------------------------------------------------------------------------------
-# configuration
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class EMAConfig:
-    """Exponential moving average of the weights (used for validation and sampling).
-
-    ``warmup`` uses ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that short runs are
-    not dominated by the initial weights.
-    """
-
-    enabled: bool = True
-    decay: float = 0.995
-    update_every: int = 1
-    start_step: int = 0
-    warmup: bool = True
-
-
-@dataclass
-class DiffusionTrainConfig:
-    """Batches: ``steps_per_epoch`` batches drawn at random per epoch (None: one pass over the pairs)."""
-
-    batch_size: int = 8
-    steps_per_epoch: int | None = None
-
-
-@dataclass
-class DiffusionEvalConfig:
-    """Validation on held-out pairs: L1 of the objective (fixed t and noise) and, optionally, the
-    PSNR of a few-step sample (``sample_images: 0`` switches it off)."""
-
-    every: int = 1
-    max_pairs: int = 64
-    batch_size: int = 16
-    sample_images: int = 4
-    sample_steps: int = 10
-    select: Literal["loss", "psnr"] = "loss"
-
-
-def _diffusion_optim() -> OptimConfig:
-    # BBDM: Adam, lr 1e-4, no weight decay (AdamW with weight_decay 0 is Adam); constant lr.
-    return OptimConfig(name="adamw", lr=1e-4, weight_decay=0.0, warmup_epochs=0, min_lr_factor=1.0, epochs=10)
-
-
-@dataclass
-class DiffusionConfig(RunConfig):
-    """A whole bridge-training experiment (``configs/bbdm_demo.yaml``)."""
-
-    name: str = "bbdm"
-    direction: Literal["opt2sar", "sar2opt"] = "opt2sar"
-    data: PairDataConfig = field(default_factory=PairDataConfig)
-    model: UNetConfig = field(default_factory=UNetConfig)
-    bridge: BridgeConfig = field(default_factory=BridgeConfig)
-    optim: OptimConfig = field(default_factory=_diffusion_optim)
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
-    eval: DiffusionEvalConfig = field(default_factory=DiffusionEvalConfig)
-
-
-def validate_diffusion_config(cfg: DiffusionConfig) -> None:
-    """Range checks beyond types.
-
-    Raises:
-        ConfigError: naming the key.
-    """
-    validate_pair_data_config(cfg.data)
-    validate_unet_config(cfg.model, cfg.data.resolution)
-    validate_bridge_config(cfg.bridge)
-    validate_optim(cfg.optim)
-    if not 0.0 <= cfg.ema.decay < 1.0:
-        raise ConfigError(f"ema.decay must be in [0, 1), got {cfg.ema.decay}")
-    if cfg.ema.update_every < 1 or cfg.ema.start_step < 0:
-        raise ConfigError("ema.update_every must be >= 1 and ema.start_step >= 0")
-    if cfg.train.batch_size < 1:
-        raise ConfigError(f"train.batch_size must be >= 1, got {cfg.train.batch_size}")
-    if cfg.train.steps_per_epoch is not None and cfg.train.steps_per_epoch < 1:
-        raise ConfigError(f"train.steps_per_epoch must be >= 1 or null, got {cfg.train.steps_per_epoch}")
-    e = cfg.eval
-    if e.every < 1 or e.batch_size < 1 or e.max_pairs < 0 or e.sample_images < 0 or e.sample_steps < 1:
-        raise ConfigError("eval.every, eval.batch_size and eval.sample_steps must be >= 1; "
-                          "eval.max_pairs and eval.sample_images >= 0")
-    if e.select == "psnr" and e.sample_images == 0:
-        raise ConfigError("eval.select is 'psnr' but eval.sample_images is 0", "set eval.sample_images > 0")
-    validate_device(cfg.device)
-
-
-def load_diffusion_config(path: str | Path | None, overrides: list[str] | None = None) -> DiffusionConfig:
-    """Load and validate a diffusion YAML config with ``key=value`` overrides."""
-    cfg = load_config(path, overrides, cls=DiffusionConfig)
-    validate_diffusion_config(cfg)
-    return cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,11 +227,11 @@ class DiffusionTask:
     name = TASK_NAME
     train_module: nn.Module | None = None
 
-    def __init__(self, cfg: DiffusionConfig, train: Sequence[ImagePair], val: Sequence[ImagePair],
+    def __init__(self, cfg: DiffusionConfig, train: Sequence[PairItem], val: Sequence[PairItem],
                  progress: bool = True) -> None:
         self.cfg = cfg
         self.progress = progress
-        self.spec = spec_for_pairs(cfg.data)
+        self.spec = cfg.data.spec()
         self.source, self.target = direction_modalities(cfg.direction)
         self.bridge = BrownianBridge.from_config(cfg.bridge)
         self.model: BridgeDenoiser = build_denoiser(cfg.model, cfg.data.resolution)
@@ -351,8 +239,8 @@ class DiffusionTask:
         self.global_step = 0
         d = cfg.data
         self.train_pairs, self.val_pairs = list(train), list(val)
-        self.dataset = PairDataset(train, self.spec, d.resolution, d.hflip, d.vflip, d.cache)
-        self.val_dataset = PairDataset(self.val_pairs[: cfg.eval.max_pairs], self.spec, d.resolution, cache=True)
+        self.dataset = BridgePairDataset(train, self.spec, d.resolution, d.hflip, d.vflip, d.cache)
+        self.val_dataset = BridgePairDataset(self.val_pairs[: cfg.eval.max_pairs], self.spec, d.resolution, cache=True)
         n = cfg.train.steps_per_epoch * cfg.train.batch_size if cfg.train.steps_per_epoch else None
         ctx = current_context()
         self.sampler: RandomSampler | ShardedRandomSampler
@@ -464,8 +352,6 @@ class DiffusionTask:
 
     def preload(self) -> None:
         """Decode every image once (fills the cache; a corrupt file stops the run here)."""
-        from tqdm.auto import tqdm
-
         for ds, what in ((self.dataset, "training pairs"), (self.val_dataset, "validation pairs")):
             for i in tqdm(range(len(ds)), desc=f"loading {what}", disable=not self.progress, leave=False,
                           dynamic_ncols=True):
@@ -507,33 +393,17 @@ def train_diffusion(
         SarbridgeError: an existing run without ``resume``/``overwrite``, bad data or config.
     """
     validate_diffusion_config(cfg)
-    out = Path(out_dir)
-    if (out / "last.pt").exists() and not (resume or overwrite):
-        raise SarbridgeError(
-            f"run folder '{out}' already holds a checkpoint (last.pt)",
-            "pass --resume to continue it, --overwrite to start over, or choose another --out",
-        )
-    if resume and not (out / "last.pt").exists():
-        raise SarbridgeError(f"nothing to resume: '{out / 'last.pt'}' does not exist", "drop --resume")
+    run = TrainingRun.open(cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress,
+                           resume_missing="refuse")
+    progress, device = run.progress, run.device
     if resume:
-        _check_resumable(out / "last.pt", cfg)
+        _check_resumable(run.out / "last.pt", cfg)
     pairs, fmt = load_pairs(cfg.data, seed=cfg.seed)
-    train, val = split_pairs(pairs, cfg.data.val_fraction, seed=cfg.seed)
-    ctx = init_distributed(cfg.device)
-    progress = progress and ctx.is_main
-    device = ctx.device
-    seed_everything(cfg.seed)  # model initialisation is part of the run's reproducibility (same on every rank)
-    task = DiffusionTask(cfg, train, val, progress=progress)
+    train, val = split_pairs(pairs, cfg.data.val_fraction, seed=cfg.seed, min_groups=1)
+    task = run.build_task(lambda: DiffusionTask(cfg, train, val, progress=progress))
     task.preload()
-    trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
-                      callbacks=[task.on_step, *callbacks], progress=progress, runtime=cfg.runtime, dist=ctx)
-    if resume:
-        trainer.resume()
-        task.restore(load_checkpoint(out / "last.pt", task=TASK_NAME))
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    result = trainer.fit()
+    # resuming restores the EMA and the step count too (the trainer calls task.restore)
+    result = run.trainer(task, callbacks=[task.on_step, *callbacks]).fit()
     metrics = {
         "task": TASK_NAME,
         "direction": cfg.direction,
@@ -548,9 +418,7 @@ def train_diffusion(
         "device": str(device),
         "history": result.history,
     }
-    if ctx.distributed:
-        metrics["processes"] = ctx.world_size
-    if ctx.is_main:
-        atomic_write_json(out / "metrics.json", metrics)
-    barrier(ctx)
+    if run.ctx.distributed:
+        metrics["processes"] = run.ctx.world_size
+    run.write(lambda folder: atomic_write_json(folder / "metrics.json", metrics))
     return metrics

@@ -18,11 +18,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from sarbridge.core.checkpoint import load_checkpoint, load_model_state
+from sarbridge.core.errors import CheckpointError, DataError, SarbridgeError
+from sarbridge.core.utils import resolve_device
 from sarbridge.data.io import read_image
 from sarbridge.data.records import SAR, parse_modality
 from sarbridge.data.transforms import PreprocessSpec
@@ -35,12 +39,9 @@ from sarbridge.tasks.bridge.model import (
     unet_from_config_dict,
 )
 from sarbridge.tasks.bridge.pairs import prepare_uint8, resize_uint8
-from sarbridge.core.checkpoint import load_checkpoint, load_model_state
-from sarbridge.core.errors import CheckpointError, DataError, SarbridgeError
-from sarbridge.core.utils import resolve_device
 
 TASK_NAME = "diffusion"
-ImageInput = Union[np.ndarray, tuple[np.ndarray, str], str, Path]
+ImageInput = np.ndarray | tuple[np.ndarray, str] | str | Path
 
 
 def modality_from_name(path: str | Path) -> str | None:
@@ -247,7 +248,6 @@ class BridgeTranslator:
             raise SarbridgeError(f"{len(keys)} keys for {len(prepared)} images", "pass one key per image")
         h, w = self.resolution
         out = np.zeros((len(prepared), samples, h, w, 3), np.uint8)
-        from tqdm.auto import tqdm
 
         starts = range(0, len(prepared), batch_size)
         for s in tqdm(starts, desc=f"{self.direction} ({steps} steps)", disable=not progress, leave=False,

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from sarbridge.tasks.geo.config import GeoConfig, validate_geo
-from sarbridge.viz.tables import markdown_table
 from sarbridge.core.utils import atomic_write_json, atomic_write_text
+from sarbridge.tasks.geo.config import GeoConfig, validate_geo
+from sarbridge.tasks.geo.run import load_localisation, train_geo
+from sarbridge.viz.tables import markdown_table
 
 ROWS = (("triplet only", "A", "coarse"), ("+ Wasserstein", "B", "coarse"), ("+ graph refinement", "B", "refined"),
         ("+ Wasserstein, k-reciprocal re-ranking instead", "B", "reranked"))
@@ -57,7 +58,6 @@ def run_geo_ablation(cfg: GeoConfig, out_dir: str | Path, seeds: int = 1, progre
     Returns:
         The Markdown table.
     """
-    from sarbridge.tasks.geo.run import load_localisation, train_geo
 
     out = Path(out_dir)
     runs: list[dict[str, dict[str, Any]]] = []

@@ -13,26 +13,19 @@ from typing import Any
 
 from torch import nn
 
-from sarbridge.core.config import config_from_dict, config_to_dict
-from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.core.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from sarbridge.core.config import config_from_dict, config_to_dict
 from sarbridge.core.errors import CheckpointError
+from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.tasks.geo.config import GeoConfig
+from sarbridge.tasks.geo.model import build_geo_model
+from sarbridge.tasks.geo.refine import LocationRefiner
 
 TASK = "geo"
 
 
-def spec_from_geo(cfg: GeoConfig) -> PreprocessSpec:
-    """The preprocessing a localisation config asks for."""
-    d = cfg.data
-    return PreprocessSpec(image_size=list(d.image_size), sar_preprocess=d.sar_preprocess, sar_alpha=d.sar_alpha,
-                          sar_despeckle=d.sar_despeckle, sar_despeckle_window=d.sar_despeckle_window)
-
-
 def build_encoder(cfg: GeoConfig, load_pretrained: bool = True) -> nn.Module:
     """The embedding network a config describes (random init unless ``model.pretrained`` is a local file)."""
-    from sarbridge.tasks.geo.model import build_geo_model
-
     m = cfg.model
     return build_geo_model(
         backbone=m.backbone, image_size=tuple(cfg.data.image_size), embed_dim=m.embed_dim,
@@ -44,8 +37,6 @@ def build_encoder(cfg: GeoConfig, load_pretrained: bool = True) -> nn.Module:
 
 def build_refiner(cfg: GeoConfig, coord_scale: float | None) -> nn.Module:
     """The location-aware graph network a config describes."""
-    from sarbridge.tasks.geo.refine import LocationRefiner
-
     r = cfg.refine
     return LocationRefiner(cfg.model.embed_dim, hidden=r.hidden, layers=r.layers, heads=r.heads, edge_k=r.edge_k,
                            sigma=r.sigma, use_coords=r.use_coords, use_attention=r.use_attention, dropout=r.dropout,
@@ -80,7 +71,7 @@ def save_geo_model(path: str | Path, cfg: GeoConfig, encoder: nn.Module, refiner
     """Write the inference bundle atomically."""
     state = {
         "task": TASK, "epoch": info.get("epoch", -1), "config": config_to_dict(cfg), "arch": arch_of(cfg),
-        "preprocess": spec_from_geo(cfg).to_dict(), "model": encoder.state_dict(),
+        "preprocess": cfg.data.spec().to_dict(), "model": encoder.state_dict(),
         "refiner": refiner.state_dict() if refiner is not None else None, "info": dict(info),
     }
     p = Path(path)

@@ -1,9 +1,10 @@
 """Typed configuration of a CMPC localisation experiment (``sarbridge geo train``).
 
-Same YAML + ``key=value`` override machinery as re-identification (:func:`sarbridge.core.config.load_config`);
+Same YAML + ``key=value`` override machinery as every task (:func:`sarbridge.core.config.load_config`);
 defaults are the CMPC paper settings (ResNet-50, 200x200 patches, 512-d embedding, triplet +
 Wasserstein with 5 critic steps, lambda 0.01, critic lr 1e-3, SGD lr 0.0025, batch 24, 30 epochs,
-top-10 nodes with 5 edges). ``configs/geo_demo.yaml`` is the CPU size.
+top-10 nodes with 5 edges). ``configs/geo_demo.yaml`` is the CPU size. The preprocessing keys of
+``data`` are those of :class:`~sarbridge.data.transforms.PreprocessSpec` (with localisation defaults).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sarbridge.core.config import (
     validate_optim,
 )
 from sarbridge.core.errors import ConfigError
+from sarbridge.data.transforms import PreprocessSpec
 
 __all__ = [
     "GeoConfig",
@@ -40,8 +42,9 @@ GEO_FORMATS = ("scene", "map", "sn6", "manifest", "bigearthnet")
 
 
 @dataclass
-class GeoDataConfig:
-    """Where the map and the SAR queries come from, and how patches become tensors.
+class GeoDataConfig(PreprocessSpec):
+    """Where the map and the SAR queries come from, and how patches become tensors (the
+    :class:`~sarbridge.data.transforms.PreprocessSpec` keys; :meth:`spec` gives the spec alone).
 
     ``format``:
       * ``scene``: a folder holding ``optical.tif`` and ``sar.tif`` (``sarbridge geo synth``);
@@ -50,6 +53,9 @@ class GeoDataConfig:
       * ``bigearthnet``: a folder of S1/S2 ``.npz`` pairs (``root``).
     """
 
+    image_size: list[int] = field(default_factory=lambda: [200, 200])
+    sar_preprocess: str = "percentile"
+    sar_alpha: float = 2.0
     format: Literal["scene", "map", "sn6", "manifest", "bigearthnet"] = "scene"
     root: str = ""
     map: str | None = None
@@ -60,11 +66,6 @@ class GeoDataConfig:
     queries: int | None = None
     split: Literal["same-area", "cross-area"] = "same-area"
     fractions: list[float] = field(default_factory=lambda: [0.6, 0.1, 0.3])
-    image_size: list[int] = field(default_factory=lambda: [200, 200])
-    sar_preprocess: Literal["max", "percentile", "db"] = "percentile"
-    sar_alpha: float = 2.0
-    sar_despeckle: str | None = None
-    sar_despeckle_window: int = 7
     batch_size: int = 24
     num_workers: int = 0
     cache: bool = True
@@ -175,6 +176,10 @@ class GeoConfig(RunConfig):
     eval: GeoEvalConfig = field(default_factory=GeoEvalConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
 
+    def validate(self) -> None:
+        """Range checks (:func:`validate_geo`)."""
+        validate_geo(self)
+
 
 def _positive(value: float, key: str, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
@@ -189,12 +194,11 @@ def validate_geo(cfg: GeoConfig) -> None:
         ConfigError: naming the key and the fix.
     """
     d, m, loss, r, e = cfg.data, cfg.model, cfg.loss, cfg.refine, cfg.eval
+    d.validate("data")
     if d.patch_size < 8:
         raise ConfigError(f"data.patch_size must be >= 8 pixels, got {d.patch_size}")
     if d.stride is not None and d.stride < 1:
         raise ConfigError(f"data.stride must be >= 1 (or null = patch_size), got {d.stride}")
-    if len(d.image_size) != 2 or min(d.image_size) < 8:
-        raise ConfigError(f"data.image_size must be [height, width] >= 8, got {d.image_size}")
     if len(d.fractions) != 3 or any(f < 0 for f in d.fractions) or not math.isclose(sum(d.fractions), 1.0, abs_tol=1e-6):
         raise ConfigError(f"data.fractions must be three train/val/test fractions summing to 1, got {d.fractions}")
     if d.fractions[0] <= 0 or d.fractions[2] <= 0:
@@ -205,10 +209,6 @@ def validate_geo(cfg: GeoConfig) -> None:
         raise ConfigError(f"data.batch_size must be >= 2 (the other pairs are the negatives), got {d.batch_size}")
     if d.num_workers < 0:
         raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
-    if not 0.0 <= d.sar_alpha < 100.0:
-        raise ConfigError(f"data.sar_alpha must be a percentile in [0, 100), got {d.sar_alpha}")
-    if d.sar_despeckle_window < 3 or d.sar_despeckle_window % 2 == 0:
-        raise ConfigError(f"data.sar_despeckle_window must be odd and >= 3, got {d.sar_despeckle_window}")
     if d.cache_dir is not None and not str(d.cache_dir).strip():
         raise ConfigError("data.cache_dir must be a folder path or null, got an empty string",
                           "e.g. --set data.cache_dir=geo_cache")
@@ -255,7 +255,9 @@ def validate_geo(cfg: GeoConfig) -> None:
 
 
 def load_geo_config(path: str | Path | None, overrides: list[str] | None = None) -> GeoConfig:
-    """Load and validate a localisation YAML (``configs/geo_demo.yaml``) with ``key=value`` overrides."""
-    cfg = load_config(path, overrides, cls=GeoConfig)
-    validate_geo(cfg)
-    return cfg
+    """Load and validate a localisation YAML (``configs/geo_demo.yaml``) with ``key=value`` overrides.
+
+    Raises:
+        ConfigError: the file is missing or malformed, a key is unknown or a value invalid.
+    """
+    return load_config(path, overrides, cls=GeoConfig)

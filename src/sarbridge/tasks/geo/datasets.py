@@ -11,8 +11,9 @@ in one memory-mapped ``images.npy`` (:class:`GeoPatchCache`). Items are rebuilt 
 ``ToTensor`` + ``Normalize``, so they equal :func:`prepare_patch` exactly, and DataLoader workers
 map the file themselves. The folder ``geo-<key>`` is named by :func:`patch_cache_key` (the
 preprocessing, the modality, every patch's source string and loader window, and the size and
-modification time of the files behind the loaders), is built atomically, and is rebuilt when
-truncated; under ``torchrun`` rank 0 builds it and the others wait.
+modification time of the files behind the loaders), is built by the one cache build path
+(:func:`sarbridge.core.cache.build_once`: atomically, rebuilt when truncated; under ``torchrun``
+rank 0 builds it and the others wait).
 """
 
 from __future__ import annotations
@@ -27,21 +28,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from sarbridge.data.cache import (
+from sarbridge.core.cache import (
     IMAGES_NAME,
     INDEX_NAME,
     MemmapCacheFolder,
-    build_folder_atomically,
-    main_process_first,
+    build_once,
     map_with_progress,
 )
+from sarbridge.core.distributed import current_context, gather_rows, shard_range
+from sarbridge.core.errors import DataError
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import DataError
 from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, ImageLoader
 
 MODALITY_INDEX = {OPTICAL: 0, SAR: 1}
@@ -71,8 +73,6 @@ def patch_uint8(arr: np.ndarray, modality: str, spec: PreprocessSpec, source: st
     Raises:
         DataError: an empty patch or non-finite pixels (naming ``source``).
     """
-    from PIL import Image
-
     arr = np.asarray(arr)
     if arr.size == 0 or min(arr.shape[:2]) < 2:
         raise DataError(f"patch {source} is empty ({arr.shape})", "check the map/strip coverage and the patch size")
@@ -159,12 +159,15 @@ def build_patch_cache(
 ) -> GeoPatchCache:
     """Open the patch cache of ``items`` in ``cache_dir``, building it when missing or broken.
 
+    Under ``torchrun`` rank 0 builds (or opens) it first and the other ranks wait, then open it:
+    every rank must call this.
+
     Args:
         items: references or queries (``load`` and ``source``), stored in this order.
         modality: ``optical`` or ``sar``.
         spec: the preprocessing.
         cache_dir: the cache root; the cache is ``cache_dir/geo-<patch_cache_key>``.
-        progress: show a progress bar while building.
+        progress: show a progress bar while building (rank 0 only).
         num_workers: preparing threads (0 = in this thread).
         desc: progress-bar label.
 
@@ -179,11 +182,11 @@ def build_patch_cache(
     sources = [it.source for it in items]
     h, w = spec.image_size
 
-    def write(folder: Path) -> None:
+    def write(folder: Path, show: bool) -> None:
         n = len(loaders)
         images = np.lib.format.open_memmap(folder / GEO_CACHE_IMAGES, mode="w+", dtype=np.uint8, shape=(n, h, w, 3))
         for i, img in map_with_progress(lambda j: patch_uint8(loaders[j](), modality, spec, sources[j]), range(n),
-                                        num_workers, progress, desc):
+                                        num_workers, show, desc):
             images[i] = img
         images.flush()
         del images
@@ -191,26 +194,7 @@ def build_patch_cache(
                 "image_size": [h, w], "count": n, "sources": sources}
         (folder / GEO_CACHE_INDEX).write_text(json.dumps(meta) + "\n", encoding="utf-8")  # written last
 
-    return build_folder_atomically(cache_dir, f"geo-{key}", write, lambda f: GeoPatchCache.open(f, key))
-
-
-def build_patch_cache_once(
-    items: Sequence[GeoReference | GeoQuery],
-    modality: str,
-    spec: PreprocessSpec,
-    cache_dir: str | Path,
-    progress: bool = True,
-    num_workers: int = 0,
-    desc: str = "caching patches",
-) -> GeoPatchCache:
-    """:func:`build_patch_cache` under ``torchrun``: rank 0 builds, the other ranks wait, then open it.
-
-    In a single process this is :func:`build_patch_cache`. Every rank must call it.
-    """
-    from sarbridge.core.distributed import current_context
-
-    show = progress and current_context().is_main
-    return main_process_first(lambda: build_patch_cache(items, modality, spec, cache_dir, show, num_workers, desc))
+    return build_once(cache_dir, f"geo-{key}", write, lambda f: GeoPatchCache.open(f, key), progress)
 
 
 class PatchImages(Dataset):
@@ -263,8 +247,8 @@ class PatchImages(Dataset):
         """
         if self.cache_dir is None:
             raise DataError("this patch set has no disk cache", "construct PatchImages with cache_dir")
-        self.disk = build_patch_cache_once(self.items, self.modality, self.spec, self.cache_dir, progress,
-                                           self.num_workers, desc)
+        self.disk = build_patch_cache(self.items, self.modality, self.spec, self.cache_dir, progress,
+                                      self.num_workers, desc)
         return self.disk
 
     def preload(self, desc: str, progress: bool = True) -> None:
@@ -307,10 +291,6 @@ def embed_patches(model: torch.nn.Module, images: PatchImages, device: torch.dev
     Under ``torchrun`` each rank embeds a contiguous shard and the shards are gathered, so every
     rank returns the same tensor (every rank must call this; progress on rank 0 only).
     """
-    from torch.utils.data import Subset
-
-    from sarbridge.core.distributed import current_context, gather_rows, shard_range
-
     ctx = current_context()
     source: Dataset = images
     if ctx.distributed:

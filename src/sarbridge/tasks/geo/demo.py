@@ -2,8 +2,9 @@
 
 Everything runs on the CPU in a few minutes (``configs/geo_demo.yaml``: a tiny CNN on 128 px patches
 of a 1024 x 1024 px scene at 0.5 m, resized to 64 px). The run folder gets the training outputs (``metrics.json``,
-``results.md``, ``retrieval.png``, ``geo_model.pt``, ``rankings.json``, ``report.html``), the scene (``scene/``), the map index
-(``index/``) and an example query with its answer (``example_query.tif``, ``example_locate.json``).
+``results.md``, ``retrieval.png``, ``geo_model.pt``, ``rankings.json``), the scene (``scene/``), the map index
+(``index/``) and an example query with its answer (``example_query.tif``, ``example_locate.json``); ``sarbridge geo
+demo`` then measures the modality gap and writes ``report.html`` (:mod:`sarbridge.app.cli.geo`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from sarbridge.resources import resource_path
 from sarbridge.core.utils import atomic_write_json
+from sarbridge.data.georaster import read_georaster, write_georaster
+from sarbridge.data.synthetic.scene import generate_scene
+from sarbridge.resources import resource_path
+from sarbridge.tasks.geo.config import load_geo_config
+from sarbridge.tasks.geo.locate import build_geo_index, locate
+from sarbridge.tasks.geo.run import load_localisation, train_geo
 
 
 def geo_demo_config_path() -> Path:
@@ -23,7 +29,7 @@ def geo_demo_config_path() -> Path:
 
 
 def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: int = 1024, seed: int = 0,
-                 progress: bool = True, analyze: bool = True) -> dict[str, Any]:
+                 progress: bool = True) -> dict[str, Any]:
     """Generate, train, index, locate and evaluate.
 
     Args:
@@ -32,19 +38,11 @@ def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: 
         size: scene side in pixels.
         seed: scene and training seed.
         progress: progress bars.
-        analyze: measure the optical/SAR embedding gap before and after training
-            (:func:`~sarbridge.app.report.analyze.analyze_run`; shown in the report).
 
     Returns:
-        The test metrics (``coarse``, ``refined``, ``meta``), plus ``example`` (the located query)
-        and ``report`` (the path of the ``report.html`` written at the end).
+        The test metrics (``coarse``, ``refined``, ``meta``), plus ``example`` (the located query; see
+        :func:`example_line`).
     """
-    from sarbridge.data.georaster import read_georaster, write_georaster
-    from sarbridge.data.synthetic.scene import generate_scene
-    from sarbridge.tasks.geo.config import load_geo_config
-    from sarbridge.tasks.geo.locate import build_geo_index, locate
-    from sarbridge.tasks.geo.run import load_localisation, train_geo
-
     out = Path(out_dir)
     scene = out / "scene"
     if not (scene / "meta.json").is_file():
@@ -61,24 +59,19 @@ def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: 
     c0, r0 = int(round(float(col[0]))), int(round(float(row[0])))
     side = cfg.data.patch_size
     t = sar.transform
-    from affine import Affine
-
     write_georaster(out / "example_query.tif", sar.window(c0, r0, side, side),
-                    Affine(t.a, t.b, t.c + c0 * t.a, t.d, t.e, t.f + r0 * t.e), sar.crs)
+                    (t.a, t.b, t.c + c0 * t.a, t.d, t.e, t.f + r0 * t.e), sar.crs)
     answer = locate(index, out / "example_query.tif", k=5, device=cfg.device)
     atomic_write_json(out / "example_locate.json", answer)
     metrics["example"] = {"query": str(out / "example_query.tif"), "true_x": q.x, "true_y": q.y,
                           "lon": answer["lon"], "lat": answer["lat"], "error_m": answer.get("check_error_m"),
                           "error_radius_m": answer["error_radius_m"]}
     atomic_write_json(out / "metrics.json", metrics)
-    if analyze:
-        from sarbridge.app.report.analyze import analyze_run
-
-        analyze_run(out, device=cfg.device, progress=progress)
-    from sarbridge.app.report.html import write_report
-
-    metrics["report"] = str(write_report(out))
-    if progress:
-        print(f"example: {answer['query']} located at lon {answer['lon']:.6f}, lat {answer['lat']:.6f} "
-              f"(error {answer.get('check_error_m', float('nan')):.1f} m, radius {answer['error_radius_m']:.1f} m)")
     return metrics
+
+
+def example_line(example: dict[str, Any]) -> str:
+    """One line about the demo's located example query (``metrics["example"]`` of :func:`run_geo_demo`)."""
+    err = example.get("error_m")
+    return (f"example: {example['query']} located at lon {example['lon']:.6f}, lat {example['lat']:.6f} "
+            f"(error {err if err is not None else float('nan'):.1f} m, radius {example['error_radius_m']:.1f} m)")

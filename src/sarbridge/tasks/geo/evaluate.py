@@ -16,9 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from sarbridge.tasks.geo.patches import GeoQuery, LocalisationData
 from sarbridge.retrieval.geo_metrics import localisation_metrics
 from sarbridge.retrieval.index import EmbeddingIndex
+from sarbridge.retrieval.rerank import (
+    alpha_query_expansion,
+    average_query_expansion,
+    gnn_rerank,
+    k_reciprocal_rerank_features,
+)
+from sarbridge.tasks.geo.patches import GeoQuery, LocalisationData
+from sarbridge.tasks.geo.refine import gather_candidates, refine_positions
 
 
 @dataclass
@@ -59,8 +66,6 @@ def refine_ranking(refiner: torch.nn.Module, query_emb: torch.Tensor, ref_emb: t
         with the coarse similarity of each candidate, the score-weighted positions ``(M, 2)`` and
         the best node's probability ``(M,)``.
     """
-    from sarbridge.tasks.geo.refine import gather_candidates, refine_positions
-
     k = min(top_k, ranked.shape[1])
     if k < 2:
         return ranked, scores, ref_xy[ranked[:, 0]], np.ones(len(ranked))
@@ -79,7 +84,6 @@ def rerank_coarse(query_emb: torch.Tensor, ref_emb: torch.Tensor, k: int, method
                   lambda_value: float) -> tuple[np.ndarray, np.ndarray]:
     """Re-rank all references of every query: ``k-reciprocal`` (Zhong et al. 2017) or ``gnn``
     (Zhang et al. 2020); returns ``(scores, ranked)`` with scores = -distance, best first."""
-    from sarbridge.retrieval.rerank import gnn_rerank, k_reciprocal_rerank_features
 
     n = len(ref_emb)
     if method == "k-reciprocal":
@@ -98,8 +102,6 @@ def calibrate_temperature(logits: torch.Tensor, cand_xy: torch.Tensor, true_xy: 
                           grid: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)) -> float:
     """The softmax temperature of the refined position with the smallest median error on
     (validation) graphs: small values trust the best node, large ones average the top nodes."""
-    from sarbridge.tasks.geo.refine import refine_positions
-
     def median_error(t: float) -> float:
         xy = refine_positions(logits, cand_xy, top=top, temperature=t)[1].double().numpy()
         return float(np.median(np.linalg.norm(xy - true_xy, axis=1)))
@@ -155,7 +157,6 @@ def evaluate_localisation(
     queries = list(queries)
     device = device or torch.device("cpu")
     if query_expansion != "none":
-        from sarbridge.retrieval.rerank import alpha_query_expansion, average_query_expansion
 
         k = min(qe_k, len(ref_emb))
         query_emb = (average_query_expansion(query_emb, ref_emb, k=k) if query_expansion == "aqe"

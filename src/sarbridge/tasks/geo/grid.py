@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from sarbridge.data.georaster import GeoRaster
 from sarbridge.core.errors import DataError
+from sarbridge.core.optional import require
+from sarbridge.data.georaster import GeoRaster
 
 __all__ = [
     "GridCell",
@@ -55,9 +56,7 @@ _OPEN_LOCK = threading.Lock()
 
 def _open_dataset(path: str) -> Any:
     """A rasterio dataset from this process's small cache (datasets never cross a fork)."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
-
+    rasterio = require("rasterio", "geo")
     pid = os.getpid()
     for key in [k for k in _OPEN if k[0] != pid]:  # inherited from a parent process: forget, never close
         del _OPEN[key]
@@ -69,7 +68,7 @@ def _open_dataset(path: str) -> Any:
     if not Path(path).is_file():
         raise DataError(f"raster '{path}' not found", "the file moved or was deleted after the data was built")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        warnings.simplefilter("ignore", require("rasterio.errors", "geo").NotGeoreferencedWarning)
         ds = rasterio.open(path)
     _OPEN[key] = ds
     while len(_OPEN) > _MAX_OPEN:
@@ -112,11 +111,10 @@ class RasterWindow:
                 raise DataError("raster window has neither a file nor pixels", "build it with RasterWindow.of")
             pixels = self.array[:, self.row0:self.row0 + self.height, self.col0:self.col0 + self.width]
         else:
-            from rasterio.windows import Window
-
+            window = require("rasterio.windows", "geo").Window(self.col0, self.row0, self.width, self.height)
             with _OPEN_LOCK:
                 ds = _open_dataset(self.path)
-                pixels = ds.read(window=Window(self.col0, self.row0, self.width, self.height))
+                pixels = ds.read(window=window)
         return image_layout(pixels, self.kind)
 
 

@@ -19,11 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.core.errors import DataError, SarbridgeError
+from sarbridge.core.optional import require
+from sarbridge.core.utils import atomic_write, file_digest, resolve_device
+from sarbridge.data.georaster import read_georaster
+from sarbridge.data.io import read_image
+from sarbridge.data.records import OPTICAL, SAR
+from sarbridge.retrieval.index import EmbeddingIndex
 from sarbridge.tasks.geo.bundle import GeoModel, load_geo_model
 from sarbridge.tasks.geo.datasets import MODALITY_INDEX, PatchImages, embed_patches, prepare_patch
-from sarbridge.core.utils import atomic_write, file_digest, resolve_device
+from sarbridge.tasks.geo.grid import make_grid, validate_optical, validate_sar
+from sarbridge.tasks.geo.refine import gather_candidates
 
 MODEL_FILE = "geo_model.pt"
 
@@ -58,9 +64,6 @@ def build_geo_index(map_path: str | Path, model_path: str | Path, out_dir: str |
     Returns:
         The index folder.
     """
-    from sarbridge.data.georaster import read_georaster
-    from sarbridge.tasks.geo.grid import make_grid, validate_optical
-    from sarbridge.retrieval.index import EmbeddingIndex
 
     out = Path(out_dir)
     if (out / "manifest.json").exists() and not overwrite:
@@ -93,8 +96,6 @@ def build_geo_index(map_path: str | Path, model_path: str | Path, out_dir: str |
 
 def _read_query(path: Path, crs: str, bounds: list[float]) -> tuple[np.ndarray, dict[str, Any]]:
     """Query pixels (H, W) and what its own georeference says (if it has one)."""
-    from sarbridge.data.georaster import read_georaster
-    from sarbridge.data.io import read_image
 
     facts: dict[str, Any] = {}
     try:
@@ -109,12 +110,10 @@ def _read_query(path: Path, crs: str, bounds: list[float]) -> tuple[np.ndarray, 
             raise DataError(f"query '{path}' has {arr.shape[-1]} bands; a SAR query has 1 (intensity) or 2 (VV/VH)",
                             "pass the SAR patch, not an optical image")
         return (arr.mean(axis=-1) if arr.ndim == 3 else arr), facts
-    from pyproj import CRS
-
-    from sarbridge.tasks.geo.grid import validate_sar
 
     validate_sar(raster)
-    if not CRS.from_user_input(raster.crs).equals(CRS.from_user_input(crs)):
+    pyproj_crs = require("pyproj", "geo").CRS
+    if not pyproj_crs.from_user_input(raster.crs).equals(pyproj_crs.from_user_input(crs)):
         raise DataError(f"query '{path}' is in {raster.crs[:40]} but the map index is in {crs[:40]}",
                         "reproject the query to the map's CRS (e.g. gdalwarp -t_srs)")
     left, bottom, right, top = raster.bounds
@@ -152,8 +151,6 @@ class GeoLocator:
     """
 
     def __init__(self, index_dir: str | Path, device: str = "auto", index: Any | None = None) -> None:
-        from sarbridge.retrieval.index import EmbeddingIndex
-
         self.index_dir = Path(index_dir)
         self.index = index if index is not None else EmbeddingIndex.load(self.index_dir)
         self.info: dict[str, Any] = dict(self.index.info or {})
@@ -168,8 +165,6 @@ class GeoLocator:
 
     def locate(self, query_path: str | Path, k: int = 10) -> dict[str, Any]:
         """Estimate where the SAR patch ``query_path`` lies on the indexed map (see :func:`locate`)."""
-        from sarbridge.tasks.geo.refine import gather_candidates
-
         qpath, index, info, model, dev = Path(query_path), self.index, self.info, self.model, self.device
         arr, facts = _read_query(qpath, str(info.get("crs", "")), list(info.get("bounds", [0, 0, 0, 0])))
         _check_query_size(arr, facts, info, qpath)
@@ -201,9 +196,8 @@ class GeoLocator:
         w = probs[top] / probs[top].sum()
         pos = (w[:, None] * xy[top]).sum(0)
         spread = float(np.sqrt((w * ((xy[top] - pos) ** 2).sum(1)).sum()))
-        from pyproj import Transformer
-
-        lon, lat = Transformer.from_crs(info["crs"], "EPSG:4326", always_xy=True).transform(pos[0], pos[1])
+        transformer = require("pyproj", "geo").Transformer
+        lon, lat = transformer.from_crs(info["crs"], "EPSG:4326", always_xy=True).transform(pos[0], pos[1])
         cands = []
         for rank, j in enumerate(order[:k]):
             m = meta[int(ids[j])]

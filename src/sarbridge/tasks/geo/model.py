@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import timm.models
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sarbridge.core.errors import ConfigError
-from sarbridge.nn.backbones import ModalityAwareBackbone
+from sarbridge.nn.backbones import ModalityAwareBackbone, load_pretrained
 
 #: CMPC's modality-specific shallow layers of a (timm) ResNet: the stem and the first stage.
 RESNET_MODALITY_SPECIFIC: tuple[str, ...] = ("conv1", "bn1", "layer1")
@@ -104,7 +105,6 @@ def _check_head(embed_dim: Any, dropout: Any) -> None:
 def _is_timm_resnet(name: str) -> bool:
     """Whether ``name`` is a model of timm's ResNet family (top-level ``conv1``/``bn1``/``layer1``)."""
     try:
-        import timm.models
 
         return timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1] == "resnet"
     except Exception:
@@ -184,7 +184,6 @@ def build_geo_model(
     if net.is_vit and net.sar_patch_embed is None:  # explicit None/empty on a ViT: dual patch embedding
         net.sar_patch_embed = copy.deepcopy(net.net.patch_embed)
     if pretrained:
-        from sarbridge.nn.backbones import load_pretrained
 
         load_pretrained(net, pretrained)
     return GeoEmbeddingNet(net, embed_dim=embed_dim, projection_bn=projection_bn, dropout=dropout)

@@ -42,10 +42,19 @@ from typing import Any
 
 import numpy as np
 
-from sarbridge.data.georaster import GeoRaster
 from sarbridge.core.errors import DataError
-from sarbridge.tasks.geo.grid import (MapGrid, RasterWindow, box_overlap_areas, make_grid, nodata_value, require_north_up,
-                                validate_optical, validate_sar)
+from sarbridge.core.optional import require
+from sarbridge.data.georaster import GeoRaster
+from sarbridge.tasks.geo.grid import (
+    MapGrid,
+    RasterWindow,
+    box_overlap_areas,
+    make_grid,
+    nodata_value,
+    require_north_up,
+    validate_optical,
+    validate_sar,
+)
 from sarbridge.tasks.geo.patches import SETTINGS, SPLITS, GeoQuery, GeoReference, LocalisationData
 
 __all__ = ["RasterWindow", "build_map_localisation", "locate_target", "query_footprint_check"]
@@ -119,10 +128,9 @@ def query_footprint_check(optical: GeoRaster, footprint: Any) -> float:
 def _same_crs(a: str, b: str) -> bool:
     if a == b:
         return True
-    from pyproj import CRS
-
+    crs = require("pyproj", "geo").CRS
     try:
-        return CRS.from_user_input(a).equals(CRS.from_user_input(b), ignore_axis_order=True)
+        return crs.from_user_input(a).equals(crs.from_user_input(b), ignore_axis_order=True)
     except Exception:
         return False
 

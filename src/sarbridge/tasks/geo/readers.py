@@ -57,8 +57,10 @@ from typing import Any
 
 import numpy as np
 
-from sarbridge.data.io import read_image
 from sarbridge.core.errors import DataError
+from sarbridge.core.optional import require
+from sarbridge.data.io import read_image
+from sarbridge.data.pairs import read_bigearthnet_pairs
 from sarbridge.tasks.geo.grid import box_overlap_areas
 from sarbridge.tasks.geo.patches import SETTINGS, SPLITS, GeoQuery, GeoReference, LocalisationData
 
@@ -115,10 +117,9 @@ def _num(value: Any, key: str, where: str, hint: str) -> float:
 
 
 def _crs(crs: Any, where: str) -> str:
-    from pyproj import CRS
-
+    pyproj_crs = require("pyproj", "geo").CRS
     try:
-        c = CRS.from_user_input(crs)
+        c = pyproj_crs.from_user_input(crs)
     except Exception:
         raise DataError(f"{where}: unknown CRS {str(crs)[:60]!r}", "give an EPSG code such as EPSG:32631") from None
     if c.is_geographic:
@@ -154,8 +155,7 @@ def _check_entry(e: _Entry, base: Path) -> None:
 def _assemble(refs: list[_Entry], queries: list[_Entry], crs: str | None, size: float | None, source: Path,
               name: str, layout: str, min_overlap: float) -> LocalisationData:
     """Project, size and link reference/query entries into :class:`LocalisationData`."""
-    from pyproj import Transformer
-
+    transformer = require("pyproj", "geo").Transformer
     base = source.parent
     entries = refs + queries
     for e in entries:
@@ -168,8 +168,8 @@ def _assemble(refs: list[_Entry], queries: list[_Entry], crs: str | None, size: 
                             "give the CRS (e.g. EPSG:32631) or lon/lat positions")
         ll = np.array([[e.lon, e.lat] for e in entries], dtype=np.float64)
         crs = utm_crs(float(ll[:, 0].mean()), float(ll[:, 1].mean()))
-    fwd = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-    inv = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    fwd = transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    inv = transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     for e in entries:
         if e.x is None or e.y is None:
             e.x, e.y = (float(v) for v in fwd.transform(e.lon, e.lat))
@@ -390,7 +390,6 @@ def read_bigearthnet_localisation(root: str | Path, val_fraction: float = 0.0, s
         DataError: reader problems (:func:`~sarbridge.data.pairs.read_bigearthnet_pairs`), a patch
             without MGRS tile and grid cell, or an invalid ``val_fraction``.
     """
-    from sarbridge.data.pairs import read_bigearthnet_pairs
 
     if not 0.0 <= val_fraction <= 1.0:
         raise DataError(f"val_fraction {val_fraction} is out of range", "use a fraction in [0, 1]")
@@ -416,8 +415,8 @@ def read_bigearthnet_localisation(root: str | Path, val_fraction: float = 0.0, s
         x, y = float(xy[i, 0]), float(xy[i, 1])
         fp = (x - half, y - half, x + half, y + half)
         refs.append(GeoReference(i, x, y, nan, nan, fp, it.key, it.optical))  # type: ignore[arg-type]
-        neigh = sorted(((dr * dr + dc * dc, at[(t, r + dr, c + dc)]) for dr in (-1, 0, 1) for dc in (-1, 0, 1)
-                        if (dr or dc) and (t, r + dr, c + dc) in at))
+        neigh = sorted((dr * dr + dc * dc, at[(t, r + dr, c + dc)]) for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                        if (dr or dc) and (t, r + dr, c + dc) in at)
         sar_source = getattr(it.sar, "path", None) or f"{it.key} (S1)"
         queries.append(GeoQuery(i, x, y, nan, nan, i, tuple(j for _, j in neigh), "val" if i in val else "test",
                                 "aligned", str(sar_source), it.sar, fp))  # type: ignore[arg-type]

@@ -14,16 +14,35 @@ from typing import Any
 import numpy as np
 import torch
 
-from sarbridge.core.config import save_config
+from sarbridge.core.errors import ConfigError, DataError
+from sarbridge.core.run import TrainingRun
+from sarbridge.core.utils import (
+    atomic_write_json,
+    atomic_write_text,
+    resolve_device,
+    seed_everything,
+)
+from sarbridge.data.georaster import read_georaster
 from sarbridge.data.records import OPTICAL, SAR
-from sarbridge.core.distributed import barrier, init_distributed
-from sarbridge.core.trainer import Trainer
-from sarbridge.core.errors import ConfigError, DataError, SarbridgeError
-from sarbridge.tasks.geo.bundle import GeoModel, build_refiner, load_geo_model, save_geo_model
+from sarbridge.tasks.geo import readers
+from sarbridge.tasks.geo.bundle import (
+    GeoModel,
+    build_refiner,
+    load_geo_model,
+    save_geo_model,
+)
 from sarbridge.tasks.geo.config import GeoConfig, validate_geo
 from sarbridge.tasks.geo.datasets import PatchImages, embed_patches
-from sarbridge.tasks.geo.evaluate import RankedResult, calibrate_temperature, evaluate_localisation, patch_size_m
+from sarbridge.tasks.geo.evaluate import (
+    RankedResult,
+    calibrate_temperature,
+    evaluate_localisation,
+    patch_size_m,
+)
 from sarbridge.tasks.geo.patches import LocalisationData
+from sarbridge.tasks.geo.queries import build_map_localisation
+from sarbridge.tasks.geo.rankings import write_geo_rankings
+from sarbridge.tasks.geo.results import localisation_table
 from sarbridge.tasks.geo.train import (
     GeoCoarseTask,
     GeoRefineTask,
@@ -33,15 +52,16 @@ from sarbridge.tasks.geo.train import (
     noisy_graphs,
     refine_optim,
 )
-from sarbridge.viz.tables import localisation_table
-from sarbridge.core.utils import atomic_write_json, atomic_write_text, resolve_device, seed_everything
+from sarbridge.viz.figures import RankedCandidate, RankedRow, retrieval_figure
 
 
 def load_localisation(cfg: GeoConfig) -> LocalisationData:
-    """The references and queries ``cfg.data`` names."""
-    from sarbridge.data.georaster import read_georaster
-    from sarbridge.tasks.geo.queries import build_map_localisation
+    """The references and queries ``cfg.data`` names.
 
+    Raises:
+        ConfigError: the config names no data.
+        DataError: the data is missing or malformed.
+    """
     d = cfg.data
     if d.format in ("scene", "map"):
         if d.format == "scene":
@@ -59,19 +79,11 @@ def load_localisation(cfg: GeoConfig) -> LocalisationData:
                                       count=d.queries, split=d.split, fractions=tuple(d.fractions), seed=cfg.seed)
     if not d.root:
         raise ConfigError("data.root is empty", f"pass --data PATH for data.format={d.format}")
-    from sarbridge.tasks.geo import readers
-
     if d.format == "sn6":
         return readers.read_sn6_cmpc(d.root)
     if d.format == "manifest":
         return readers.read_geo_manifest(d.root)
     return readers.read_bigearthnet_localisation(d.root)
-
-
-def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
-    if (out / "coarse" / "last.pt").exists() and not (resume or overwrite):
-        raise SarbridgeError(f"run folder '{out}' already holds a run (coarse/last.pt)",
-                             "pass --resume to continue it, --overwrite to start over, or choose another --out")
 
 
 def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
@@ -90,58 +102,51 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     DistributedDataParallel, patches are embedded in shards, and only rank 0 writes files and
     shows progress (every rank returns the same metrics).
 
+    With ``resume`` each stage continues from its ``last.pt`` when it has one and starts afresh
+    otherwise (a run interrupted in the coarse stage has no ``refine/last.pt`` yet).
+
     Returns:
         The metrics written to ``metrics.json``.
     """
     validate_geo(cfg)
-    out = Path(out_dir)
-    _check_out(out, resume, overwrite)
+    run = TrainingRun.open(cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress,
+                           marker="coarse/last.pt", resume_missing="fresh")
+    progress, device = run.progress, run.device
     data = data if data is not None else load_localisation(cfg)
     train_view, test_view = area_views(data)
     train_q, val_q, test_q = train_view.split("train"), train_view.split("val"), test_view.split("test")
     if not test_q:
         raise DataError(f"'{cfg.data.root or cfg.data.map}' yields no test queries",
                         "raise data.fractions[2], data.queries, or use a larger map/strip")
-    ctx = init_distributed(cfg.device)
-    progress = progress and ctx.is_main
-    device = ctx.device
-    seed_everything(cfg.seed)  # same model initialisation on every rank
-    task = GeoCoarseTask(cfg, train_view, train_q, val_q, progress)
+    task = run.build_task(lambda: GeoCoarseTask(cfg, train_view, train_q, val_q, progress))
     task.preload()
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    trainer = Trainer(task, cfg.optim, out / "coarse", device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
-                      progress=progress, runtime=cfg.runtime, dist=ctx)
-    if resume and trainer.last_path.exists():
-        trainer.resume()
+    run.write_config()  # before the coarse trainer (and its resume), as this pipeline always has
+    trainer = run.trainer(task, stage="coarse")
     coarse = trainer.fit()
     trainer.close()  # the refiner stage may wrap part of this model again
     del trainer
-    from sarbridge.core.checkpoint import load_checkpoint, load_model_state
-
-    best = load_checkpoint(coarse.best_checkpoint, task=task.name)
-    load_model_state(task.model, best["model"], str(coarse.best_checkpoint))
+    coarse.load_best(task.model)
     encoder = task.model.encoder.to(device).eval()
     refiner, refine_info = None, {}
     if cfg.refine.enabled:
-        refiner, refine_info = _train_refiner(cfg, task, encoder, train_view, out, device, resume, progress)
+        refiner, refine_info = _train_refiner(run, task, encoder, train_view)
     info = {"epoch": coarse.best_epoch, "patch_size_m": task.patch_m, "crs": data.crs, "data": data.name,
             "coarse_selected_epoch": coarse.best_epoch, **refine_info}
-    bundle_path = out / "geo_model.pt"
-    if ctx.is_main:
-        save_geo_model(bundle_path, cfg, encoder.cpu(), refiner.cpu() if refiner is not None else None, info)
-    barrier(ctx)
+    bundle_path = run.out / "geo_model.pt"
+    run.write(lambda _: save_geo_model(bundle_path, cfg, encoder.cpu(), refiner.cpu() if refiner is not None else None,
+                                       info))
     model = load_geo_model(bundle_path)
-    metrics = evaluate_geo_model(model, test_view, test_q, out if ctx.is_main else None, device, progress,
+    metrics = evaluate_geo_model(model, test_view, test_q, run.results_dir, device, progress,
                                  title=f"sarbridge localisation: {cfg.name}")
-    barrier(ctx)
+    run.wait()
     return metrics
 
 
-def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module, view: LocalisationData, out: Path,
-                   device: torch.device, resume: bool, progress: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _train_refiner(run: TrainingRun, task: GeoCoarseTask, encoder: torch.nn.Module,
+                   view: LocalisationData) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Stage 2 on the coarse stage's own reference and query patches (not prepared again)."""
+    cfg: GeoConfig = task.cfg
+    device, progress = run.device, run.progress
     r, bs = cfg.refine, cfg.eval.batch_size
     ref_emb = embed_patches(encoder, task.refs, device, bs, progress, "embedding references")
     ref_xy = view.reference_xy()
@@ -162,15 +167,8 @@ def _train_refiner(cfg: GeoConfig, task: GeoCoarseTask, encoder: torch.nn.Module
     train_in = noisy_graphs(q_train, ref_emb, ref_xy, t_train, r.top_k, noise, r.noise_draws, cfg.seed)
     refiner = task.model.refiner if task.model.refiner is not None else build_refiner(cfg, task.patch_m)
     rtask = GeoRefineTask(cfg, refiner, train_in, val_in)
-    trainer = Trainer(rtask, refine_optim(cfg), out / "refine", device, seed=cfg.seed, amp=False, progress=progress,
-                      runtime=cfg.runtime)
-    if resume and trainer.last_path.exists():
-        trainer.resume()
-    result = trainer.fit()
-    from sarbridge.core.checkpoint import load_checkpoint, load_model_state
-
-    best = load_checkpoint(result.best_checkpoint, task=rtask.name)
-    load_model_state(refiner, best["model"], str(result.best_checkpoint))
+    result = run.trainer(rtask, stage="refine", optim=refine_optim(cfg), amp=False, eval_every=1).fit()
+    result.load_best(refiner)
     reachable = float((train_in.target_pos >= 0).float().mean() * 100.0)
     top1 = float((train_in.target_pos == 0).float().mean() * 100.0)
     temperature = 1.0
@@ -220,8 +218,6 @@ def write_geo_results(out: Path, metrics: dict[str, Any], results: dict[str, Ran
     ``rankings.json`` + ``thumbs/`` (per-query top-10 lists of every stage, for ``sarbridge report``)."""
     out.mkdir(parents=True, exist_ok=True)
     if rankings:
-        from sarbridge.retrieval.rankings import write_geo_rankings
-
         write_geo_rankings(out, results, view, spec=spec)
     atomic_write_json(out / "metrics.json", metrics)
     stage = "refined" if "refined" in results else "coarse"
@@ -245,8 +241,6 @@ def retrieval_picture(path: Path, result: RankedResult, view: LocalisationData, 
     """Query, its top-``k`` with true match green, overlapping neighbours yellow, distances in metres.
 
     Half the rows are random queries, half the worst (largest localisation error)."""
-    from sarbridge.viz.figures import RankedCandidate, RankedRow, retrieval_figure
-
     qxy = view.query_xy(result.queries)
     err = np.linalg.norm(result.pred_xy - qxy, axis=1)
     rng = np.random.default_rng(seed)

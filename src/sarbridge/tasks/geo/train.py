@@ -26,15 +26,17 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from sarbridge.core.config import OptimConfig, config_to_dict
-from sarbridge.data.records import OPTICAL
 from sarbridge.core.distributed import current_context
 from sarbridge.core.errors import DataError
-from sarbridge.tasks.geo.bundle import arch_of, build_encoder, build_refiner, spec_from_geo
+from sarbridge.data.records import OPTICAL
+from sarbridge.losses.metric import TripletLoss
+from sarbridge.losses.wasserstein import WassersteinAlignment, WassersteinCritic
+from sarbridge.tasks.geo.bundle import arch_of, build_encoder, build_refiner
 from sarbridge.tasks.geo.config import GeoConfig
 from sarbridge.tasks.geo.datasets import PatchImages, QueryPairs, embed_patches
 from sarbridge.tasks.geo.evaluate import coarse_search, evaluate_localisation, patch_size_m
 from sarbridge.tasks.geo.patches import GeoQuery, LocalisationData
-from sarbridge.losses.metric import TripletLoss
+from sarbridge.tasks.geo.refine import RefinementInput, gather_candidates, refinement_loss
 
 
 def area_views(data: LocalisationData) -> tuple[LocalisationData, LocalisationData]:
@@ -90,8 +92,6 @@ def in_batch_refinement(refiner: nn.Module, e_sar: torch.Tensor, e_opt: torch.Te
                         ref_xy: torch.Tensor, top_k: int) -> torch.Tensor:
     """End-to-end refinement loss: each query's candidates are the batch's optical patches ranked by
     similarity (gradients reach the encoder through the node features)."""
-    from sarbridge.tasks.geo.refine import refinement_loss
-
     q, g = F.normalize(e_sar, dim=1), F.normalize(e_opt, dim=1)
     sims = q @ g.t()
     k = min(top_k, g.shape[0])
@@ -111,14 +111,12 @@ class GeoCoarseTask:
 
     def __init__(self, cfg: GeoConfig, train_view: LocalisationData, train: Sequence[GeoQuery],
                  val: Sequence[GeoQuery], progress: bool = True) -> None:
-        from sarbridge.losses.wasserstein import WassersteinAlignment, WassersteinCritic
-
         if len(train) < 2:
             raise DataError(f"localisation training needs at least 2 training queries, got {len(train)}",
                             "use a larger map/strip, more queries (data.queries) or a larger data.fractions[0]")
         self.cfg, self.view, self.progress = cfg, train_view, progress
         self.train_q, self.val_q = list(train), list(val)
-        self.spec = spec_from_geo(cfg)
+        self.spec = cfg.data.spec()
         self.patch_m = patch_size_m(train_view)
         encoder = build_encoder(cfg)
         w = cfg.loss.wasserstein
@@ -256,8 +254,6 @@ class GeoRefineTask:
         return (net if net is not None else self.model)(*(p.to(device) for p in parts))
 
     def training_step(self, batch: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        from sarbridge.tasks.geo.refine import refinement_loss
-
         logits = self._logits(self.train_input, batch, device, self.train_module)
         loss = refinement_loss(logits.float(), self.train_input.target_pos[batch].to(device))
         return {"loss": loss}
@@ -279,8 +275,6 @@ class GeoRefineTask:
 def graphs_from_embeddings(q_emb: torch.Tensor, ref_emb: torch.Tensor, ref_xy: np.ndarray, targets: torch.Tensor,
                            top_k: int) -> Any:
     """Coarse retrieval of query embeddings turned into refinement graphs (:class:`RefinementInput`)."""
-    from sarbridge.tasks.geo.refine import gather_candidates
-
     scores, ranked = coarse_search(ref_emb, q_emb, min(top_k, len(ref_emb)))
     return gather_candidates(q_emb, ref_emb, torch.as_tensor(ref_xy, dtype=torch.float32), torch.as_tensor(ranked),
                              torch.as_tensor(scores, dtype=torch.float32), targets)
@@ -297,8 +291,6 @@ def perturb(q_emb: torch.Tensor, noise: float, generator: torch.Generator) -> to
 def noisy_graphs(q_emb: torch.Tensor, ref_emb: torch.Tensor, ref_xy: np.ndarray, targets: torch.Tensor, top_k: int,
                  noise: float, draws: int, seed: int) -> Any:
     """``draws`` sets of graphs from query embeddings perturbed by :func:`perturb`, concatenated."""
-    from sarbridge.tasks.geo.refine import RefinementInput
-
     gen = torch.Generator().manual_seed(seed)
     parts = []
     for _ in range(max(1, draws) if noise > 0 else 1):

@@ -1,4 +1,5 @@
-"""Contrastive optical/SAR pretraining (TransOSS): the task, its config and the run pipeline.
+"""Contrastive optical/SAR pretraining (TransOSS): the task and the run pipeline (the config is in
+:mod:`sarbridge.tasks.pretrain.config`).
 
 The model is the re-identification backbone itself (a
 :class:`~sarbridge.nn.backbones.ModalityAwareBackbone` built from the same ``model`` config
@@ -25,156 +26,47 @@ learned temperature lives in the loss inside the DDP forward, so its gradient is
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
 
-from sarbridge.core.config import (
-    AugmentConfig,
-    DataConfig,
-    EvalConfig,
-    ExperimentConfig,
-    ModelConfig,
-    OptimConfig,
-    PreprocessConfig,
-    RunConfig,
-    config_from_dict,
-    config_to_dict,
-    save_config,
-)
+from sarbridge.core.checkpoint import load_checkpoint, load_model_state
+from sarbridge.core.config import config_from_dict, config_to_dict
+from sarbridge.core.distributed import current_context
+from sarbridge.core.errors import ConfigError, DataError
+from sarbridge.core.run import TrainingRun
+from sarbridge.core.trainer import StepCallback
 from sarbridge.data.pairs import SCENE_LAYOUTS, PairDataset, PairItem, read_pairs, split_pairs
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.checkpoint import load_checkpoint, load_model_state
-from sarbridge.core.distributed import barrier, current_context, init_distributed
-from sarbridge.tasks.reid.evaluate import ReIDEvaluator
-from sarbridge.tasks.reid.task import arch_signature, spec_from_config
-from sarbridge.core.trainer import StepCallback, Trainer
-from sarbridge.core.errors import ConfigError, DataError, SarbridgeError
 from sarbridge.losses.contrastive import ContrastiveLoss
 from sarbridge.nn.backbones import ModalityAwareBackbone
-from sarbridge.viz.tables import write_results
-from sarbridge.core.utils import seed_everything
+from sarbridge.tasks.pretrain.config import PretrainConfig, reid_view, validate_pretrain
+from sarbridge.tasks.reid.evaluate import ReIDEvaluator
+from sarbridge.tasks.reid.model import build_reid_model
+from sarbridge.tasks.reid.results import write_reid_results
+from sarbridge.tasks.reid.task import arch_signature
 
 __all__ = [
-    "ContrastiveConfig",
     "ContrastivePretrainModel",
-    "PretrainConfig",
-    "PretrainDataConfig",
     "PretrainTask",
     "backbone_from_checkpoint",
     "build_pretrain_model",
-    "load_pretrain_config",
     "pair_retrieval",
     "read_config_pairs",
-    "reid_view",
     "train_pretrain",
 ]
-
-
-@dataclass
-class PretrainDataConfig(PreprocessConfig):
-    """Which pairs, and how they become tensors (the :class:`~sarbridge.core.config.PreprocessConfig`
-    keys mean what they mean in ``data`` of a re-identification config)."""
-
-    image_size: list[int] = field(default_factory=lambda: [128, 64])
-    layout: Literal["sen12", "qxs", "manifest", "bigearthnet", "synthetic"] = "synthetic"
-    root: str = ""
-    include_test: bool = False
-    size_features: Literal["auto", "chip", "zero"] = "auto"
-    sar_mode: Literal["db", "linear"] = "db"
-    sar_db_range: list[float] = field(default_factory=lambda: [-25.0, 0.0])
-    rgb_percentiles: list[float] = field(default_factory=lambda: [2.0, 98.0])
-    val_fraction: float = 0.15
-    batch_size: int = 64
-    num_workers: int = 0
-    cache: bool = True
-    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(flip=0.5, pad=6, random_erasing=0.0))
-
-
-@dataclass
-class ContrastiveConfig:
-    """The CLIP loss: initial temperature, learned or fixed, scale clamp.
-
-    ``gather_negatives`` (only matters under torchrun): contrast every pair against the batches of
-    all processes (features all-gathered with gradients) instead of its own process's batch.
-    """
-
-    temperature: float = 0.07
-    learn_temperature: bool = True
-    max_scale: float = 100.0
-    mask_same_group: bool = True
-    gather_negatives: bool = False
-
-
-@dataclass
-class PretrainConfig(RunConfig):
-    """A whole pretraining run; ``model`` is the re-identification ``ModelConfig``."""
-
-    name: str = "pretrain"
-    data: PretrainDataConfig = field(default_factory=PretrainDataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: ContrastiveConfig = field(default_factory=ContrastiveConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def validate_pretrain(cfg: PretrainConfig) -> None:
-    """Range checks of a :class:`PretrainConfig` (types are checked by the loader)."""
-    from sarbridge.core.config import validate_device, validate_gsd_and_augment, validate_optim, validate_preprocess
-
-    d, o = cfg.data, cfg.optim
-    if len(d.image_size) != 2 or min(d.image_size) < 8:
-        raise ConfigError(f"data.image_size must be [height, width] >= 8, got {d.image_size}")
-    validate_preprocess(d)
-    if not 0.0 <= d.sar_alpha < 100.0:
-        raise ConfigError(f"data.sar_alpha must be a percentile in [0, 100), got {d.sar_alpha}")
-    if d.sar_despeckle_window < 3 or d.sar_despeckle_window % 2 == 0:
-        raise ConfigError(f"data.sar_despeckle_window must be odd and >= 3, got {d.sar_despeckle_window}")
-    if not 0.0 <= d.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
-    if d.batch_size < 2:
-        raise ConfigError(f"data.batch_size must be >= 2 (the other pairs are the negatives), got {d.batch_size}")
-    if d.num_workers < 0:
-        raise ConfigError(f"data.num_workers must be >= 0, got {d.num_workers}")
-    if len(d.sar_db_range) != 2 or not d.sar_db_range[0] < d.sar_db_range[1]:
-        raise ConfigError(f"data.sar_db_range must be [low, high] with low < high, got {d.sar_db_range}")
-    if len(d.rgb_percentiles) != 2 or not 0.0 <= d.rgb_percentiles[0] < d.rgb_percentiles[1] <= 100.0:
-        raise ConfigError(f"data.rgb_percentiles must be [low, high] in [0, 100], low < high, got {d.rgb_percentiles}")
-    validate_gsd_and_augment(d)
-    if not 0.0 <= cfg.model.drop_path < 1.0:
-        raise ConfigError(f"model.drop_path must be in [0, 1), got {cfg.model.drop_path}")
-    if not (cfg.loss.temperature > 0 and math.isfinite(cfg.loss.temperature)):
-        raise ConfigError(f"loss.temperature must be > 0, got {cfg.loss.temperature}")
-    if not cfg.loss.max_scale > 0:
-        raise ConfigError(f"loss.max_scale must be > 0, got {cfg.loss.max_scale}")
-    validate_optim(o)
-    if cfg.eval.batch_size < 1 or cfg.eval.max_rank < 1 or cfg.eval.every < 1:
-        raise ConfigError("eval.batch_size, eval.max_rank and eval.every must be >= 1")
-    validate_device(cfg.device)
-
-
-def load_pretrain_config(path: str | Path | None, overrides: list[str] | None = None) -> PretrainConfig:
-    """Load and validate a pretraining YAML (``configs/pretrain_demo.yaml``) with overrides."""
-    from sarbridge.core.config import load_config
-
-    cfg = load_config(path, overrides, cls=PretrainConfig)
-    validate_pretrain(cfg)
-    return cfg
 
 
 def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Every process's ``x`` (same shape everywhere) concatenated in rank order; the gradient flows
     back to each process's own rows (summed over the processes' losses)."""
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed.nn.functional import all_gather  # noqa: PLC0415 - lazy: only under a process group; not in every torch build
 
     return torch.cat(all_gather(x.contiguous()))
 
@@ -237,25 +129,10 @@ class ContrastivePretrainModel(nn.Module):
 
 def build_pretrain_model(cfg: PretrainConfig) -> ContrastivePretrainModel:
     """The backbone exactly as ``sarbridge train`` builds it for the same ``model`` keys."""
-    from sarbridge.tasks.reid.model import build_reid_model
-
     backbone = build_reid_model(cfg.model, cfg.data.image_size, num_classes=0).backbone
     lc = cfg.loss
     return ContrastivePretrainModel(backbone, ContrastiveLoss(lc.temperature, lc.learn_temperature, lc.max_scale),
                                     gather_negatives=lc.gather_negatives)
-
-
-def reid_view(cfg: PretrainConfig) -> ExperimentConfig:
-    """The re-identification config with this run's model and preprocessing keys (every key a
-    ``DataConfig`` shares with ``PretrainDataConfig`` is copied; the others keep their defaults).
-    Preprocessing and the architecture signature are derived from it by the ReID code itself, so
-    a pretrained backbone sees its images exactly as the ReID model will."""
-    data = DataConfig()
-    for f in dataclasses.fields(DataConfig):
-        if f.name not in ("root", "augment", "val_fraction", "num_workers", "cache") and hasattr(cfg.data, f.name):
-            setattr(data, f.name, copy.deepcopy(getattr(cfg.data, f.name)))
-    return ExperimentConfig(name=cfg.name, seed=cfg.seed, device=cfg.device, amp=cfg.amp, data=data,
-                            model=copy.deepcopy(cfg.model))
 
 
 def _size_mode(cfg: PretrainConfig) -> str:
@@ -317,7 +194,7 @@ class PretrainTask:
                             "add pairs or lower data.val_fraction")
         self.cfg = cfg
         self.train_items, self.val_items = list(train), list(val)
-        self.spec = spec_from_config(reid_view(cfg).data)
+        self.spec = cfg.data.spec()
         self.size_mode = _size_mode(cfg)
         self.model = build_pretrain_model(cfg)
         aug = cfg.data.augment
@@ -345,8 +222,6 @@ class PretrainTask:
 
     def preload(self, progress: bool = True) -> None:
         """Read every pair once (fills the cache; a corrupt file stops the run before training)."""
-        from tqdm.auto import tqdm
-
         for ds in (self.train_ds, self.val_ds):
             if ds is None:
                 continue
@@ -394,7 +269,7 @@ def read_config_pairs(cfg: PretrainConfig) -> list[PairItem]:
         raise ConfigError("data.root is empty", "pass --data PATH (a folder, or the CSV for --layout manifest)")
     kwargs: dict[str, Any] = {}
     if d.layout == "synthetic":
-        kwargs["include_test"] = d.include_test
+        kwargs["split"] = "all" if d.include_test else "train"
     elif d.layout == "manifest":
         kwargs["splits"] = ("train", "query", "gallery") if d.include_test else ("train",)
     elif d.layout == "bigearthnet":
@@ -440,28 +315,13 @@ def train_pretrain(
         The metrics written to ``metrics.json`` (``opt2sar``/``sar2opt`` on held-out pairs, ``meta``).
     """
     validate_pretrain(cfg)
-    out = Path(out_dir)
-    if (out / "last.pt").exists() and not (resume or overwrite):
-        raise SarbridgeError(
-            f"run folder '{out}' already holds a checkpoint (last.pt)",
-            "pass --resume to continue it, --overwrite to start over, or choose another --out",
-        )
+    run = TrainingRun.open(cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress)
+    progress, device = run.progress, run.device
     items = list(pairs) if pairs is not None else read_config_pairs(cfg)
     train, val = split_pairs(items, cfg.data.val_fraction, seed=cfg.seed)
-    ctx = init_distributed(cfg.device)
-    progress = progress and ctx.is_main
-    device = ctx.device
-    seed_everything(cfg.seed)  # the same model initialisation on every process
-    task = PretrainTask(cfg, train, val)
+    task = run.build_task(lambda: PretrainTask(cfg, train, val))
     task.preload(progress)
-    trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
-                      callbacks=callbacks, progress=progress, runtime=cfg.runtime, dist=ctx)
-    if resume:
-        trainer.resume()
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    result = trainer.fit()
+    result = run.trainer(task, callbacks=callbacks).fit()
     metrics: dict[str, Any] = {}
     if val:
         backbone, _, _, _ = backbone_from_checkpoint(result.best_checkpoint)
@@ -479,10 +339,9 @@ def train_pretrain(
         "first_epoch_loss": first.get("loss"), "last_epoch_loss": last.get("loss"),
         "final_scale": last.get("scale"),
     }
-    if ctx.distributed:
-        metrics["meta"]["processes"] = ctx.world_size
+    if run.ctx.distributed:
+        metrics["meta"]["processes"] = run.ctx.world_size
         metrics["meta"]["negatives"] = "global batch (all processes)" if cfg.loss.gather_negatives else "per-process batch"
-    if ctx.is_main:
-        write_results(out, metrics, title=f"sarbridge pretraining: {cfg.name} (held-out pair retrieval)")
-    barrier(ctx)
+    run.write(lambda folder: write_reid_results(folder, metrics,
+                                           title=f"sarbridge pretraining: {cfg.name} (held-out pair retrieval)"))
     return metrics

@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from sarbridge.core.config import ExperimentConfig, config_from_dict, config_to_dict, merge_dicts, parse_overrides, save_config
-from sarbridge.tasks.reid.task import evaluate_reid, train_reid
-from sarbridge.viz.tables import PROTOCOL_TITLES, markdown_table
+from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides, save_config
+from sarbridge.core.errors import ConfigError
 from sarbridge.core.utils import atomic_write_json, atomic_write_text
+from sarbridge.data.splits import PROTOCOL_TITLES
+from sarbridge.tasks.bridge.config import load_diffusion_config
+from sarbridge.tasks.bridge.train import train_diffusion
+from sarbridge.tasks.reid.config import ExperimentConfig
+from sarbridge.tasks.reid.task import evaluate_reid, train_reid
+from sarbridge.viz.tables import markdown_table
 
 ROW_NAMES = ("baseline", "+denoise", "+CMAL", "+CDGF")
 METRICS = ("mAP", "R1", "R5", "R10", "mINP")
@@ -26,11 +32,10 @@ BridgeTrainer = Callable[[ExperimentConfig, Path, bool], str]
 
 def _apply(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
     items = [f"{k}={v!r}" if isinstance(v, str) else f"{k}={_yaml_scalar(v)}" for k, v in overrides.items()]
-    return config_from_dict(merge_dicts(config_to_dict(cfg), parse_overrides(items)))
+    return config_from_dict(merge_dicts(config_to_dict(cfg), parse_overrides(items)), ExperimentConfig)
 
 
 def _yaml_scalar(v: Any) -> str:
-    import yaml
 
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
@@ -85,8 +90,6 @@ def train_bridge_for_ablation(cfg: ExperimentConfig, out_dir: Path, progress: bo
     Returns:
         The path of the bridge's ``best.pt``.
     """
-    from sarbridge.tasks.bridge.train import load_diffusion_config, train_diffusion
-    from sarbridge.core.errors import ConfigError
 
     best = Path(out_dir) / "best.pt"
     if best.is_file() and (Path(out_dir) / "metrics.json").is_file():

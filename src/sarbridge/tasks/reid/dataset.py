@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
+from sarbridge.data.cache import build_cache
 from sarbridge.data.io import read_image
 from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
@@ -31,7 +34,8 @@ class ImageDataset(Dataset):
         label_map: identity -> contiguous class index.
         cache: keep decoded uint8 pixels in memory (per process) after the first read.
         cache_dir: use the on-disk, memory-mapped :mod:`~sarbridge.data.cache` in this folder
-            (built here, in the calling process, when missing); its pixels are already resized to
+            (built here when missing; under ``torchrun`` rank 0 builds it first, so every rank must
+            construct the dataset); its pixels are already resized to
             ``spec.image_size``, which the transforms' resize then leaves unchanged.
         output: ``"transformed"`` (``transform`` applied) or ``"raw"``: the uint8 (3, H, W) image
             resized to ``spec.image_size`` (PIL bicubic) without any other transform, for
@@ -68,7 +72,6 @@ class ImageDataset(Dataset):
         self.disk_cache: PreprocessCache | None = disk_cache
         self._rows: list[int] = []
         if disk_cache is None and cache_dir is not None:
-            from sarbridge.data.cache import build_cache
 
             self.disk_cache = build_cache(self.samples, spec, cache_dir, progress=progress,
                                           num_workers=cache_workers)
@@ -91,7 +94,6 @@ class ImageDataset(Dataset):
         return out
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from PIL import Image
 
         s = self.samples[index]
         img, size = self._load(index)
@@ -119,7 +121,6 @@ def verify_images(samples: Sequence[Sample], progress: bool = True, desc: str = 
     Raises:
         DataError: naming the first unreadable, empty or non-finite image.
     """
-    from tqdm.auto import tqdm
 
     for s in tqdm(samples, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         read_image(s.path)

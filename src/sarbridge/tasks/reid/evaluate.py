@@ -17,12 +17,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from sarbridge.tasks.reid.dataset import ImageDataset
+from sarbridge.core.config import RerankOptions
+from sarbridge.core.distributed import current_context, gather_rows, shard_range
+from sarbridge.data.cache import build_cache
 from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.retrieval.rankings import QueryRankings, rank_lists
 from sarbridge.retrieval.distance import pairwise_distance
 from sarbridge.retrieval.metrics import evaluate, summarize
+from sarbridge.retrieval.rankings import QueryRankings, rank_lists
 from sarbridge.retrieval.rerank import (
     alpha_query_expansion,
     average_query_expansion,
@@ -30,6 +32,7 @@ from sarbridge.retrieval.rerank import (
     k_reciprocal_rerank_features,
     k_reciprocal_rerank_topk,
 )
+from sarbridge.tasks.reid.dataset import ImageDataset
 
 
 @torch.no_grad()
@@ -50,16 +53,14 @@ def extract_features(
     (:func:`~sarbridge.core.distributed.shard_range`) and the shards are gathered, so every
     rank returns the same ``(N, D)`` tensor; every rank must call this (progress on rank 0 only).
     With ``cache_dir`` the images are read from the on-disk preprocessing cache of the whole
-    sample list (:func:`~sarbridge.data.cache.build_cache_once`; built on first use).
+    sample list (:func:`~sarbridge.data.cache.build_cache`; built on first use).
     """
-    from sarbridge.core.distributed import current_context, gather_rows, shard_range
 
     ctx = current_context()
     disk = None
     if cache_dir is not None and len(samples):
-        from sarbridge.data.cache import build_cache_once
 
-        disk = build_cache_once(samples, spec, cache_dir, progress and ctx.is_main, desc=f"caching {desc}")
+        disk = build_cache(samples, spec, cache_dir, progress and ctx.is_main, desc=f"caching {desc}")
     if ctx.distributed:
         mine = shard_range(len(samples), ctx.rank, ctx.world_size)
         local = _extract(model, [samples[i] for i in mine], spec, device, batch_size, num_workers,
@@ -239,7 +240,7 @@ class ReIDEvaluator:
         return base + "; smaller is better"
 
 
-def rerank_options(eval_cfg: Any) -> dict[str, Any]:
+def rerank_options(eval_cfg: RerankOptions) -> dict[str, Any]:
     """The :class:`ReIDEvaluator` re-ranking / query-expansion keywords of an ``EvalConfig``."""
     keys = ("rerank", "k1", "k2", "lambda_value", "query_expansion", "qe_k", "qe_alpha")
     return {k: getattr(eval_cfg, k) for k in keys if hasattr(eval_cfg, k)}

@@ -24,11 +24,13 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from sarbridge.core.errors import ConfigError
+from sarbridge.core.utils import atomic_write, file_digest
 from sarbridge.data.io import read_image
 from sarbridge.data.records import MODALITY_INDEX, OPTICAL, SAR, Sample
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import ConfigError
-from sarbridge.core.utils import atomic_write, file_digest
+from sarbridge.tasks.bridge.translate import BridgeTranslator
+from sarbridge.tasks.reid.config import FusionConfig
 
 DIRECTION_OF = {OPTICAL: "opt2sar", SAR: "sar2opt"}
 Generator = Callable[[list[np.ndarray], str, list[str]], np.ndarray]
@@ -145,7 +147,7 @@ def fuse(feature: torch.Tensor, generated_mean: torch.Tensor, tau: float) -> tor
     return F.normalize((1.0 - tau) * f + tau * generated_mean.float(), dim=-1)
 
 
-def check_fusion_ready(fusion: Any) -> None:
+def check_fusion_ready(fusion: FusionConfig) -> None:
     """Fail early (before hours of training) when enabled fusion lacks a generator checkpoint.
 
     Raises:
@@ -171,7 +173,7 @@ def fuse_bank(
     spec: PreprocessSpec,
     bank: dict[str, torch.Tensor],
     samples: Sequence[Sample],
-    fusion: Any,
+    fusion: FusionConfig,
     device: torch.device,
     cache_dir: str | Path,
     progress: bool = True,
@@ -185,13 +187,13 @@ def fuse_bank(
     Raises:
         ConfigError: a needed generator checkpoint is not configured or has the wrong direction.
     """
-    from sarbridge.tasks.bridge.translate import BridgeTranslator
 
     check_fusion_ready(fusion)
     out = dict(bank)
     for modality in fusion.modalities:
         direction = DIRECTION_OF[modality]
         ckpt = fusion.opt2sar_checkpoint if modality == OPTICAL else fusion.sar2opt_checkpoint
+        assert ckpt is not None  # check_fusion_ready: every fused modality has its checkpoint
         translator = BridgeTranslator.from_checkpoint(ckpt, device=str(device))
         if translator.direction != direction:
             raise ConfigError(

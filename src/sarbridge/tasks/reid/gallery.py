@@ -12,9 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sarbridge.data.records import Sample
+import torch
+from tqdm.auto import tqdm
+
 from sarbridge.core.errors import DataError, SarbridgeError
 from sarbridge.core.utils import file_digest
+from sarbridge.data.hoss import load_hoss
+from sarbridge.data.manifest import read_manifest
+from sarbridge.data.records import Sample, parse_modality
+from sarbridge.retrieval.index import EmbeddingIndex, available_kinds
+from sarbridge.tasks.reid.embedder import load_embedder
+from sarbridge.tasks.reid.results import TASK
 
 __all__ = ["SPLITS", "build_gallery_index", "query_gallery_index", "read_gallery_samples"]
 
@@ -38,16 +46,12 @@ def read_gallery_samples(data: str | Path, split: str = "gallery") -> tuple[list
         raise SarbridgeError(f"unknown split '{split}'", f"use one of {', '.join(SPLITS)}")
     p = Path(data)
     if p.suffix.lower() == ".csv":
-        from sarbridge.data.manifest import read_manifest
-
         samples = read_manifest(p)
         if split == "gallery":
             samples = [s for s in samples if s.split == "gallery"]
         if not samples:
             raise DataError(f"manifest '{p}' has no rows of split 'gallery'", "add gallery rows or use --split all")
         return samples, str(p.resolve())
-    from sarbridge.data.hoss import load_hoss
-
     splits = load_hoss(p, require_train=False)
     samples = list(splits.gallery) if split == "gallery" else [*splits.train, *splits.query, *splits.gallery]
     return samples, str(Path(splits.root).resolve())
@@ -93,28 +97,20 @@ def build_gallery_index(
     ckpt = Path(checkpoint)
     if not ckpt.is_file():
         raise SarbridgeError(f"checkpoint '{ckpt}' not found", "pass the best.pt of a 'sarbridge train' run")
-    from sarbridge.retrieval.index import EmbeddingIndex, available_kinds
-
     if kind not in available_kinds():
         raise SarbridgeError(f"unknown index kind '{kind}'", f"use one of {', '.join(available_kinds())}")
     samples, root = read_gallery_samples(data, split)
-    from tqdm.auto import tqdm
-
-    from sarbridge.app.api import load_embedder
-
     embedder = load_embedder(ckpt, device)
     feats = []
     for start in tqdm(range(0, len(samples), batch_size), desc="gallery embeddings", disable=not progress,
                       leave=False, dynamic_ncols=True):
         chunk = samples[start: start + batch_size]
         feats.append(embedder.embed([s.path for s in chunk], [s.modality for s in chunk], batch_size=batch_size))
-    import torch
-
     emb = torch.cat(feats).numpy()
     index = EmbeddingIndex(emb.shape[1], kind=kind, normalize=False)
     index.add(emb, [{"id": s.pid, "modality": s.modality, "path": str(Path(s.path).resolve()),
                      "camid": s.camid, "split": s.split} for s in samples])
-    info = {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_digest(ckpt), "task": "reid",
+    info = {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": file_digest(ckpt), "task": TASK,
             "data": root, "split": split}
     return index.save(out_dir, info=info)
 
@@ -130,7 +126,7 @@ def gallery_checkpoint(index_dir: str | Path, info: dict[str, Any]) -> str:
         DataError: not a re-ID gallery index, or its checkpoint is missing or has changed.
     """
     ckpt, digest = info.get("checkpoint"), info.get("checkpoint_sha256")
-    if info.get("task") != "reid" or not isinstance(ckpt, str) or not isinstance(digest, str):
+    if info.get("task") != TASK or not isinstance(ckpt, str) or not isinstance(digest, str):
         raise DataError(f"index '{index_dir}' is not a re-ID gallery index (no checkpoint in its info)",
                         "build it with 'sarbridge index build'")
     if not Path(ckpt).is_file():
@@ -168,9 +164,6 @@ def query_gallery_index(
             checkpoint is missing, the image is missing, or the modality is unknown / cannot be
             inferred.
     """
-    from sarbridge.data.records import parse_modality
-    from sarbridge.retrieval.index import EmbeddingIndex
-
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise SarbridgeError(f"k must be a positive integer, got {k!r}")
     img = Path(image)
@@ -185,8 +178,6 @@ def query_gallery_index(
     mod = parse_modality(modality, where="--modality")
     index = EmbeddingIndex.load(index_dir)
     ckpt = gallery_checkpoint(index_dir, index.info)
-    from sarbridge.app.api import load_embedder
-
     q = load_embedder(ckpt, device).embed([img], mod).numpy()
     scores, ids = index.search(q, k)
     results = []

@@ -23,14 +23,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sarbridge.tasks.reid.dataset import ImageDataset
+from sarbridge.core.errors import ConfigError
+from sarbridge.data.cache import build_cache
 from sarbridge.data.gpu_augment import BatchAugment
 from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import ConfigError
+from sarbridge.tasks.reid.config import DataConfig
+from sarbridge.tasks.reid.dataset import ImageDataset
 
 
-def gpu_augment_enabled(data_cfg: Any, device: torch.device | str) -> bool:
+def gpu_augment_enabled(data_cfg: DataConfig, device: torch.device | str) -> bool:
     """Whether batches are augmented on the device: ``auto`` -> only on CUDA, ``always``, ``never``.
 
     Raises:
@@ -45,7 +47,7 @@ def gpu_augment_enabled(data_cfg: Any, device: torch.device | str) -> bool:
 
 
 def build_batch_augment(
-    data_cfg: Any, spec: PreprocessSpec, device: torch.device | str, channels_last: bool = False,
+    data_cfg: DataConfig, spec: PreprocessSpec, device: torch.device | str, channels_last: bool = False,
 ) -> BatchAugment | None:
     """The batched augmentation of ``data_cfg.augment`` when :func:`gpu_augment_enabled`, else None."""
     if not gpu_augment_enabled(data_cfg, device):
@@ -57,7 +59,7 @@ def build_batch_augment(
 def build_train_dataset(
     samples: Sequence[Sample],
     spec: PreprocessSpec,
-    data_cfg: Any,
+    data_cfg: DataConfig,
     label_map: dict[int, int],
     gpu_augment: bool,
     progress: bool = True,
@@ -67,12 +69,11 @@ def build_train_dataset(
     Uses the disk cache when ``data_cfg.cache_dir`` is set (built here, once; by rank 0 under
     ``torchrun``), otherwise the in-memory cache when ``data_cfg.cache``.
     """
-    from sarbridge.data.cache import build_cache_once
 
     a = data_cfg.augment
     cache_dir = getattr(data_cfg, "cache_dir", None)
     transform = None if gpu_augment else spec.train_transform(a.flip, a.pad, a.random_erasing)
-    disk = build_cache_once(samples, spec, cache_dir, progress) if cache_dir else None
+    disk = build_cache(samples, spec, cache_dir, progress) if cache_dir else None
     return ImageDataset(samples, spec, transform, label_map, cache=bool(data_cfg.cache) and not cache_dir,
                         output="raw" if gpu_augment else "transformed", progress=progress, disk_cache=disk)
 
@@ -90,7 +91,7 @@ def seed_worker(worker_id: int) -> None:
 
 
 def build_train_loader(
-    dataset: Dataset, batch_sampler: Sampler[list[int]], data_cfg: Any, device: torch.device | str,
+    dataset: Dataset, batch_sampler: Sampler[list[int]], data_cfg: DataConfig, device: torch.device | str,
 ) -> DataLoader:
     """A DataLoader over ``batch_sampler`` with the loader settings of a ``DataConfig``.
 

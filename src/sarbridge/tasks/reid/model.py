@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from sarbridge.nn.backbones import ModalityAwareBackbone
+from sarbridge.nn.backbones import ModalityAwareBackbone, load_pretrained
+from sarbridge.tasks.reid.config import ModelConfig
 
 
 class ReIDModel(nn.Module):
@@ -48,10 +47,8 @@ class ReIDModel(nn.Module):
         return self.backbone(image, modality, size)
 
 
-def build_reid_model(model_cfg: Any, image_size: list[int], num_classes: int) -> ReIDModel:
+def build_reid_model(model_cfg: ModelConfig, image_size: list[int], num_classes: int) -> ReIDModel:
     """Build a :class:`ReIDModel` from a ``ModelConfig`` (weights loaded if ``pretrained`` is set)."""
-    from sarbridge.nn.backbones import load_pretrained
-
     backbone = ModalityAwareBackbone(
         model_cfg.backbone,
         image_size=image_size,

@@ -7,6 +7,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from sarbridge.core.errors import DataError
+
 
 class PKSampler(Sampler[list[int]]):
     """Batch sampler yielding ``num_ids * num_instances`` indices per batch.
@@ -61,7 +63,6 @@ class PKSampler(Sampler[list[int]]):
             int(p): np.flatnonzero(self.pids == p) for p in np.unique(self.pids) if p >= 0
         }
         if len(self.index_by_pid) < num_ids:
-            from sarbridge.core.errors import DataError
 
             raise DataError(
                 f"the training split has {len(self.index_by_pid)} identities, fewer than "
@@ -69,7 +70,6 @@ class PKSampler(Sampler[list[int]]):
                 f"set --set data.sampler.num_ids={max(2, len(self.index_by_pid))} or add identities",
             )
         if world_size > 1 and len(self.global_batches()) < world_size:
-            from sarbridge.core.errors import DataError
 
             raise DataError(
                 f"the training split gives {len(self.global_batches())} PK batches per epoch, fewer than "

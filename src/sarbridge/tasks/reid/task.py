@@ -10,43 +10,43 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from sarbridge.core.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
-from sarbridge.tasks.reid.dataset import make_label_map, verify_images
+from sarbridge.core.checkpoint import load_checkpoint, load_model_state
+from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides, save_config
+from sarbridge.core.distributed import current_context
+from sarbridge.core.errors import ConfigError
+from sarbridge.core.run import TrainingRun
+from sarbridge.core.trainer import StepCallback
+from sarbridge.core.utils import resolve_device
 from sarbridge.data.hoss import load_hoss
-from sarbridge.tasks.reid.loader import batch_to_device, build_batch_augment, build_train_dataset, build_train_loader
 from sarbridge.data.manifest import load_manifest_splits
 from sarbridge.data.records import OPTICAL, SAR, Sample
-from sarbridge.tasks.reid.sampler import PKSampler
 from sarbridge.data.splits import ReIDSplits, build_protocols, check_nonempty, holdout_validation
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.checkpoint import load_checkpoint, load_model_state
-from sarbridge.core.distributed import barrier, current_context, init_distributed
+from sarbridge.losses.alignment import CMALoss
+from sarbridge.losses.metric import CrossEntropyLabelSmooth, TripletLoss
+from sarbridge.tasks.reid.config import DataConfig, ExperimentConfig, FusionConfig
+from sarbridge.tasks.reid.dataset import make_label_map, verify_images
 from sarbridge.tasks.reid.evaluate import (
     evaluate_protocols,
     evaluate_protocols_with_rankings,
     extract_features,
     rerank_options,
 )
-from sarbridge.core.trainer import StepCallback, Trainer
-from sarbridge.core.errors import ConfigError, SarbridgeError
-from sarbridge.losses.alignment import CMALoss
-from sarbridge.losses.metric import CrossEntropyLabelSmooth, TripletLoss
+from sarbridge.tasks.reid.fusion import check_fusion_ready, fuse_bank
+from sarbridge.tasks.reid.loader import batch_to_device, build_batch_augment, build_train_dataset, build_train_loader
 from sarbridge.tasks.reid.model import ReIDModel, build_reid_model
-from sarbridge.viz.tables import write_results
-from sarbridge.core.utils import resolve_device, seed_everything
+from sarbridge.tasks.reid.rankings import write_reid_rankings
+from sarbridge.tasks.reid.results import write_reid_results
+from sarbridge.tasks.reid.sampler import PKSampler
 
 
-def spec_from_config(data_cfg: Any) -> PreprocessSpec:
-    """The preprocessing a config asks for."""
-    return PreprocessSpec(
-        image_size=list(data_cfg.image_size), sar_preprocess=data_cfg.sar_preprocess, sar_alpha=data_cfg.sar_alpha,
-        sar_despeckle=data_cfg.sar_despeckle, sar_despeckle_window=data_cfg.sar_despeckle_window,
-        gsd_optical=data_cfg.gsd_optical, gsd_sar=data_cfg.gsd_sar,
-    )
+def load_splits(data_cfg: DataConfig, require_train: bool = True) -> ReIDSplits:
+    """Read the dataset named by a ``DataConfig`` (HOSS layout or manifest CSV).
 
-
-def load_splits(data_cfg: Any, require_train: bool = True) -> ReIDSplits:
-    """Read the dataset named by a ``DataConfig`` (HOSS layout or manifest CSV)."""
+    Raises:
+        ConfigError: the config names no dataset.
+        DataError: the dataset is missing or malformed.
+    """
     if data_cfg.format == "manifest":
         if not data_cfg.manifest:
             raise ConfigError("data.format is 'manifest' but data.manifest is empty", "set data.manifest=path/to.csv")
@@ -85,7 +85,7 @@ class ReIDTask:
         self.cfg = cfg
         self.val = list(val)
         self.progress = progress
-        self.spec = spec_from_config(cfg.data)
+        self.spec = cfg.data.spec()
         self.label_map = make_label_map(train)
         self.model: ReIDModel = build_reid_model(cfg.model, cfg.data.image_size, len(self.label_map))
         ctx = current_context()
@@ -155,7 +155,7 @@ class ReIDTask:
 def model_from_checkpoint(path: str | Path) -> tuple[ReIDModel, PreprocessSpec, ExperimentConfig, dict[str, Any]]:
     """Rebuild model, preprocessing and config from a checkpoint (weights strictly checked)."""
     state = load_checkpoint(path, task="reid")
-    cfg = config_from_dict(state["config"])
+    cfg = config_from_dict(state["config"], ExperimentConfig)
     cfg.model.pretrained = None  # weights come from the checkpoint, not the original file
     model = build_reid_model(cfg.model, cfg.data.image_size, int(state.get("num_classes", 0)))
     load_model_state(model, state["model"], str(path))
@@ -171,7 +171,7 @@ def evaluate_splits(
     batch_size: int = 64,
     max_rank: int = 50,
     progress: bool = True,
-    fusion: Any | None = None,
+    fusion: FusionConfig | None = None,
     cache_dir: str | Path | None = None,
     rerank: dict[str, Any] | None = None,
     rankings_dir: str | Path | None = None,
@@ -191,15 +191,11 @@ def evaluate_splits(
     feats = extract_features(model, samples, spec, device, batch_size, progress=progress, desc="test features")
     bank = {s.path: f for s, f in zip(samples, feats)}
     if fusion is not None and fusion.enabled:
-        from sarbridge.tasks.reid.fusion import fuse_bank
-
         bank = fuse_bank(model, spec, bank, samples, fusion, device, cache_dir or "fusion_cache", progress)
     results: dict[str, Any]
     if rankings_dir is None:
         results = evaluate_protocols(bank, protocols, max_rank, rerank)
     else:
-        from sarbridge.retrieval.rankings import write_reid_rankings
-
         results, ranks = evaluate_protocols_with_rankings(bank, protocols, max_rank, rerank)
         write_reid_rankings(rankings_dir, ranks, {k: v.get("cmc", []) for k, v in results.items()})
     results["protocol_source"] = source
@@ -230,49 +226,30 @@ def train_reid(
     Returns:
         The metrics written to ``metrics.json``.
     """
-    out = Path(out_dir)
-    if (out / "last.pt").exists() and not (resume or overwrite):
-        raise SarbridgeError(
-            f"run folder '{out}' already holds a checkpoint (last.pt)",
-            "pass --resume to continue it, --overwrite to start over, or choose another --out",
-        )
     if evaluate_test:
-        from sarbridge.tasks.reid.fusion import check_fusion_ready
-
         check_fusion_ready(cfg.fusion)
-    ctx = init_distributed(cfg.device)
-    progress = progress and ctx.is_main
+    run = TrainingRun.open(cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress)
+    out, progress, device = run.out, run.progress, run.device
     splits = load_splits(cfg.data)
     check_nonempty(splits.train, "split 'bounding_box_train'", splits.root)
     train, val = holdout_validation(splits.train, cfg.data.val_fraction, seed=cfg.seed)
     verify_images([*splits.train, *splits.query, *splits.gallery], progress=progress)
-    device = ctx.device
-    seed_everything(cfg.seed)  # model initialisation is part of the run's reproducibility (same on every rank)
-    task = ReIDTask(cfg, train, val, progress=progress, device=device)
-    trainer = Trainer(task, cfg.optim, out, device, seed=cfg.seed, amp=cfg.amp, eval_every=cfg.eval.every,
-                      callbacks=callbacks, progress=progress, runtime=cfg.runtime, dist=ctx)
-    if resume:
-        trainer.resume()
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    result = trainer.fit()
+    task = run.build_task(lambda: ReIDTask(cfg, train, val, progress=progress, device=device))
+    result = run.trainer(task, callbacks=callbacks).fit()
     if not evaluate_test:
         return {}
-    model, spec, _, state = model_from_checkpoint(result.best_checkpoint)
+    model, spec, _, _ = model_from_checkpoint(result.best_checkpoint)
     metrics = evaluate_splits(model.to(device), spec, splits, device, cfg.eval.batch_size, cfg.eval.max_rank,
                               progress, fusion=cfg.fusion, cache_dir=out / "fusion_cache",
-                              rerank=rerank_options(cfg.eval), rankings_dir=out if ctx.is_main else None)
+                              rerank=rerank_options(cfg.eval), rankings_dir=run.results_dir)
     metrics["meta"] = {
         "checkpoint": str(result.best_checkpoint), "selected_epoch": result.best_epoch,
         "selection": "validation mAP (held-out training identities)" if val else "last epoch (no validation split)",
         "train_images": len(train), "val_images": len(val), "data": splits.root, "device": str(device),
     }
-    if ctx.distributed:
-        metrics["meta"]["processes"] = ctx.world_size
-    if ctx.is_main:
-        write_results(out, metrics, title=f"sarbridge re-identification: {cfg.name}")
-    barrier(ctx)
+    if run.ctx.distributed:
+        metrics["meta"]["processes"] = run.ctx.world_size
+    run.write(lambda folder: write_reid_results(folder, metrics, title=f"sarbridge re-identification: {cfg.name}"))
     return metrics
 
 
@@ -294,9 +271,7 @@ def evaluate_reid(
     """
     model, spec, cfg, state = model_from_checkpoint(checkpoint)
     if overrides:
-        from sarbridge.core.config import merge_dicts, parse_overrides
-
-        cfg = config_from_dict(merge_dicts(config_to_dict(cfg), parse_overrides(overrides)))
+        cfg = config_from_dict(merge_dicts(config_to_dict(cfg), parse_overrides(overrides)), ExperimentConfig)
     if data:
         if data.endswith(".csv"):
             cfg.data.format, cfg.data.manifest = "manifest", data
@@ -312,5 +287,5 @@ def evaluate_reid(
     metrics["meta"] = {"checkpoint": str(checkpoint), "selected_epoch": state.get("epoch"), "data": splits.root,
                        "device": str(dev)}
     save_config(cfg, out / "config.yaml")
-    write_results(out, metrics, title="sarbridge re-identification: evaluation")
+    write_reid_results(out, metrics, title="sarbridge re-identification: evaluation")
     return metrics
