@@ -8,7 +8,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 CHROMIUM ?= /usr/bin/chromium
 CHROMEDRIVER ?= /usr/bin/chromedriver
 
-.PHONY: setup setup-ui demo test test-ui test-all clean
+.PHONY: setup setup-ui demo lint test test-ui test-all clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/sarbridge demo --out runs/demo
 
-test: setup
+# ruff (style, import order, no function-local imports outside app/cli), mypy on src/, then the tests
+# (tests/arch checks the layering: core < data, nn, losses, retrieval, viz < tasks < app)
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 # Installs Debian's chromium + chromium-driver when either binary is missing (sudo only when not root).

@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sarbridge.core.utils import atomic_write_json, atomic_write_text
 from sarbridge.data.despeckle import available_despeckle, despeckle, estimate_looks
 from sarbridge.data.image_quality import edge_preservation_index, enl, enl_windows, homogeneous_windows, psnr, ssim
 from sarbridge.data.io import read_image
 from sarbridge.data.synthetic import apply_speckle, render_sar, sample_ship
-from sarbridge.core.utils import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 HOSS = ROOT / "src" / "sarbridge" / "resources" / "hoss-sample" / "HOSS"

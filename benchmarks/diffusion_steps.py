@@ -38,14 +38,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from sarbridge.core.utils import atomic_write_json, atomic_write_text  # noqa: E402
+from sarbridge.data.pairs import read_synthetic_pairs  # noqa: E402
 from sarbridge.data.records import SAR  # noqa: E402
 from sarbridge.data.synthetic import generate_hoss_dataset  # noqa: E402
 from sarbridge.tasks.bridge.config import load_diffusion_config  # noqa: E402
-from sarbridge.data.pairs import read_synthetic_pairs  # noqa: E402
 from sarbridge.tasks.bridge.pairs import BridgePairDataset  # noqa: E402
 from sarbridge.tasks.bridge.train import train_diffusion  # noqa: E402
 from sarbridge.tasks.bridge.translate import BridgeTranslator  # noqa: E402
-from sarbridge.core.utils import atomic_write_json, atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "bbdm_demo.yaml"

@@ -37,14 +37,14 @@ from typing import Any
 
 import torch
 
-from sarbridge.tasks.reid.config import load_reid_config
+from sarbridge.core.utils import atomic_write_json, atomic_write_text
 from sarbridge.data.synthetic import generate_hoss_dataset
+from sarbridge.resources import resource_path
 from sarbridge.tasks.pretrain.config import load_pretrain_config
 from sarbridge.tasks.pretrain.task import train_pretrain
-from sarbridge.tasks.reid.task import evaluate_splits, load_splits, train_reid
+from sarbridge.tasks.reid.config import load_reid_config
 from sarbridge.tasks.reid.model import build_reid_model
-from sarbridge.resources import resource_path
-from sarbridge.core.utils import atomic_write_json, atomic_write_text
+from sarbridge.tasks.reid.task import evaluate_splits, load_splits, train_reid
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = (("all2all", "ALL->ALL"), ("opt2sar", "Optical->SAR"), ("sar2opt", "SAR->Optical"))

@@ -69,8 +69,8 @@ def device_name(device: torch.device) -> str:
 
 def model_config(name: str) -> Any:
     """``demo`` (the demo.yaml ViT) or ``vit`` (ViT-B/16, TransOSS additions, no pretrained weights)."""
-    from sarbridge.tasks.reid.config import ModelConfig, load_reid_config
     from sarbridge.resources import resource_path
+    from sarbridge.tasks.reid.config import ModelConfig, load_reid_config
 
     if name == "demo":
         return load_reid_config(resource_path("demo.yaml")).model
@@ -81,8 +81,8 @@ def model_config(name: str) -> Any:
 
 def experiment(name: str, a: argparse.Namespace) -> Any:
     """The config both loops share (model, losses, optimiser, augmentation)."""
-    from sarbridge.tasks.reid.config import ExperimentConfig, load_reid_config
     from sarbridge.resources import resource_path
+    from sarbridge.tasks.reid.config import ExperimentConfig, load_reid_config
 
     cfg = ExperimentConfig(name=f"throughput-{name}", seed=0)
     demo = load_reid_config(resource_path("demo.yaml"))
@@ -191,11 +191,11 @@ class ReferenceDataset(Dataset):
 def reference_loop(cfg: Any, train: Sequence[Any], device: torch.device, warmup: int, steps: int,
                    epochs: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Plain fp32 training loop; ``epochs`` trains whole epochs instead of timing steps."""
-    from sarbridge.tasks.reid.dataset import make_label_map
-    from sarbridge.tasks.reid.sampler import PKSampler
     from sarbridge.core.trainer import build_optimizer, lr_factor
-    from sarbridge.tasks.reid.model import build_reid_model
     from sarbridge.core.utils import seed_everything
+    from sarbridge.tasks.reid.dataset import make_label_map
+    from sarbridge.tasks.reid.model import build_reid_model
+    from sarbridge.tasks.reid.sampler import PKSampler
 
     seed_everything(cfg.seed)
     if device.type == "cuda":  # PyTorch's defaults, as the public code runs (our trainer turns TF32 on)

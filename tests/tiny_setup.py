@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sarbridge.tasks.reid.config import ExperimentConfig, load_reid_config
 from sarbridge.resources import resource_path
+from sarbridge.tasks.reid.config import ExperimentConfig, load_reid_config
 
 HOSS_SAMPLE = resource_path("hoss-sample") / "HOSS"
 

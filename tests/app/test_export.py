@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from sarbridge.app.cli import main
-from sarbridge.core.config import config_to_dict
-from sarbridge.core.checkpoint import save_checkpoint
 from sarbridge.app.export import EmbeddingExport, export_onnx, load_for_export
-from sarbridge.tasks.reid.task import arch_signature
+from sarbridge.core.checkpoint import save_checkpoint
+from sarbridge.core.config import config_to_dict
 from sarbridge.core.errors import SarbridgeError
+from sarbridge.nn.backbones import DualModule
 from sarbridge.tasks.geo.bundle import build_encoder, save_geo_model
 from sarbridge.tasks.geo.config import GeoConfig
-from sarbridge.nn.backbones import DualModule
 from sarbridge.tasks.geo.model import TINY_CNN
 from sarbridge.tasks.reid.model import build_reid_model
+from sarbridge.tasks.reid.task import arch_signature
 from tiny_setup import tiny_config
 
 onnx = pytest.importorskip("onnx")

@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader
 
 from ddp_launch import torchrun
 from expected import assert_pinned
-from sarbridge.tasks.reid.sampler import PKSampler
 from sarbridge.core.distributed import (
     DistContext,
     barrier,
@@ -30,10 +29,11 @@ from sarbridge.core.distributed import (
     shard_range,
     unwrap_model,
 )
-from sarbridge.tasks.reid.evaluate import extract_features
-from sarbridge.tasks.reid.task import ReIDTask, load_splits
 from sarbridge.core.trainer import Trainer
 from sarbridge.core.utils import seed_everything
+from sarbridge.tasks.reid.evaluate import extract_features
+from sarbridge.tasks.reid.sampler import PKSampler
+from sarbridge.tasks.reid.task import ReIDTask, load_splits
 from tiny_setup import HOSS_SAMPLE, tiny_config, tiny_overrides
 
 TESTS = Path(__file__).resolve().parents[1]

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sarbridge.core.config import OptimConfig
 from sarbridge.core.checkpoint import load_checkpoint
-from sarbridge.tasks.reid.task import train_reid
-from sarbridge.core.trainer import Trainer, lr_factor
+from sarbridge.core.config import OptimConfig
 from sarbridge.core.errors import CheckpointError
+from sarbridge.core.trainer import Trainer, lr_factor
+from sarbridge.tasks.reid.task import train_reid
 from tiny_setup import HOSS_SAMPLE, tiny_config, tiny_overrides
 
 

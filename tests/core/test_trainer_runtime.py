@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from sarbridge.core.config import OptimConfig, RuntimeConfig
 from sarbridge.core.checkpoint import load_checkpoint
-from sarbridge.core.trainer import Trainer, conv_fraction, resolve_precision, use_channels_last
+from sarbridge.core.config import OptimConfig, RuntimeConfig
 from sarbridge.core.errors import ConfigError
+from sarbridge.core.trainer import Trainer, conv_fraction, resolve_precision, use_channels_last
 
 CPU = torch.device("cpu")
 
@@ -215,8 +215,8 @@ def test_step_logs_read_each_term_once_and_only_when_looked_at():
 
 
 def test_diverged_loss_stops_with_one_line_and_epoch_means_are_exact(tmp_path):
-    from sarbridge.core.trainer import check_finite
     from sarbridge.core.errors import SarbridgeError
+    from sarbridge.core.trainer import check_finite
 
     with pytest.raises(SarbridgeError, match="diverged"):
         check_finite({"loss": float("nan")})

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from sarbridge.core.errors import DataError
 from sarbridge.data.cache import IMAGES_NAME, INDEX_NAME, PreprocessCache, build_cache, cache_key
-from sarbridge.tasks.reid.dataset import ImageDataset
 from sarbridge.data.io import read_image
 from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import DataError
+from sarbridge.tasks.reid.dataset import ImageDataset
 
 SPEC = PreprocessSpec(image_size=[16, 8])
 
@@ -157,7 +157,7 @@ def test_reading_in_dataloader_workers(tmp_path):
     plain = ImageDataset(samples, SPEC)
     ds = ImageDataset(samples, SPEC, cache_dir=tmp_path / "cache", progress=False)
     assert ds.disk_cache is not None
-    ds.disk_cache.images  # opened in the parent: workers must still map it themselves
+    _ = ds.disk_cache.images  # opened in the parent: workers must still map it themselves
     loader = DataLoader(ds, batch_size=3, num_workers=2, shuffle=False)
     got = torch.cat([b["image"] for b in loader])
     want = torch.stack([plain[i]["image"] for i in range(len(samples))])

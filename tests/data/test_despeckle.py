@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sarbridge.core.errors import ConfigError, DataError, SarbridgeError
 from sarbridge.data.despeckle import (
     available_despeckle,
     despeckle,
@@ -17,7 +18,6 @@ from sarbridge.data.despeckle import (
     lee,
 )
 from sarbridge.data.image_quality import enl
-from sarbridge.core.errors import ConfigError, DataError, SarbridgeError
 
 METHODS = ["frost", "gamma_map", "kuan", "lee"]
 

@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
+from sarbridge.core.errors import DataError
 from sarbridge.data.hoss import find_hoss_root, load_hoss, parse_hoss_name
 from sarbridge.data.records import OPTICAL, SAR, Sample
 from sarbridge.data.splits import build_protocols, holdout_validation
-from sarbridge.core.errors import DataError
 
 SPLIT_OF_FOLDER = {"bounding_box_train": "train", "query": "query", "bounding_box_test": "gallery"}
 MODALITY_OF_TOKEN = {"RGB": OPTICAL, "SAR": SAR}

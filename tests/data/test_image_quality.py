@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sarbridge.core.errors import ConfigError, DataError
 from sarbridge.data.image_quality import (
     edge_preservation_index,
     enl,
@@ -14,7 +15,6 @@ from sarbridge.data.image_quality import (
     psnr,
     ssim,
 )
-from sarbridge.core.errors import ConfigError, DataError
 
 
 def _box_blur(img: np.ndarray, k: int = 3) -> np.ndarray:
@@ -142,7 +142,7 @@ def test_homogeneous_windows_find_the_flat_area():
     img[:, :30] *= texture[:, :30]  # textured left half, flat speckle on the right
     wins = homogeneous_windows(img, size=9, count=4)
     assert len(wins) == 4
-    for r, c in wins:
+    for _r, c in wins:
         assert c >= 30 - 2  # all in (or touching) the flat half
     for i, (r, c) in enumerate(wins):  # non-overlapping
         for r2, c2 in wins[i + 1:]:

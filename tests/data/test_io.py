@@ -7,8 +7,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from sarbridge.data.io import read_image
 from sarbridge.core.errors import DataError, SarbridgeError
+from sarbridge.data.io import read_image
 
 
 def test_rgb_uint8_round_trip_exact(tmp_path, write_rgb):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from sarbridge.core.errors import DataError
 from sarbridge.data.manifest import load_manifest_splits, read_manifest
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.data.splits import build_protocols
-from sarbridge.core.errors import DataError
 
 HEADER = "path,id,modality,split,lon,lat,timestamp"
 ROWS = [

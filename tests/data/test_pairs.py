@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sarbridge.core.errors import DataError
 from sarbridge.data.pairs import (
     BigEarthNetRGBLoader,
     BigEarthNetSARLoader,
@@ -26,7 +27,6 @@ from sarbridge.data.pairs import (
 )
 from sarbridge.data.synthetic import generate_hoss_dataset
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import DataError
 
 BEN = Path(__file__).resolve().parents[1] / "fixtures" / "bigearthnet-s1s2-pairs"
 SPEC = PreprocessSpec(image_size=[32, 32])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sarbridge.core.errors import ConfigError
 from sarbridge.data.sar import (
     available_sar_preprocess,
     get_sar_preprocess,
@@ -12,7 +13,6 @@ from sarbridge.data.sar import (
     optical_to_uint8_rgb,
     percentile_scale,
 )
-from sarbridge.core.errors import ConfigError
 
 
 def _check_rgb_identical(out: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from sarbridge.core.errors import DataError
 from sarbridge.data.georaster import read_georaster
 from sarbridge.data.synthetic import (
     SCENE_CLASSES,
@@ -21,7 +22,6 @@ from sarbridge.data.synthetic import (
     render_scene_sar,
 )
 from sarbridge.data.synthetic.scene_layout import BUILDING, GROUND, VEGETATION, WATER
-from sarbridge.core.errors import DataError
 
 INC = 35.0
 GSD = 0.5

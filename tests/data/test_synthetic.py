@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import tifffile
 
-from sarbridge.data.synthetic import hoss_layout as syn
 from sarbridge.data.synthetic import (
     Block,
     Pose,
@@ -28,6 +27,7 @@ from sarbridge.data.synthetic import (
     sample_pose,
     sample_ship,
 )
+from sarbridge.data.synthetic import hoss_layout as syn
 
 GSD_OPT, GSD_SAR = 3.0, 4.0  # tiny chips: ~15-100 px tall
 NAME = re.compile(r"^(?:(?P<pid>\d{4})_s(?P<seq>\d{2})c(?P<cam>\d)|-1_(?P<idx>\d{4}))_(?P<mod>RGB|SAR)\.tif$")

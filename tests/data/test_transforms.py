@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sarbridge.tasks.reid.dataset import ImageDataset, make_label_map
+from sarbridge.core.errors import DataError
 from sarbridge.data.records import OPTICAL, SAR, Sample
 from sarbridge.data.sar import max_scale, percentile_scale
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import DataError
+from sarbridge.tasks.reid.dataset import ImageDataset, make_label_map
 
 
 def transoss_size(h: int, w: int, s: float) -> list[float]:

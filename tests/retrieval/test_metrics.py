@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from sarbridge.retrieval.metrics import cmc_from_ranks, cmc_to_ranks, evaluate, match_statistics, rank_matches, summarize
+from sarbridge.retrieval.metrics import (
+    cmc_from_ranks,
+    cmc_to_ranks,
+    evaluate,
+    match_statistics,
+    rank_matches,
+    summarize,
+)
 
 
 # --------------------------------------------------------------------------------------------

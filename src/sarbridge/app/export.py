@@ -58,7 +58,7 @@ class EmbeddingExport(nn.Module):
         return F.normalize(emb.float(), dim=1)
 
 
-def _dual_forward_where(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _dual_forward_where(self: DualModule, x: torch.Tensor) -> torch.Tensor:
     """Export-time ``DualModule.forward``: both copies on every sample, selected per sample."""
     mask = self.sar_mask
     out_opt = self.optical(x)
@@ -69,7 +69,7 @@ def _dual_forward_where(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.to(torch.bool).view(view), out_sar, out_opt)
 
 
-def _patches_where(self: nn.Module, x: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+def _patches_where(self: ModalityAwareBackbone, x: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
     """Export-time ``ModalityAwareBackbone._patches`` without the data-dependent ``sar.any()``."""
     out = self.net.patch_embed(x)
     if self.sar_patch_embed is not None:
@@ -86,11 +86,13 @@ def export_patches(model: nn.Module) -> Iterator[int]:
     """
     patched: list[nn.Module] = []
     for mod in model.modules():
+        # instance attributes that shadow the class's methods (what ``mod.forward = ...`` does),
+        # popped from the instance ``__dict__`` again below
         if isinstance(mod, DualModule):
-            mod.forward = types.MethodType(_dual_forward_where, mod)
+            mod.__dict__["forward"] = types.MethodType(_dual_forward_where, mod)
             patched.append(mod)
         elif isinstance(mod, ModalityAwareBackbone) and mod.sar_patch_embed is not None:
-            mod._patches = types.MethodType(_patches_where, mod)
+            mod.__dict__["_patches"] = types.MethodType(_patches_where, mod)
             patched.append(mod)
     try:
         yield len(patched)

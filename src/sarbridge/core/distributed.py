@@ -19,7 +19,7 @@ import atexit
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -240,7 +240,7 @@ def unwrap_model(module: nn.Module) -> nn.Module:
         if isinstance(module, nn.parallel.DistributedDataParallel):
             module = module.module
         elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
+            module = cast(nn.Module, module._orig_mod)  # set by torch.compile (OptimizedModule)
         else:
             return module
 

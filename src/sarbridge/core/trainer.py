@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +41,17 @@ from sarbridge.core.distributed import (
 from sarbridge.core.errors import CheckpointError, ConfigError, SarbridgeError
 from sarbridge.core.utils import atomic_write_text, seed_everything
 
-StepCallback = Callable[["Trainer", int, int, dict[str, float]], None]
+StepCallback = Callable[["Trainer", int, int, Mapping[str, float]], None]
 
 
 class TrainTask(Protocol):
     """What a task gives the trainer."""
 
     name: str
-    model: nn.Module
+
+    @property
+    def model(self) -> nn.Module:
+        """The plain model being trained (read-only here, so a task may declare a subclass)."""
 
     def train_batches(self, epoch: int) -> Iterable[Any]:
         """The batches of one epoch (deterministic given the global seed state)."""
@@ -83,16 +86,17 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool | None = Non
     ``fused``: the fused implementation (one kernel for all parameters); None = when every
     parameter is on CUDA.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     params = [p for g in groups for p in g["params"]]
     if fused is None:
         fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
-    extra = {"fused": True} if fused else {}
+    extra: dict[str, Any] = {"fused": True} if fused else {}
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, **extra)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, **extra)
@@ -403,10 +407,10 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         self.model.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         n = steps = 0
         batches = self.task.train_batches(epoch)
-        total = len(batches) if hasattr(batches, "__len__") else None
+        total = len(batches) if isinstance(batches, Sized) else None
         bar = tqdm(batches, total=total, desc=f"{self.task.name} epoch {epoch + 1}/{self.cfg.epochs}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         acc, group_start = self.accumulate, 0

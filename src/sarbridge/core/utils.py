@@ -17,12 +17,13 @@ import torch
 from sarbridge.core.errors import SarbridgeError
 
 
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, writer: Callable[[Path], object]) -> None:
     """Write ``path`` through ``writer(tmp_path)`` then rename, so readers never see half a file.
 
     Args:
         path: final destination.
-        writer: callable that writes the complete content to the temporary path it is given.
+        writer: callable that writes the complete content to the temporary path it is given
+            (its return value is ignored).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def preprocess_image(path: str, modality: str, spec: PreprocessSpec) -> tuple[np
     h, w = spec.image_size
     img = Image.fromarray(u8)
     if img.size != (w, h):
-        img = img.resize((w, h), Image.BICUBIC)
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
     return np.asarray(img, dtype=np.uint8), spec.size_features(raw.shape[0], raw.shape[1], modality)
 
 

@@ -88,7 +88,7 @@ class TripletLoss(nn.Module):
         ref_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         same = ref_embeddings is None
-        ref_e = embeddings if same else ref_embeddings
+        ref_e = embeddings if ref_embeddings is None else ref_embeddings
         ref_l = labels if same else ref_labels
         if ref_l is None:
             raise ValueError("ref_labels are required with ref_embeddings")

@@ -11,8 +11,9 @@ Models never pick a device: the trainer moves them.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import timm
 import torch
@@ -87,7 +88,7 @@ class ModalityAwareBackbone(nn.Module):
     def __init__(
         self,
         name: str,
-        image_size: tuple[int, int] | list[int] = (256, 128),
+        image_size: Sequence[int] = (256, 128),
         dual_patch_embed: bool = True,
         modality_embed: bool = True,
         modality_embed_scale: float = 3.0,
@@ -103,7 +104,9 @@ class ModalityAwareBackbone(nn.Module):
                 kwargs.setdefault("img_size", tuple(image_size))
             if drop_path > 0:
                 kwargs.setdefault("drop_path_rate", drop_path)
-            self.net = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+            # Any: the attributes used below (patch_embed, blocks, num_features, pretrained_cfg ...)
+            # depend on the timm architecture, which the nn.Module return type cannot express
+            self.net: Any = cast(Any, timm.create_model(name, pretrained=False, num_classes=0, **kwargs))
         except (RuntimeError, TypeError, ValueError) as exc:
             raise ConfigError(
                 f"cannot build timm backbone '{name}' ({str(exc)[:100]})",
@@ -149,12 +152,12 @@ class ModalityAwareBackbone(nn.Module):
     @property
     def duals(self) -> list[DualModule]:
         """The modules with a separate SAR copy (CNNs)."""
-        return [_get_module(self.net, n) for n in self.dual_names]
+        return [cast(DualModule, _get_module(self.net, n)) for n in self.dual_names]
 
     @property
     def stem(self) -> DualModule | None:
         """The first modality-specific module of a CNN, if any."""
-        return _get_module(self.net, self.dual_names[0]) if self.dual_names else None
+        return cast(DualModule, _get_module(self.net, self.dual_names[0])) if self.dual_names else None
 
     def _patches(self, x: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
         out = self.net.patch_embed(x)
@@ -178,6 +181,7 @@ class ModalityAwareBackbone(nn.Module):
                 for d in duals:
                     d.sar_mask = None
             if self.size_proj is not None:
+                assert size is not None  # checked above
                 feat = feat + self.size_proj(size.to(feat.dtype))
             return feat
         net = self.net
@@ -186,6 +190,7 @@ class ModalityAwareBackbone(nn.Module):
             emb = self.modality_embed[modality.long()].unsqueeze(1)
             tokens = tokens + self.modality_embed_scale * emb.to(tokens.dtype)
         if self.size_proj is not None:
+            assert size is not None  # checked above
             st = self.size_proj(size.to(tokens.dtype)).unsqueeze(1)
             tokens = torch.cat([tokens[:, :1], st, tokens[:, 1:]], dim=1)
         tokens = net.norm_pre(net.patch_drop(tokens))
@@ -254,7 +259,9 @@ def _load_sarbridge_backbone(backbone: ModalityAwareBackbone, state: dict[str, A
 
     sd = state.get("backbone")
     if not isinstance(sd, dict):
-        model = state.get("model") if isinstance(state.get("model"), dict) else {}
+        model = state.get("model")
+        if not isinstance(model, dict):
+            model = {}
         sd = {k.removeprefix("backbone."): v for k, v in model.items() if k.startswith("backbone.")}
     sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
     if not sd:

@@ -298,8 +298,10 @@ def evaluate(
         match = gp_c[None, :] == qp_c[start:stop, None]
         removed = None
         if remove_mod:
+            assert qm_c is not None and gm_c is not None  # _optional_codes gives codes when excluding
             removed = gm_c[None, :] == qm_c[start:stop, None]
         if remove_cam:
+            assert qc_c is not None and gc_c is not None
             same_cam = match & (gc_c[None, :] == qc_c[start:stop, None])
             removed = same_cam if removed is None else removed | same_cam
         if removed is not None:

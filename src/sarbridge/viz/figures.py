@@ -385,7 +385,7 @@ def _build_figure(rows: list[RankedRow], layout: FigureLayout, title: str | None
                  fontsize=font_pt * 1.4, fontweight="bold", parse_math=False)
 
     handles = [
-        Patch(facecolor=np.array(rgb) / 255.0, edgecolor="black", linewidth=0.5, label=STATUS_LABELS[status])
+        Patch(facecolor=(rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0), edgecolor="black", linewidth=0.5, label=STATUS_LABELS[status])
         for status, rgb in STATUS_COLOURS.items()
     ]
     lb = layout.legend_box

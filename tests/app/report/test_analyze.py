@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from sarbridge.app.cli import main
-from sarbridge.tasks.reid.dataset import make_label_map
-from sarbridge.data.splits import holdout_validation
-from sarbridge.tasks.reid.evaluate import extract_features
-from sarbridge.tasks.reid.task import ReIDTask, load_splits, model_from_checkpoint, train_reid
-from sarbridge.core.errors import SarbridgeError
 from sarbridge.app.report.analyze import analyze_run, analyze_runs, expand_runs
-from sarbridge.tasks.reid.run_features import initial_reid_model, reid_samples
-from sarbridge.tasks.run_features import subsample_indices
-from sarbridge.retrieval.modality_gap import METRIC_NOTES, modality_gap_report
+from sarbridge.core.errors import SarbridgeError
 from sarbridge.core.utils import seed_everything
+from sarbridge.data.splits import holdout_validation
+from sarbridge.retrieval.modality_gap import METRIC_NOTES, modality_gap_report
+from sarbridge.tasks.reid.dataset import make_label_map
+from sarbridge.tasks.reid.evaluate import extract_features
+from sarbridge.tasks.reid.run_features import initial_reid_model, reid_samples
+from sarbridge.tasks.reid.task import ReIDTask, load_splits, model_from_checkpoint, train_reid
+from sarbridge.tasks.run_features import subsample_indices
 from tiny_setup import HOSS_SAMPLE, tiny_config
 
 MAX = 40
@@ -182,8 +182,8 @@ def write_scene(folder: Path, size: int = 160, seed: int = 0) -> Path:
 def test_geo_run_before_and_after(tmp_path: Path) -> None:
     from sarbridge.tasks.geo.config import load_geo_config
     from sarbridge.tasks.geo.run import load_localisation, train_geo
-    from sarbridge.tasks.geo.train import GeoCoarseTask, area_views
     from sarbridge.tasks.geo.run_features import initial_geo_encoder
+    from sarbridge.tasks.geo.train import GeoCoarseTask, area_views
 
     repo = Path(__file__).resolve().parents[3]
     scene = write_scene(tmp_path / "scene")

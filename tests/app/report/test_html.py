@@ -15,15 +15,16 @@ import tifffile
 import torch
 from PIL import Image
 
-from sarbridge.data.records import Sample
-from sarbridge.tasks.reid.evaluate import evaluate_protocols_with_rankings
+from sarbridge.app.report.html import build_report_html, placeholder_image, write_report
 from sarbridge.core.errors import SarbridgeError
+from sarbridge.data.records import Sample
 from sarbridge.tasks.geo.evaluate import RankedResult, metrics_of
 from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, LocalisationData
-from sarbridge.app.report.html import build_report_html, placeholder_image, write_report
 from sarbridge.tasks.geo.rankings import write_geo_rankings
+from sarbridge.tasks.reid.evaluate import evaluate_protocols_with_rankings
 from sarbridge.tasks.reid.rankings import write_reid_rankings
 from sarbridge.tasks.reid.results import write_reid_results
+
 
 def write_chip(path: Path, sar: bool, seed: int) -> None:
     rng = np.random.default_rng(seed)

@@ -32,10 +32,10 @@ def geo_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         ``(scene folder with optical.tif / sar.tif, index folder)``.
     """
     from sarbridge.data.synthetic.scene import generate_scene
+    from sarbridge.resources import resource_path
     from sarbridge.tasks.geo.config import load_geo_config
     from sarbridge.tasks.geo.locate import build_geo_index
     from sarbridge.tasks.geo.run import train_geo
-    from sarbridge.resources import resource_path
 
     root = tmp_path_factory.mktemp("serve_geo")
     scene = generate_scene(root / "scene", height=192, width=192, gsd=0.5, seed=0, looks=4)

@@ -18,8 +18,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from sarbridge.app.cli import main  # noqa: E402
-from sarbridge.core.errors import DataError, SarbridgeError  # noqa: E402
 from sarbridge.app.serve.app import create_app  # noqa: E402
+from sarbridge.core.errors import DataError, SarbridgeError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

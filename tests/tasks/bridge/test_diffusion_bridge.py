@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from sarbridge.core.errors import ConfigError, SarbridgeError
 from sarbridge.tasks.bridge.model import (
     BridgeConfig,
     BrownianBridge,
@@ -20,7 +21,6 @@ from sarbridge.tasks.bridge.model import (
     uint8_to_tensor,
     validate_unet_config,
 )
-from sarbridge.core.errors import ConfigError, SarbridgeError
 
 
 class Stub(nn.Module):

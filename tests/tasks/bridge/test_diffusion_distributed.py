@@ -15,10 +15,10 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 
 from ddp_launch import torchrun
-from sarbridge.tasks.bridge.train import ShardedRandomSampler
-from sarbridge.tasks.bridge.translate import BridgeTranslator
 from sarbridge.core.checkpoint import load_checkpoint
 from sarbridge.core.errors import DataError
+from sarbridge.tasks.bridge.train import ShardedRandomSampler
+from sarbridge.tasks.bridge.translate import BridgeTranslator
 
 TESTS = Path(__file__).resolve().parents[2]
 DEMO = TESTS.parent / "configs" / "bbdm_demo.yaml"
@@ -159,8 +159,8 @@ def test_sharded_sampler_with_a_fixed_number_of_samples():
 
 def test_single_process_keeps_the_random_sampler(toy_pairs):
     from sarbridge.data.pairs import split_pairs
-    from sarbridge.tasks.bridge.pairs import load_pairs
     from sarbridge.tasks.bridge.config import load_diffusion_config
+    from sarbridge.tasks.bridge.pairs import load_pairs
     from sarbridge.tasks.bridge.train import DiffusionTask
 
     cfg = load_diffusion_config(DEMO, [f"data.root={toy_pairs}", *TINY, "train.steps_per_epoch=3"])

@@ -12,15 +12,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sarbridge.app.cli import main
-from sarbridge.tasks.bridge.model import BrownianBridge, UNetConfig, build_denoiser
+from sarbridge.core.checkpoint import load_checkpoint, save_checkpoint
+from sarbridge.core.errors import CheckpointError, ConfigError, DataError
+from sarbridge.core.trainer import Trainer
 from sarbridge.data.pairs import split_pairs
-from sarbridge.tasks.bridge.pairs import load_pairs
 from sarbridge.tasks.bridge.config import load_diffusion_config
+from sarbridge.tasks.bridge.model import BrownianBridge, UNetConfig, build_denoiser
+from sarbridge.tasks.bridge.pairs import load_pairs
 from sarbridge.tasks.bridge.train import DiffusionTask, psnr_uint8
 from sarbridge.tasks.bridge.translate import BridgeTranslator, input_generator, modality_from_name
-from sarbridge.core.checkpoint import load_checkpoint, save_checkpoint
-from sarbridge.core.trainer import Trainer
-from sarbridge.core.errors import CheckpointError, ConfigError, DataError
 
 DEMO = Path(__file__).resolve().parents[3] / "configs" / "bbdm_demo.yaml"
 TINY = [

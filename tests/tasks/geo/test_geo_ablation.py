@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_geo_pipeline import REPO, TINY
 
 from conftest import geo_write_scene
 from sarbridge.app.cli import main
 from sarbridge.tasks.geo.ablation import ablation_variants, summarize
 from sarbridge.tasks.geo.config import GeoConfig
-
-from test_geo_pipeline import REPO, TINY
 
 
 def test_variants_switch_the_right_parts() -> None:

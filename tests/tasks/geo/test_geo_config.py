@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sarbridge.core.errors import ConfigError
-from sarbridge.tasks.geo.config import GeoConfig, load_geo_config
 from sarbridge.resources import resource_path
+from sarbridge.tasks.geo.config import GeoConfig, load_geo_config
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import geo_write_scene
+from sarbridge.core.errors import ConfigError
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import ConfigError
 from sarbridge.tasks.geo import datasets as geo_datasets
 from sarbridge.tasks.geo import grid as geo_grid
 from sarbridge.tasks.geo.config import load_geo_config

@@ -13,8 +13,8 @@ from affine import Affine
 from conftest import GEO_CRS, geo_write, geo_write_scene
 from expected import assert_pinned
 from sarbridge.app.cli import main
-from sarbridge.data.georaster import read_georaster, write_georaster
 from sarbridge.core.errors import SarbridgeError
+from sarbridge.data.georaster import read_georaster, write_georaster
 from sarbridge.tasks.geo.bundle import load_geo_model
 from sarbridge.tasks.geo.config import load_geo_config
 from sarbridge.tasks.geo.run import load_localisation, train_geo

@@ -61,9 +61,9 @@ def test_temperature_calibration_trusts_the_best_node_only_when_that_helps() -> 
 
 
 def test_query_expansion_switch_equals_expanding_the_queries_first() -> None:
+    from sarbridge.retrieval.rerank import average_query_expansion
     from sarbridge.tasks.geo.evaluate import evaluate_localisation
     from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, LocalisationData
-    from sarbridge.retrieval.rerank import average_query_expansion
 
     refs_emb, q_emb, targets, xy = _setup()
     q_emb = F.normalize(q_emb + 0.3 * torch.randn(q_emb.shape, generator=torch.Generator().manual_seed(1)), dim=1)

@@ -8,10 +8,17 @@ import tifffile
 from affine import Affine
 from pyproj import Transformer
 
-from sarbridge.data.georaster import GeoRaster, read_georaster
 from sarbridge.core.errors import DataError
-from sarbridge.tasks.geo.grid import (GridCell, RasterWindow, box_overlap_areas, image_layout, make_grid, validate_optical,
-                                validate_sar)
+from sarbridge.data.georaster import GeoRaster, read_georaster
+from sarbridge.tasks.geo.grid import (
+    GridCell,
+    RasterWindow,
+    box_overlap_areas,
+    image_layout,
+    make_grid,
+    validate_optical,
+    validate_sar,
+)
 
 X0, Y0 = 500000.0, 5700000.0
 

@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from sarbridge.data.georaster import GeoRaster, read_georaster, write_georaster
 from sarbridge.core.errors import DataError
+from sarbridge.data.georaster import GeoRaster, read_georaster, write_georaster
 from sarbridge.tasks.geo.grid import make_grid
 from sarbridge.tasks.geo.queries import build_map_localisation, locate_target, query_footprint_check
 

@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from expected import assert_pinned
 from sarbridge.app.cli import main
-from sarbridge.data.synthetic import generate_hoss_dataset
-from sarbridge.tasks.reid import task as reid_engine
 from sarbridge.core.checkpoint import load_checkpoint
+from sarbridge.core.errors import CheckpointError, ConfigError
+from sarbridge.data.synthetic import generate_hoss_dataset
+from sarbridge.nn.backbones import ModalityAwareBackbone, load_pretrained
 from sarbridge.tasks.pretrain.config import load_pretrain_config
 from sarbridge.tasks.pretrain.task import backbone_from_checkpoint, train_pretrain
+from sarbridge.tasks.reid import task as reid_engine
 from sarbridge.tasks.reid.task import train_reid
-from sarbridge.core.errors import CheckpointError, ConfigError
-from sarbridge.nn.backbones import ModalityAwareBackbone, load_pretrained
-from expected import assert_pinned
 from tiny_setup import tiny_config
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -18,12 +18,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from ddp_launch import torchrun
+from sarbridge.core.trainer import Trainer
+from sarbridge.core.utils import seed_everything
 from sarbridge.data.pairs import split_pairs
 from sarbridge.data.synthetic import generate_hoss_dataset
 from sarbridge.tasks.pretrain.config import load_pretrain_config
 from sarbridge.tasks.pretrain.task import PretrainTask, backbone_from_checkpoint, read_config_pairs
-from sarbridge.core.trainer import Trainer
-from sarbridge.core.utils import seed_everything
 
 TESTS = Path(__file__).resolve().parents[2]
 ROOT = TESTS.parent

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from sarbridge.app.cli import main
-from sarbridge.tasks.reid.ablation import ablation_configs, summarize_runs
-from sarbridge.resources import resource_path
 from expected import assert_pinned, chance_bound
+from sarbridge.app.cli import main
+from sarbridge.resources import resource_path
+from sarbridge.tasks.reid.ablation import ablation_configs, summarize_runs
 from tiny_setup import HOSS_SAMPLE, tiny_config, tiny_overrides
 
 # ALL->ALL means over seeds 0 and 1 of the one-epoch rows on the HOSS sample, measured with the

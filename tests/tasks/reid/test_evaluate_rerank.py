@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides
-from sarbridge.tasks.reid.config import ExperimentConfig
-from sarbridge.data.records import Sample
-from sarbridge.tasks.reid.evaluate import ReIDEvaluator, evaluate_protocols, rerank_options
 from sarbridge.core.errors import ConfigError
+from sarbridge.data.records import Sample
 from sarbridge.retrieval.distance import pairwise_distance
 from sarbridge.retrieval.metrics import evaluate, summarize
 from sarbridge.retrieval.rerank import average_query_expansion, gnn_rerank, k_reciprocal_rerank
+from sarbridge.tasks.reid.config import ExperimentConfig
+from sarbridge.tasks.reid.evaluate import ReIDEvaluator, evaluate_protocols, rerank_options
 
 KEYS = ("mAP", "R1", "R5", "R10", "mINP", "queries")
 

@@ -78,8 +78,8 @@ def test_generated_features_embed_twins_as_the_other_modality(tmp_path, tiny_mod
 
 
 def test_enabled_fusion_without_generator_fails_before_training(tmp_path):
-    from sarbridge.tasks.reid.task import train_reid
     from sarbridge.core.errors import ConfigError
+    from sarbridge.tasks.reid.task import train_reid
 
     cfg = tiny_config(extra=["fusion.enabled=true"])
     with pytest.raises(ConfigError, match="opt2sar_checkpoint"):
@@ -88,3 +88,27 @@ def test_enabled_fusion_without_generator_fails_before_training(tmp_path):
     cfg = tiny_config(extra=["fusion.enabled=true", f"fusion.opt2sar_checkpoint={tmp_path / 'nope.pt'}"])
     with pytest.raises(ConfigError, match="not found"):
         train_reid(cfg, tmp_path, progress=False)
+
+
+def test_generation_noise_does_not_depend_on_where_the_data_lies(tmp_path, tiny_model):
+    """Two copies of one data set in different folders get the same noise keys, hence the same twins."""
+    import shutil
+
+    from sarbridge.tasks.reid.fusion import noise_key
+
+    model, spec, _ = tiny_model
+    seen: list[list[str]] = []
+
+    def record(raws, modality, keys):
+        seen.append(list(keys))
+        return np.zeros((len(raws), 1, 24, 12, 3), dtype=np.uint8)
+
+    for copy in ("a", "b/deeper"):
+        root = tmp_path / copy / "HOSS"
+        shutil.copytree(HOSS_SAMPLE, root)
+        optical = [s for s in load_hoss(root).query if s.modality == "optical"][:2]
+        generated_features(model, spec, optical, record, GeneratedFeatureCache(tmp_path / copy / "cache", "k"),
+                           torch.device("cpu"), progress=False)
+    assert seen[0] == seen[1]
+    assert seen[0][0].startswith("query/") and seen[0][0].endswith("_RGB.tif")
+    assert noise_key(optical[0]) == seen[1][0]

@@ -11,10 +11,13 @@ import tifffile
 import torch
 from PIL import Image
 
-from sarbridge.tasks.reid.config import DataConfig
-from sarbridge.tasks.reid.dataset import make_label_map
+from sarbridge.core.errors import ConfigError
 from sarbridge.data.gpu_augment import BatchAugment
 from sarbridge.data.io import read_image
+from sarbridge.data.records import Sample
+from sarbridge.data.transforms import PreprocessSpec
+from sarbridge.tasks.reid.config import DataConfig
+from sarbridge.tasks.reid.dataset import make_label_map
 from sarbridge.tasks.reid.loader import (
     batch_to_device,
     build_batch_augment,
@@ -23,10 +26,7 @@ from sarbridge.tasks.reid.loader import (
     gpu_augment_enabled,
     seed_worker,
 )
-from sarbridge.data.records import Sample
 from sarbridge.tasks.reid.sampler import PKSampler
-from sarbridge.data.transforms import PreprocessSpec
-from sarbridge.core.errors import ConfigError
 
 SPEC = PreprocessSpec(image_size=[16, 8])
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from expected import assert_pinned, random_feature_metrics
 from sarbridge.app.cli import main
 from sarbridge.data.records import Sample
 from sarbridge.data.synthetic import generate_hoss_dataset
-from sarbridge.tasks.reid.evaluate import ReIDEvaluator, evaluate_protocols
 from sarbridge.resources import resource_path
 from sarbridge.retrieval.distance import pairwise_distance
 from sarbridge.retrieval.metrics import evaluate, summarize
-from expected import assert_pinned, random_feature_metrics
+from sarbridge.tasks.reid.evaluate import ReIDEvaluator, evaluate_protocols
 from tiny_setup import HOSS_SAMPLE, tiny_overrides
 
 PROTOCOL_KEYS = {"mAP", "R1", "R5", "R10", "mINP", "queries"}

@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from sarbridge.core.errors import DataError
 from sarbridge.data.hoss import load_hoss
 from sarbridge.tasks.reid.sampler import PKSampler
-from sarbridge.core.errors import DataError
 
 
 def make_data(spec: dict[int, tuple[int, int]], seed: int = 0) -> tuple[list[int], list[int]]:

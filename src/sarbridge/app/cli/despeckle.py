@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import cast
 
 from sarbridge.app.cli.common import add_common
 from sarbridge.core.errors import ConfigError, DataError, SarbridgeError
@@ -43,7 +44,7 @@ def _bands(path: Path) -> int | None:
 
     try:
         with tifffile.TiffFile(path) as tf:
-            page = tf.pages[0]
+            page = cast("tifffile.TiffPage", tf.pages[0])  # the first page is never a TiffFrame
             shape = tf.series[0].shape if tf.series else page.shape
             if page.samplesperpixel > 1:
                 return int(page.samplesperpixel)

@@ -93,7 +93,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 for j, img in enumerate(imgs):
                     target = out / f"{f.stem}_k{j}.png"
                     arr = np.ascontiguousarray(img)
-                    atomic_write(target, lambda p, a=arr: Image.fromarray(a).save(p, format="PNG"))
+
+                    def save_png(p: Path, a: np.ndarray = arr) -> None:
+                        Image.fromarray(a).save(p, format="PNG")
+
+                    atomic_write(target, save_png)
                     written.append(target.name)
             bar.update(len(chunk))
     finally:

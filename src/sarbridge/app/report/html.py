@@ -37,6 +37,7 @@ from sarbridge.tasks.registry import ReportSpec, report_result_keys, report_task
 from sarbridge.viz.figures import (
     RankedCandidate,
     RankedRow,
+    Status,
     retrieval_figure,
     to_display_uint8,
 )
@@ -50,7 +51,7 @@ REPORT_FILE = "report.html"
 _LOGS = (("training", "train_log.jsonl"), ("coarse model", "coarse/train_log.jsonl"),
          ("graph refiner", "refine/train_log.jsonl"))
 _IMAGE_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
-_FIGURE_STATUS = {"match": "match", "neighbour": "near", "near": "near", "wrong": "wrong"}
+_FIGURE_STATUS: dict[str, Status] = {"match": "match", "neighbour": "near", "near": "near", "wrong": "wrong"}
 _MAX_SIDE = 256  # thumbnails are downscaled to this before drawing
 
 _CSS = """
@@ -246,7 +247,9 @@ def _metrics_section(metrics: dict[str, Any], report: ReportSpec) -> str:
         parts.append(f'<p class="note">{_prose(note)}</p>')
     skip = report_result_keys() | {"cmc", "meta"}
     other = {k: v for k, v in metrics.items() if k not in skip}
-    meta = metrics.get("meta") if isinstance(metrics.get("meta"), dict) else {}
+    meta = metrics.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     kv = [[k, v if not isinstance(v, (dict, list)) else json.dumps(v)] for k, v in {**meta, **other}.items()]
     if kv:
         parts.append("<h3>Run facts</h3>" + _table(["key", "value"], kv, left=2))
@@ -459,7 +462,9 @@ def _run_name(run: Path) -> str:
 
 
 def _header(run: Path, metrics: dict[str, Any], report: ReportSpec) -> str:
-    meta = metrics.get("meta") if isinstance(metrics.get("meta"), dict) else {}
+    meta = metrics.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     evaluated = datetime.fromtimestamp((run / "metrics.json").stat().st_mtime, tz=UTC)
     facts = [
         ("run folder", str(run.resolve())),

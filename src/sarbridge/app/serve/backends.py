@@ -174,7 +174,7 @@ class ReidBackend(_Backend):
         with self.lock:
             q = self.embedder.embed(arr, modality).numpy()
             scores, ids = self.index.search(q, min(k, len(self.index)))
-        matches = []
+        matches: list[dict[str, Any]] = []
         meta = self.index.metadata
         for score, i in zip(scores[0].tolist(), ids[0].tolist()):
             if i < 0:

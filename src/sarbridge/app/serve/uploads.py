@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,8 +85,8 @@ def sniff_image_type(head: bytes) -> str | None:
     return None
 
 
-def limited_receive(receive: Callable[[], Awaitable[dict[str, Any]]], limit_bytes: int
-                    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+def limited_receive(receive: Callable[[], Awaitable[MutableMapping[str, Any]]], limit_bytes: int
+                    ) -> Callable[[], Awaitable[MutableMapping[str, Any]]]:
     """Wrap an ASGI ``receive`` so that reading more than ``limit_bytes`` of body raises at once.
 
     Args:
@@ -99,7 +99,7 @@ def limited_receive(receive: Callable[[], Awaitable[dict[str, Any]]], limit_byte
     """
     seen = 0
 
-    async def wrapped() -> dict[str, Any]:
+    async def wrapped() -> MutableMapping[str, Any]:
         nonlocal seen
         message = await receive()
         if message.get("type") == "http.request":

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -129,10 +130,9 @@ def read_bigearthnet_pairs(
             raise unmatched_error("pairs.csv rows", absent, r, "every row needs s1/{s1_name}.npz and s2/{patch_id}.npz")
         rows = [row for row in rows if row["patch_id"] not in set(absent)]
     else:
-        s1 = {_cell(p.stem): p.stem for p in sorted((r / "s1").glob("*.npz"))}
-        s2 = {_cell(p.stem): p.stem for p in sorted((r / "s2").glob("*.npz"))}
-        s1.pop(None, None)
-        s2.pop(None, None)
+        # patches whose names carry no grid cell are left out
+        s1 = {c: p.stem for p in sorted((r / "s1").glob("*.npz")) if (c := _cell(p.stem)) is not None}
+        s2 = {c: p.stem for p in sorted((r / "s2").glob("*.npz")) if (c := _cell(p.stem)) is not None}
         lonely = sorted([f"s1/{s1[c]}" for c in set(s1) - set(s2)] + [f"s2/{s2[c]}" for c in set(s2) - set(s1)])
         if lonely and strict:
             raise unmatched_error("patches", lonely, r, "add pairs.csv (patch_id,s1_name) or the missing twins")
@@ -145,7 +145,8 @@ def read_bigearthnet_pairs(
             meta.update({"mgrs_tile": cell[0], "grid_row": str(cell[1]), "grid_col": str(cell[2])})
         items.append(PairItem(
             optical=BigEarthNetRGBLoader(str(r / "s2" / f"{row['patch_id']}.npz"), *rgb_percentiles),
-            sar=BigEarthNetSARLoader(str(r / "s1" / f"{row['s1_name']}.npz"), sar_mode, tuple(db_range)),
+            sar=BigEarthNetSARLoader(str(r / "s1" / f"{row['s1_name']}.npz"), sar_mode,
+                                     cast(tuple[float, float], tuple(db_range))),
             key=row["patch_id"], gsd_optical=10.0, gsd_sar=10.0, meta=meta,
         ))
     return nonempty(items, "bigearthnet", r)

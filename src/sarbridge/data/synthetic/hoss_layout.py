@@ -235,7 +235,7 @@ def generate_hoss_dataset(
                     specs[pid] = sample_ship(_rng(seed, _STREAM_SPEC, pid))
                 spec = specs[pid]
                 shared = _shares_pose(pid in train_ids, k, n_pair, q_opt, q_sar)
-                pose_key = (_STREAM_POSE, pid, k, 0 if shared else (1 if mod == "RGB" else 2))
+                pose_key: tuple[int, ...] = (_STREAM_POSE, pid, k, 0 if shared else (1 if mod == "RGB" else 2))
                 img_rng = _rng(seed, _STREAM_OPT if mod == "RGB" else _STREAM_SAR, pid, k)
             else:
                 spec = sample_ship(_rng(seed, _STREAM_DISTRACTOR, k, 0))
@@ -286,8 +286,8 @@ def generate_hoss_dataset(
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["optical", "sar", "pid", "gsd_optical", "gsd_sar"])
-        for o, s, p in pairs:
-            w.writerow([o, s, p, gsd_optical, gsd_sar])
+        for o, s, pair_pid in pairs:
+            w.writerow([o, s, pair_pid, gsd_optical, gsd_sar])
         _atomic_write_bytes(root / "pairs.csv", buf.getvalue().encode("utf-8"))
     elif (root / "pairs.csv").is_file():
         (root / "pairs.csv").unlink()

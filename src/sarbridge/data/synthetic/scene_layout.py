@@ -415,8 +415,8 @@ def generate_scene_layout(height: int, width: int, seed: int, gsd: float = 0.5) 
         radius, th = rng.uniform(2.0, 3.5), rng.uniform(6.0, 12.0)
         for sgn in (-1.0, 1.0):
             across = p + tilt * along + sgn * (0.5 * w + 1.2)
-            uu, vv = (across, along) if ax == 0 else (along, across)
-            xs, ys = g.to_xy(uu, vv)
+            su, sv = (across, along) if ax == 0 else (along, across)
+            xs, ys = g.to_xy(su, sv)
             for tx, ty in zip(xs, ys):
                 if -radius < tx < wm + radius and -radius < ty < hm + radius:
                     _add_tree(g, canopy, float(tx), float(ty), radius, th)

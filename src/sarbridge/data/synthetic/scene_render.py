@@ -152,11 +152,11 @@ def render_optical(layout: SceneLayout, seed: int, sun_azimuth_deg: float = SUN_
     # shadows of buildings and trees, away from the sun
     occ = np.maximum(layout.heights, layout.canopy)
     a = math.radians(sun_azimuth_deg)
-    dr, dc = -math.cos(a), math.sin(a)  # one pixel step toward the sun (rows grow southward)
-    step = max(abs(dr), abs(dc))
-    dr, dc = dr / step, dc / step
-    drop = gsd * math.hypot(dr, dc) * math.tan(math.radians(sun_elevation_deg))
-    shadow = (_ray_height(occ, dr, dc, drop) > occ + 0.05).astype(np.float32)
+    sun_dr, sun_dc = -math.cos(a), math.sin(a)  # one pixel step toward the sun (rows grow southward)
+    step = max(abs(sun_dr), abs(sun_dc))
+    sun_dr, sun_dc = sun_dr / step, sun_dc / step
+    drop = gsd * math.hypot(sun_dr, sun_dc) * math.tan(math.radians(sun_elevation_deg))
+    shadow = (_ray_height(occ, sun_dr, sun_dc, drop) > occ + 0.05).astype(np.float32)
     shadow = _blur(shadow, 0.6)
     img *= (1.0 - 0.58 * shadow)[..., None] * (1.0 + np.array([-0.04, 0.0, 0.08], dtype=np.float32) * shadow[..., None])
 
@@ -253,7 +253,7 @@ def render_sar(layout: SceneLayout, seed: int, look_direction: str = "east", inc
     # --- shadow and layover -------------------------------------------------------------------
     ray = _ray_height(hgt, 0.0, -1.0, drop)  # occluders lie toward the sensor (-col)
     lit = ray <= hgt + 0.05
-    out = np.where(lit & ~bld, sigma, 0.0).astype(np.float64).ravel()
+    out: np.ndarray = np.where(lit & ~bld, sigma, 0.0).astype(np.float64).ravel()
     rows, cols = np.nonzero(bld & lit)
     if rows.size:
         tgt = cols - np.rint(hgt[rows, cols] * px_per_m).astype(np.int64)

@@ -332,8 +332,8 @@ def derive_scatterers(spec: ShipSpec, rng: np.random.Generator) -> list[Scattere
     us = rng.uniform(-half_l * 0.95, half_l * 0.95, size=n_rail)
     sides = rng.choice([-1.0, 1.0], size=n_rail)
     ws = _half_width(spec, us)
-    rcs = rng.lognormal(0.0, 0.6, size=n_rail) * 0.8
-    for u, s, w, r in zip(us, sides, ws, rcs):
+    rail_rcs = rng.lognormal(0.0, 0.6, size=n_rail) * 0.8
+    for u, s, w, r in zip(us, sides, ws, rail_rcs):
         if w > 0.5:
             out.append(Scatterer(float(u), float(s * (w - 0.4)), 1.0, float(r), "rail"))
     return out

@@ -33,7 +33,7 @@ GPU stay there.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 import numpy as np
 import torch
@@ -152,6 +152,20 @@ def gnn_propagate(
         return f if layers else l2_normalize(f)
 
 
+@overload
+def gnn_rerank(
+    q: Any, g: Any, k1: int = ..., k2: int = ..., layers: int = ..., mode: GNNMode = ...,
+    chunk_size: int | None = ..., device: Any = ..., topk: None = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def gnn_rerank(
+    q: Any, g: Any, k1: int = ..., k2: int = ..., layers: int = ..., mode: GNNMode = ...,
+    chunk_size: int | None = ..., device: Any = ..., *, topk: int,
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def gnn_rerank(
     q: Any,
     g: Any,
@@ -192,10 +206,10 @@ def gnn_rerank(
         fg = f[m:]
         for s in range(0, m, rows):
             d = (1.0 - f[s: min(s + rows, m)] @ fg.T).clamp_(0.0, 2.0)
-            if k is not None:
+            if idx is not None:  # i.e. k is not None
                 # stable order: ascending distance, ties by gallery index
                 order = torch.argsort(d, dim=1, stable=True)[:, :k]
                 idx[s: s + d.shape[0]] = order.cpu().numpy()
                 d = torch.gather(d, 1, order)
             out[s: s + d.shape[0]] = d.to(torch.float32).cpu().numpy()
-    return out if k is None else (out, idx)
+    return out if idx is None else (out, idx)

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -200,7 +200,8 @@ def build_unet(cfg: UNetConfig, resolution: Sequence[int], channels: int = 3) ->
 
 def unet_config_dict(unet: nn.Module) -> dict[str, Any]:
     """The UNet's constructor arguments as plain JSON types (stored in checkpoints)."""
-    raw = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    config = cast(Mapping[str, Any], unet.config)  # diffusers' FrozenDict, set dynamically on the module
+    raw = {k: v for k, v in config.items() if not k.startswith("_")}
     return json.loads(json.dumps(raw))
 
 

@@ -113,7 +113,7 @@ def resize_uint8(img: np.ndarray, resolution: Sequence[int]) -> np.ndarray:
     h, w = int(resolution[0]), int(resolution[1])
     if img.shape[0] == h and img.shape[1] == w:
         return np.ascontiguousarray(img)
-    return np.array(Image.fromarray(img).resize((w, h), Image.BICUBIC))
+    return np.array(Image.fromarray(img).resize((w, h), Image.Resampling.BICUBIC))
 
 
 def prepare_uint8(

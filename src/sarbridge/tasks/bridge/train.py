@@ -26,7 +26,7 @@ collective); only rank 0 writes files.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -272,7 +272,7 @@ class DiffusionTask:
         loss = self.bridge.training_loss(net, x0, y)  # type: ignore[arg-type]
         return {"loss": loss}
 
-    def on_step(self, trainer: Any, epoch: int, step: int, logs: dict[str, float]) -> None:
+    def on_step(self, trainer: Any, epoch: int, step: int, logs: Mapping[str, float]) -> None:
         """Trainer callback: count steps and update the EMA."""
         self.global_step += 1
         e = self.cfg.ema

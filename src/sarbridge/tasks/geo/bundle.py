@@ -18,13 +18,13 @@ from sarbridge.core.config import config_from_dict, config_to_dict
 from sarbridge.core.errors import CheckpointError
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.tasks.geo.config import GeoConfig
-from sarbridge.tasks.geo.model import build_geo_model
+from sarbridge.tasks.geo.model import GeoEmbeddingNet, build_geo_model
 from sarbridge.tasks.geo.refine import LocationRefiner
 
 TASK = "geo"
 
 
-def build_encoder(cfg: GeoConfig, load_pretrained: bool = True) -> nn.Module:
+def build_encoder(cfg: GeoConfig, load_pretrained: bool = True) -> GeoEmbeddingNet:
     """The embedding network a config describes (random init unless ``model.pretrained`` is a local file)."""
     m = cfg.model
     return build_geo_model(
@@ -54,7 +54,7 @@ def arch_of(cfg: GeoConfig) -> dict[str, Any]:
 class GeoModel:
     """A loaded ``geo_model.pt``."""
 
-    encoder: nn.Module
+    encoder: GeoEmbeddingNet
     refiner: nn.Module | None
     spec: PreprocessSpec
     cfg: GeoConfig

@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from sarbridge.core.errors import DataError
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, ImageLoader
+
+if TYPE_CHECKING:
+    from sarbridge.tasks.geo.model import GeoEmbeddingNet
 
 MODALITY_INDEX = {OPTICAL: 0, SAR: 1}
 GEO_CACHE_FORMAT_VERSION = 1
@@ -83,7 +86,7 @@ def patch_uint8(arr: np.ndarray, modality: str, spec: PreprocessSpec, source: st
     img = Image.fromarray(spec.to_uint8(arr, modality))
     h, w = spec.image_size
     if img.size != (w, h):
-        img = img.resize((w, h), Image.BICUBIC)
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
     out = np.asarray(img, dtype=np.uint8)
     if out.shape != (h, w, 3):
         raise DataError(f"patch {source} converts to shape {out.shape}, not ({h}, {w}, 3)",
@@ -284,7 +287,7 @@ class QueryPairs(Dataset):
 
 
 @torch.no_grad()
-def embed_patches(model: torch.nn.Module, images: PatchImages, device: torch.device, batch_size: int = 64,
+def embed_patches(model: GeoEmbeddingNet, images: PatchImages, device: torch.device, batch_size: int = 64,
                   progress: bool = False, desc: str = "embedding") -> torch.Tensor:
     """L2-normalised embeddings ``(N, D)`` (float32, CPU) of a :class:`PatchImages` set.
 

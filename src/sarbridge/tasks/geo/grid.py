@@ -396,7 +396,7 @@ def make_grid(
                         "use a smaller patch_size or a larger map")
     rows = _starts(y0, y1, patch, step, drop_partial)
     cols = _starts(x0, x1, patch, step, drop_partial)
-    cells = []
+    cells: list[GridCell] = []
     for r, ry in enumerate(rows):
         for c, cx in enumerate(cols):
             cells.append(GridCell(len(cells), r, c, (cx, ry, min(cx + patch, x1), min(ry + patch, y1))))

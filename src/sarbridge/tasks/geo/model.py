@@ -133,7 +133,7 @@ def _resolve_modality_specific(name: str, modality_specific: Sequence[str] | str
 
 def build_geo_model(
     backbone: str = "resnet50",
-    image_size: tuple[int, int] | list[int] = (200, 200),
+    image_size: Sequence[int] = (200, 200),
     embed_dim: int = 512,
     modality_specific: Sequence[str] | str | None = "auto",
     projection_bn: bool = True,

@@ -122,7 +122,7 @@ class LocalisationData:
         keep = list(indices)
         remap = {old: new for new, old in enumerate(keep)}
         refs = [replace(self.references[old], index=new) for new, old in enumerate(keep)]
-        queries = []
+        queries: list[GeoQuery] = []
         for q in self.queries:
             if q.target not in remap:
                 continue

@@ -135,9 +135,9 @@ def write_geo_rankings(
         ap, rank, err = geo_query_summary(res.ranked, targets, q_xy, np.asarray(res.pred_xy, dtype=np.float64))
         items: list[dict[str, Any]] = []
         remap: dict[int, int] = {}
-        entries = []
+        entries: list[dict[str, Any]] = []
         for i, q in enumerate(qs):
-            top = []
+            top: list[dict[str, Any]] = []
             for j in range(min(top_k, res.ranked.shape[1])):
                 idx = int(res.ranked[i, j])
                 if idx not in remap:

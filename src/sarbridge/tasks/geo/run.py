@@ -39,6 +39,7 @@ from sarbridge.tasks.geo.evaluate import (
     evaluate_localisation,
     patch_size_m,
 )
+from sarbridge.tasks.geo.model import GeoEmbeddingNet
 from sarbridge.tasks.geo.patches import LocalisationData
 from sarbridge.tasks.geo.queries import build_map_localisation
 from sarbridge.tasks.geo.rankings import write_geo_rankings
@@ -52,7 +53,7 @@ from sarbridge.tasks.geo.train import (
     noisy_graphs,
     refine_optim,
 )
-from sarbridge.viz.figures import RankedCandidate, RankedRow, retrieval_figure
+from sarbridge.viz.figures import RankedCandidate, RankedRow, Status, retrieval_figure
 
 
 def load_localisation(cfg: GeoConfig) -> LocalisationData:
@@ -127,7 +128,8 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     del trainer
     coarse.load_best(task.model)
     encoder = task.model.encoder.to(device).eval()
-    refiner, refine_info = None, {}
+    refiner: torch.nn.Module | None = None
+    refine_info: dict[str, Any] = {}
     if cfg.refine.enabled:
         refiner, refine_info = _train_refiner(run, task, encoder, train_view)
     info = {"epoch": coarse.best_epoch, "patch_size_m": task.patch_m, "crs": data.crs, "data": data.name,
@@ -142,7 +144,7 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     return metrics
 
 
-def _train_refiner(run: TrainingRun, task: GeoCoarseTask, encoder: torch.nn.Module,
+def _train_refiner(run: TrainingRun, task: GeoCoarseTask, encoder: GeoEmbeddingNet,
                    view: LocalisationData) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Stage 2 on the coarse stage's own reference and query patches (not prepared again)."""
     cfg: GeoConfig = task.cfg
@@ -254,7 +256,7 @@ def retrieval_picture(path: Path, result: RankedResult, view: LocalisationData, 
         cands = []
         for r in range(min(k, result.ranked.shape[1])):
             idx = int(result.ranked[i, r])
-            status = "match" if idx == q.target else "near" if idx in q.near else "wrong"
+            status: Status = "match" if idx == q.target else "near" if idx in q.near else "wrong"
             d = float(np.linalg.norm(ref_xy[idx] - qxy[i]))
             cands.append(RankedCandidate(view.references[idx].load(), status,
                                          f"#{r + 1} {d:.0f} m s={float(result.scores[i, r]):.2f}"))

@@ -20,6 +20,7 @@ from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.tasks.geo.bundle import TASK, build_encoder, load_geo_model
 from sarbridge.tasks.geo.config import GeoConfig
 from sarbridge.tasks.geo.datasets import PatchImages, embed_patches
+from sarbridge.tasks.geo.model import GeoEmbeddingNet
 from sarbridge.tasks.geo.results import RUN_CHECKPOINT
 from sarbridge.tasks.geo.run import split_queries
 from sarbridge.tasks.run_features import (
@@ -31,7 +32,7 @@ from sarbridge.tasks.run_features import (
 )
 
 
-def initial_geo_encoder(cfg: GeoConfig, run: Path = Path(".")) -> tuple[torch.nn.Module, str]:
+def initial_geo_encoder(cfg: GeoConfig, run: Path = Path(".")) -> tuple[GeoEmbeddingNet, str]:
     """The localisation encoder as training initialised it: ``seed_everything(cfg.seed)`` then
     :func:`~sarbridge.tasks.geo.bundle.build_encoder` (the first thing
     :class:`~sarbridge.tasks.geo.train.GeoCoarseTask` builds after :func:`~sarbridge.tasks.geo.run.train_geo`

@@ -35,6 +35,7 @@ from sarbridge.tasks.geo.bundle import arch_of, build_encoder, build_refiner
 from sarbridge.tasks.geo.config import GeoConfig
 from sarbridge.tasks.geo.datasets import PatchImages, QueryPairs, embed_patches
 from sarbridge.tasks.geo.evaluate import coarse_search, evaluate_localisation, patch_size_m
+from sarbridge.tasks.geo.model import GeoEmbeddingNet
 from sarbridge.tasks.geo.patches import GeoQuery, LocalisationData
 from sarbridge.tasks.geo.refine import RefinementInput, gather_candidates, refinement_loss
 
@@ -60,7 +61,7 @@ class GeoTrainModel(nn.Module):
     :meth:`forward` is the training forward (run through DistributedDataParallel under torchrun):
     the critic is not part of it (it has its own optimiser and gradient averaging)."""
 
-    def __init__(self, encoder: nn.Module, critic: nn.Module | None, refiner: nn.Module | None) -> None:
+    def __init__(self, encoder: GeoEmbeddingNet, critic: nn.Module | None, refiner: nn.Module | None) -> None:
         super().__init__()
         self.encoder = encoder
         self.critic = critic

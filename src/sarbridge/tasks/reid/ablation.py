@@ -149,6 +149,7 @@ def run_ablation(
                     ckpt = (train_bridge or train_bridge_for_ablation)(row_cfg, out / "bridge_opt2sar", progress)
                     overrides.append(f"fusion.opt2sar_checkpoint={ckpt}")
                 overrides.append(f"fusion.cache_dir={out / 'fusion_cache'}")
+                assert trained is not None  # +CDGF is the last row: the +CMAL row before it trained this model
                 metrics = evaluate_reid(trained, run_dir, device=row_cfg.device, progress=progress, overrides=overrides)
             per_row[name].append(metrics)
     rows = []

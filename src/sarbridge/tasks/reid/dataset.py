@@ -100,7 +100,7 @@ class ImageDataset(Dataset):
         if self.output == "raw":
             h, w = self.spec.image_size
             if img.shape[:2] != (h, w):
-                img = np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
+                img = np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BICUBIC))
             image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
         else:
             image = self.transform(Image.fromarray(img))

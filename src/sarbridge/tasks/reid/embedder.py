@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from sarbridge.data.io import read_image
 from sarbridge.data.records import OPTICAL, parse_modality
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.retrieval.rankings import rank
+
+if TYPE_CHECKING:
+    from sarbridge.tasks.reid.model import ReIDModel
 
 ImageLike = str | Path | np.ndarray | torch.Tensor | Any
 
@@ -67,7 +70,7 @@ class Embedder:
         device: where to run.
     """
 
-    def __init__(self, model: torch.nn.Module, spec: PreprocessSpec, device: torch.device) -> None:
+    def __init__(self, model: ReIDModel, spec: PreprocessSpec, device: torch.device) -> None:
         self.model = model.to(device).eval()
         self.spec = spec
         self.device = device

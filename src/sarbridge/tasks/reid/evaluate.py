@@ -8,9 +8,9 @@ SAR->Optical protocols from one bank of extracted features.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -79,7 +79,8 @@ def _extract(model: torch.nn.Module, samples: Sequence[Sample], spec: Preprocess
     was_training = model.training
     model.eval()
     feats = []
-    embed = model.embed if hasattr(model, "embed") else model
+    # the model's ``embed`` method where it has one (e.g. ReIDModel), else its forward
+    embed = cast(Callable[..., torch.Tensor], model.embed if hasattr(model, "embed") else model)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         f = embed(batch["image"].to(device, non_blocking=True), batch["modality"].to(device),
                   batch["size"].to(device))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from sarbridge.data.records import MODALITY_INDEX, OPTICAL, SAR, Sample
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.tasks.bridge.translate import BridgeTranslator
 from sarbridge.tasks.reid.config import FusionConfig
+
+if TYPE_CHECKING:
+    from sarbridge.tasks.reid.model import ReIDModel
 
 DIRECTION_OF = {OPTICAL: "opt2sar", SAR: "sar2opt"}
 Generator = Callable[[list[np.ndarray], str, list[str]], np.ndarray]
@@ -48,7 +51,7 @@ def model_digest(model: torch.nn.Module) -> str:
 
 @torch.no_grad()
 def embed_generated(
-    model: torch.nn.Module,
+    model: ReIDModel,
     spec: PreprocessSpec,
     images: np.ndarray,
     modality: str,
@@ -102,8 +105,15 @@ class GeneratedFeatureCache:
         return self.root / f"features_{reid_key[:16]}.pt"
 
 
+def noise_key(sample: Sample) -> str:
+    """The key of a sample's generation noise: its folder and file name, not its absolute path, so the
+    same data set gives the same generated twins (and fused metrics) wherever it is stored."""
+    p = Path(sample.path)
+    return f"{p.parent.name}/{p.name}"
+
+
 def generated_features(
-    model: torch.nn.Module,
+    model: ReIDModel,
     spec: PreprocessSpec,
     samples: Sequence[Sample],
     generate: Generator,
@@ -126,14 +136,16 @@ def generated_features(
         missing = [s for s in chunk if cached[s.path] is None]
         if missing:
             raws = [read_image(s.path) for s in missing]
-            gen = generate(raws, missing[0].modality, [s.path for s in missing])  # (N, K, H, W, 3)
+            gen = generate(raws, missing[0].modality, [noise_key(s) for s in missing])  # (N, K, H, W, 3)
             for s, imgs in zip(missing, gen):
                 cache.save_images(s, imgs)
                 cached[s.path] = imgs
         for s in chunk:
             raw_shape = read_image(s.path).shape
             size = torch.from_numpy(spec.size_features(raw_shape[0], raw_shape[1], s.modality))
-            known[s.path] = embed_generated(model, spec, cached[s.path], target, size, device).mean(0)
+            images = cached[s.path]
+            assert images is not None  # generated above when it was not cached
+            known[s.path] = embed_generated(model, spec, images, target, size, device).mean(0)
         bar.update(len(chunk))
     bar.close()
     if todo:
@@ -169,7 +181,7 @@ def check_fusion_ready(fusion: FusionConfig) -> None:
 
 
 def fuse_bank(
-    model: torch.nn.Module,
+    model: ReIDModel,
     spec: PreprocessSpec,
     bank: dict[str, torch.Tensor],
     samples: Sequence[Sample],

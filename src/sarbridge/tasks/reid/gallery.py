@@ -180,7 +180,7 @@ def query_gallery_index(
     ckpt = gallery_checkpoint(index_dir, index.info)
     q = load_embedder(ckpt, device).embed([img], mod).numpy()
     scores, ids = index.search(q, k)
-    results = []
+    results: list[dict[str, Any]] = []
     for score, i in zip(scores[0].tolist(), ids[0].tolist()):
         if i < 0:
             continue

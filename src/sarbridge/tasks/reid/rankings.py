@@ -8,7 +8,7 @@ gallery item matches). The file format is :mod:`sarbridge.retrieval.rankings`'.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def reid_protocol_entry(
 
 def write_reid_rankings(
     run_dir: str | Path,
-    protocols: dict[str, tuple[Sequence[Sample], Sequence[Sample], QueryRankings]],
+    protocols: Mapping[str, tuple[Sequence[Sample], Sequence[Sample], QueryRankings]],
     cmc: dict[str, Sequence[float]],
     description: str = "",
     top_k: int = TOP_K,

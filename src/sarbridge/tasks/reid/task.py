@@ -164,7 +164,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[ReIDModel, PreprocessSpec, 
 
 
 def evaluate_splits(
-    model: nn.Module,
+    model: ReIDModel,
     spec: PreprocessSpec,
     splits: ReIDSplits,
     device: torch.device,
@@ -192,12 +192,12 @@ def evaluate_splits(
     bank = {s.path: f for s, f in zip(samples, feats)}
     if fusion is not None and fusion.enabled:
         bank = fuse_bank(model, spec, bank, samples, fusion, device, cache_dir or "fusion_cache", progress)
-    results: dict[str, Any]
     if rankings_dir is None:
-        results = evaluate_protocols(bank, protocols, max_rank, rerank)
+        per_protocol = evaluate_protocols(bank, protocols, max_rank, rerank)
     else:
-        results, ranks = evaluate_protocols_with_rankings(bank, protocols, max_rank, rerank)
-        write_reid_rankings(rankings_dir, ranks, {k: v.get("cmc", []) for k, v in results.items()})
+        per_protocol, ranks = evaluate_protocols_with_rankings(bank, protocols, max_rank, rerank)
+        write_reid_rankings(rankings_dir, ranks, {k: v.get("cmc", []) for k, v in per_protocol.items()})
+    results: dict[str, Any] = per_protocol  # the same dict, with run-level entries added below
     results["protocol_source"] = source
     if fusion is not None and fusion.enabled:
         results["fusion"] = {"tau": fusion.tau, "samples": fusion.samples, "steps": fusion.steps,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -37,7 +38,8 @@ class RefinementInput:
 
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> RefinementInput:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return RefinementInput(**{name: None if v is None else fn(v) for name, v in values.items()})
+        mapped: dict[str, Any] = {name: None if v is None else fn(v) for name, v in values.items()}
+        return RefinementInput(**mapped)
 
     def select(self, rows: torch.Tensor | slice) -> RefinementInput:
         """The graphs at ``rows`` (an index tensor, boolean mask or slice)."""

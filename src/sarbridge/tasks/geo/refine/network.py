@@ -9,6 +9,7 @@ coarse score and the relative map position, stacks the layers and scores every n
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -219,8 +220,9 @@ class LocationRefiner(nn.Module):
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
         self.residual = residual
         if residual:  # start from the coarse order exactly; training learns corrections to it
-            nn.init.zeros_(self.head[-1].weight)
-            nn.init.zeros_(self.head[-1].bias)
+            last = cast(nn.Linear, self.head[-1])
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
             self.score_scale = nn.Parameter(torch.tensor(1.0))
 
     def forward(

@@ -1,0 +1,54 @@
+"""Checkpoints written by the previous package layout (tests/fixtures/checkpoint-v1) load and score the same."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from sarbridge.app.cli import main
+from sarbridge.core.checkpoint import load_checkpoint
+from sarbridge.tasks.reid.task import model_from_checkpoint
+from tiny_setup import HOSS_SAMPLE
+
+LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoint-v1" / "reid"
+
+
+def test_legacy_best_checkpoint_evaluates_to_its_stored_metrics(tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(LEGACY / "best.pt"), "--data", str(HOSS_SAMPLE), "--out", str(out),
+                 "--no-report"]) == 0
+    got = json.loads((out / "metrics.json").read_text())
+    want = json.loads((LEGACY / "metrics.json").read_text())
+    for proto in ("all2all", "opt2sar", "sar2opt"):
+        assert got[proto]["queries"] == want[proto]["queries"]
+        for k in ("mAP", "R1", "R5", "R10", "mINP"):
+            assert got[proto][k] == pytest.approx(want[proto][k], abs=1e-6), (proto, k)
+    assert got["protocol_source"] == want["protocol_source"]
+
+
+def test_legacy_checkpoint_restores_every_tensor():
+    model, spec, cfg, state = model_from_checkpoint(LEGACY / "best.pt")
+    own = model.state_dict()
+    assert set(own) == set(state["model"])
+    for k, v in state["model"].items():
+        assert torch.equal(own[k], v), k
+    assert spec.to_dict() == state["preprocess"]
+    assert cfg.data.image_size == [32, 16]
+
+
+def test_legacy_training_state_resumes(tmp_path):
+    """A finished run of the old layout, resumed: nothing is trained again and its checkpoint is kept."""
+    run = tmp_path / "run"
+    shutil.copytree(LEGACY, run)
+    before = load_checkpoint(run / "last.pt")
+    rc = main(["train", "--config", str(run / "config.yaml"), "--data", str(HOSS_SAMPLE), "--out", str(run),
+               "--resume", "--no-report"])
+    assert rc == 0
+    after = load_checkpoint(run / "last.pt")
+    assert after["epoch"] == before["epoch"]
+    for k, v in before["model"].items():
+        assert torch.equal(after["model"][k], v), k
