@@ -126,11 +126,17 @@ def test_skip_steps_uniform():
 
 
 def test_skip_steps_bbdm_reference():
+    """The released BBDM schedule: arange(T-1, 1, -((T-1)/(s-2))).long() then 1, 0 (hand-written lists)."""
     b = BrownianBridge()
-    s = b.skip_steps(200, "bbdm")  # arange(999, 1, -(999 // 198)) + [1, 0]
-    assert s[:3] == [999, 994, 989] and s[-3:] == [4, 1, 0] and len(s) == 202
-    assert b.skip_steps(10, "bbdm") == [999, 875, 751, 627, 503, 379, 255, 131, 7, 1, 0]
+    assert b.skip_steps(10, "bbdm") == [999, 874, 749, 624, 499, 374, 249, 124, 1, 0]
+    s = b.skip_steps(200, "bbdm")
+    assert len(s) == 200 and len(set(s)) == 200
+    assert s[:12] == [999, 993, 988, 983, 978, 973, 968, 963, 958, 953, 948, 943]
+    assert s[-8:] == [30, 25, 20, 15, 10, 5, 1, 0]
+    # every middle step is floor(999 - i * 999 / 198): the float stride truncated, never a rounded one
+    assert s[:-2] == [int(999 - i * 999 / 198) for i in range(198)]
     assert b.skip_steps(1000, "bbdm") == list(range(999, -1, -1))
+    assert b.skip_steps(3, "bbdm") == [999, 1, 0]
 
 
 # ---- one reverse step by hand -------------------------------------------------------------------

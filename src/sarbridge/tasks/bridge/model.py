@@ -367,8 +367,9 @@ class BrownianBridge:
 
         ``uniform``: exactly ``steps`` distinct timesteps ``round(linspace(T-1, 0, steps))``;
         ``steps >= T`` is the full chain ``T-1, ..., 0``; ``steps = 1`` evaluates once at ``T-1``.
-        ``bbdm``: the released BBDM schedule ``arange(T-1, 1, -((T-1) // (steps-2)))`` followed by
-        ``1, 0`` (for ``steps = 200`` that is 202 evaluations); full chain when ``steps >= T``.
+        ``bbdm``: the released BBDM schedule, ``arange(T-1, 1, -((T-1) / (steps-2))).long()`` (a float
+        stride, truncated) followed by ``1, 0``: exactly ``steps`` evaluations (for ``T = 1000``,
+        ``steps = 200``: 999, 993, 988, ..., 5, 1, 0); full chain when ``steps >= T``.
         """
         T = self.num_timesteps
         s = T if steps is None else int(steps)
@@ -383,8 +384,9 @@ class BrownianBridge:
         if skip_type == "bbdm":
             if s <= 2:
                 return [T - 1, 0][:s] if s == 2 else [T - 1]
-            stride = (T - 1) // (s - 2)
-            return list(range(T - 1, 1, -stride)) + [1, 0]
+            # computed as the released code does (torch.arange on a float stride, then .long())
+            mid = torch.arange(T - 1, 1, step=-((T - 1) / (s - 2))).long().tolist()
+            return [int(v) for v in mid] + [1, 0]
         raise ConfigError(f"unknown skip_type '{skip_type}'", "use uniform or bbdm")
 
     def step_coefficients(self, t: int, n: int, eta: float = 1.0) -> dict[str, float]:
