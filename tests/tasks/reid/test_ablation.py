@@ -1,6 +1,7 @@
 """The cumulative ablation: configs per row, aggregation over seeds, files written."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,27 @@ def test_ablate_cli_two_seeds(tmp_path, capsys):
     assert "+CMAL" in md and "±" in md
     assert (tmp_path / "seed1" / "cmal" / "best.pt").is_file()
     assert "Optical->SAR mAP" in capsys.readouterr().out
+
+
+def test_ablate_checks_every_step_before_training(tmp_path, capsys):
+    """+CDGF without a bridge, a missing diffusion config or a missing checkpoint fail before any training."""
+    base = ["ablate", "--config", str(resource_path("demo.yaml")), "--quiet"]
+    for o in tiny_overrides(epochs=1):
+        base += ["--set", o]
+    cases = [
+        ([], "+CDGF needs an optical->SAR bridge"),
+        (["--set", "ablation.diffusion_config=no/such/bbdm.yaml"], "no/such/bbdm.yaml"),
+        (["--set", "fusion.opt2sar_checkpoint=no/such/best.pt"], "no/such/best.pt"),
+        (["--set", "ablation.cdgf={fusion.enabled: true, fusion.modalities: [optical, sar]}",
+          "--set", f"ablation.diffusion_config={Path(__file__).resolve().parents[3] / 'configs' / 'bbdm_demo.yaml'}"],
+         "fusion.sar2opt_checkpoint"),
+    ]
+    for i, (extra, needle) in enumerate(cases):
+        out = tmp_path / f"run{i}"
+        assert main([*base, "--out", str(out), *extra]) == 2, needle
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and needle in err and "\n" not in err, err
+        assert not out.exists() or not any(out.iterdir()), f"case {i} wrote {sorted(out.rglob('*'))}"
 
 
 BRIDGE_TINY = [

@@ -9,6 +9,7 @@ metric keys of ``metrics.json``, means over seeds with standard deviations under
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sarbridge.data.splits import PROTOCOL_TITLES
 from sarbridge.tasks.bridge.config import load_diffusion_config
 from sarbridge.tasks.bridge.train import train_diffusion
 from sarbridge.tasks.reid.config import ExperimentConfig
+from sarbridge.tasks.reid.fusion import check_fusion_ready
 from sarbridge.tasks.reid.task import evaluate_reid, train_reid
 from sarbridge.viz.tables import markdown_table
 
@@ -81,6 +83,48 @@ def ablation_markdown(rows: list[dict[str, Any]], seeds: list[int]) -> str:
     return markdown_table(body, header) + "\n" + note + "\n"
 
 
+def _bridge_overrides(cfg: ExperimentConfig) -> list[str]:
+    return [
+        f"data.root={cfg.data.root}", "direction=opt2sar", f"data.sar_preprocess={cfg.data.sar_preprocess}",
+        f"data.sar_alpha={cfg.data.sar_alpha}", f"seed={cfg.seed}", f"device={cfg.device}",
+        *cfg.ablation.diffusion_overrides,
+    ]
+
+
+def _bridge_ready(out_dir: Path) -> bool:
+    return (out_dir / "best.pt").is_file() and (out_dir / "metrics.json").is_file()
+
+
+def _missing_bridge_error() -> ConfigError:
+    return ConfigError(
+        "+CDGF needs an optical->SAR bridge: neither fusion.opt2sar_checkpoint nor ablation.diffusion_config is set",
+        "set ablation.diffusion_config=configs/bbdm_demo.yaml or give a trained checkpoint",
+    )
+
+
+def check_ablation_ready(cfg: ExperimentConfig, out_dir: str | Path, custom_bridge_trainer: bool = False) -> None:
+    """Check what every step needs before the first one trains (a missing bridge must not surface hours later).
+
+    Checks the +CDGF row: its fusion checkpoints exist, or the optical->SAR bridge it will train has a
+    loadable diffusion config (or was already trained into ``out_dir/bridge_opt2sar``).
+
+    Raises:
+        ConfigError: naming the missing key or file.
+    """
+    cdgf = ablation_configs(cfg)[-1][1]
+    fusion = cdgf.fusion
+    if not fusion.enabled:
+        return
+    trains_bridge = "optical" in fusion.modalities and not fusion.opt2sar_checkpoint
+    if trains_bridge and not custom_bridge_trainer and not _bridge_ready(Path(out_dir) / "bridge_opt2sar"):
+        if not cfg.ablation.diffusion_config:
+            raise _missing_bridge_error()
+        load_diffusion_config(cfg.ablation.diffusion_config, _bridge_overrides(cfg))  # a bad file or key fails now
+    placeholder = "<trained by the ablation>"
+    check_fusion_ready(replace(fusion, opt2sar_checkpoint=fusion.opt2sar_checkpoint or placeholder)
+                       if trains_bridge else fusion, skip=(placeholder,))
+
+
 def train_bridge_for_ablation(cfg: ExperimentConfig, out_dir: Path, progress: bool = True) -> str:
     """Train (once; reused by later seeds) the optical->SAR bridge that +CDGF samples from.
 
@@ -92,19 +136,11 @@ def train_bridge_for_ablation(cfg: ExperimentConfig, out_dir: Path, progress: bo
     """
 
     best = Path(out_dir) / "best.pt"
-    if best.is_file() and (Path(out_dir) / "metrics.json").is_file():
+    if _bridge_ready(Path(out_dir)):
         return str(best)
     if not cfg.ablation.diffusion_config:
-        raise ConfigError(
-            "+CDGF needs an optical->SAR bridge: neither fusion.opt2sar_checkpoint nor ablation.diffusion_config is set",
-            "set ablation.diffusion_config=configs/bbdm_demo.yaml or give a trained checkpoint",
-        )
-    overrides = [
-        f"data.root={cfg.data.root}", "direction=opt2sar", f"data.sar_preprocess={cfg.data.sar_preprocess}",
-        f"data.sar_alpha={cfg.data.sar_alpha}", f"seed={cfg.seed}", f"device={cfg.device}",
-        *cfg.ablation.diffusion_overrides,
-    ]
-    dcfg = load_diffusion_config(cfg.ablation.diffusion_config, overrides)
+        raise _missing_bridge_error()
+    dcfg = load_diffusion_config(cfg.ablation.diffusion_config, _bridge_overrides(cfg))
     train_diffusion(dcfg, out_dir, overwrite=True, progress=progress)
     return str(best)
 
@@ -127,6 +163,7 @@ def run_ablation(
         progress: progress bars.
     """
     out = Path(out_dir)
+    check_ablation_ready(cfg, out, custom_bridge_trainer=train_bridge is not None)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     configs = ablation_configs(cfg)

@@ -159,8 +159,12 @@ def fuse(feature: torch.Tensor, generated_mean: torch.Tensor, tau: float) -> tor
     return F.normalize((1.0 - tau) * f + tau * generated_mean.float(), dim=-1)
 
 
-def check_fusion_ready(fusion: FusionConfig) -> None:
+def check_fusion_ready(fusion: FusionConfig, skip: Sequence[str] = ()) -> None:
     """Fail early (before hours of training) when enabled fusion lacks a generator checkpoint.
+
+    Args:
+        fusion: the fusion section.
+        skip: checkpoint values not to look for on disk (e.g. one that a later step will train).
 
     Raises:
         ConfigError: naming the missing key or file.
@@ -176,7 +180,7 @@ def check_fusion_ready(fusion: FusionConfig) -> None:
                 f"train one with 'sarbridge diffusion-train --direction {direction}' and set its best.pt, "
                 "or set fusion.enabled=false",
             )
-        if not Path(ckpt).is_file():
+        if ckpt not in skip and not Path(ckpt).is_file():
             raise ConfigError(f"fusion.{direction}_checkpoint '{ckpt}' not found", "pass an existing best.pt")
 
 
