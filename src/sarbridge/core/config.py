@@ -18,7 +18,7 @@ import difflib
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -74,20 +74,34 @@ class OptimConfig:
     accumulate: int = 1
 
 
+RERANK_METHODS: tuple[str, ...] = ("none", "k-reciprocal", "gnn", "gnn-features")
+
+
 @dataclass
 class RerankOptions:
     """Re-ranking and query-expansion switches shared by the re-ID and localisation evaluators."""
 
-    #: Re-ranking of the test (and validation) rankings: none, k-reciprocal (Zhong et al. 2017)
-    #: or gnn (Zhang et al. 2020). ``k1`` / ``k2`` are the neighbourhood sizes of either.
-    rerank: Literal["none", "k-reciprocal", "gnn"] = "none"
+    #: Re-ranking of the test (and validation) rankings: none; k-reciprocal (Zhong et al. 2017,
+    #: ``k1``/``k2``/``lambda_value``, paper defaults 20/6/0.3); gnn = the published GNN re-ranking
+    #: (Zhang et al. 2020: adjacency propagation, ``gnn_k1``/``gnn_k2`` = the paper's 26/7,
+    #: ``gnn_layers`` = 2 as its code); gnn-features = the same propagation on feature vectors,
+    #: memory O(N * (k1 + D)) instead of O(N^2), for galleries too large for the published form.
+    rerank: Literal["none", "k-reciprocal", "gnn", "gnn-features"] = "none"
     k1: int = 20
     k2: int = 6
     lambda_value: float = 0.3
+    gnn_k1: int = 26
+    gnn_k2: int = 7
+    gnn_layers: int = 2
     #: Query expansion before ranking: none, aqe (average) or alpha (alpha-weighted).
     query_expansion: Literal["none", "aqe", "alpha"] = "none"
     qe_k: int = 5
     qe_alpha: float = 3.0
+
+
+def rerank_arguments(opts: RerankOptions) -> dict[str, Any]:
+    """Every re-ranking / query-expansion switch of ``opts`` as keyword arguments for the evaluators."""
+    return {f.name: getattr(opts, f.name) for f in fields(RerankOptions)}
 
 
 @dataclass
@@ -169,12 +183,13 @@ def validate_eval_rerank(e: RerankOptions, prefix: str = "eval") -> None:
     Raises:
         ConfigError: naming the key.
     """
-    if e.rerank not in ("none", "k-reciprocal", "gnn"):
-        raise ConfigError(f"{prefix}.rerank has value {e.rerank!r}", "use one of 'none', 'k-reciprocal', 'gnn'")
+    if e.rerank not in RERANK_METHODS:
+        raise ConfigError(f"{prefix}.rerank has value {e.rerank!r}",
+                          "use one of " + ", ".join(f"'{m}'" for m in RERANK_METHODS))
     if e.query_expansion not in ("none", "aqe", "alpha"):
         raise ConfigError(f"{prefix}.query_expansion has value {e.query_expansion!r}",
                           "use one of 'none', 'aqe', 'alpha'")
-    for key in ("k1", "k2", "qe_k"):
+    for key in ("k1", "k2", "qe_k", "gnn_k1", "gnn_k2", "gnn_layers"):
         if getattr(e, key) < 1:
             raise ConfigError(f"{prefix}.{key} must be >= 1, got {getattr(e, key)}")
     if not 0.0 <= e.lambda_value <= 1.0:

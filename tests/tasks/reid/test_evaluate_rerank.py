@@ -66,9 +66,17 @@ def test_topk_path_for_large_sets_keeps_the_head_of_the_ranking():
 
 def test_gnn_and_query_expansion_switches():
     q, g, qp, gp = data(3)
-    got = run(q, g, qp, gp, rerank="gnn", k1=10, k2=4)
-    ref = summarize(evaluate(gnn_rerank(q, g, k1=10, k2=4), qp, gp))
+    # eval.rerank=gnn is the published form: adjacency propagation with the GNN's own k1/k2 (26/7)
+    got = run(q, g, qp, gp, rerank="gnn", gnn_k1=10, gnn_k2=4)
+    ref = summarize(evaluate(gnn_rerank(q, g, k1=10, k2=4, mode="adjacency"), qp, gp))
     assert got["mAP"] == pytest.approx(ref["mAP"])
+    paper = summarize(evaluate(gnn_rerank(q, g, k1=26, k2=7, layers=2, mode="adjacency"), qp, gp))
+    assert run(q, g, qp, gp, rerank="gnn", k1=3, k2=2)["mAP"] == pytest.approx(paper["mAP"])  # k1/k2: k-reciprocal's
+    feats = run(q, g, qp, gp, rerank="gnn-features", gnn_k1=10, gnn_k2=4)
+    assert feats["mAP"] == pytest.approx(summarize(evaluate(gnn_rerank(q, g, k1=10, k2=4, mode="features"), qp, gp))["mAP"])
+    assert not np.allclose(gnn_rerank(q, g, k1=10, k2=4, mode="features"), gnn_rerank(q, g, k1=10, k2=4, mode="adjacency"))
+    ev = ReIDEvaluator(len(q), rerank="gnn")
+    assert "adjacency propagation, k1=26, k2=7, 2 layers" in ev.score_description()
     base = run(q, g, qp, gp)
     aqe = run(q, g, qp, gp, query_expansion="aqe", qe_k=3)
     assert aqe == run(q, g, qp, gp, query_expansion="aqe", qe_k=3)  # deterministic
@@ -104,10 +112,16 @@ def test_config_switches_load_and_validate():
     cfg = _cfg(["eval.rerank=gnn", "eval.k1=26", "eval.k2=7", "eval.query_expansion=alpha"])
     assert cfg.eval.rerank == "gnn" and cfg.eval.query_expansion == "alpha"
     assert rerank_options(cfg.eval) == {"rerank": "gnn", "k1": 26, "k2": 7, "lambda_value": 0.3,
-                                        "query_expansion": "alpha", "qe_k": 5, "qe_alpha": 3.0}
+                                        "query_expansion": "alpha", "qe_k": 5, "qe_alpha": 3.0,
+                                        "gnn_k1": 26, "gnn_k2": 7, "gnn_layers": 2}
+    # defaults: k-reciprocal's 20/6/0.3 (Zhong et al.), the GNN's 26/7 (Zhang et al.)
+    d = _cfg([]).eval
+    assert (d.k1, d.k2, d.lambda_value, d.gnn_k1, d.gnn_k2, d.gnn_layers) == (20, 6, 0.3, 26, 7, 2)
+    assert _cfg(["eval.rerank=gnn-features"]).eval.rerank == "gnn-features"
     assert _cfg([]).eval.rerank == "none"
     for bad, match in [("eval.rerank=knn", "eval.rerank"), ("eval.query_expansion=dba", "eval.query_expansion"),
                        ("eval.k1=0", "k1"), ("eval.lambda_value=1.5", "lambda_value"),
-                       ("eval.qe_alpha=-1", "qe_alpha"), ("eval.qe_k=0", "qe_k")]:
+                       ("eval.qe_alpha=-1", "qe_alpha"), ("eval.qe_k=0", "qe_k"),
+                       ("eval.gnn_k1=0", "gnn_k1"), ("eval.gnn_layers=0", "gnn_layers")]:
         with pytest.raises(ConfigError, match=match):
             _cfg([bad])

@@ -143,7 +143,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--data", help="data root (default: the training data)")
     e.add_argument("--format", choices=("scene", "map", "sn6", "manifest", "bigearthnet"))
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--rerank", choices=("none", "k-reciprocal", "gnn"))
+    e.add_argument("--rerank", choices=("none", "k-reciprocal", "gnn", "gnn-features"))
     e.add_argument("--set", action="append", metavar="KEY=VALUE")
     e.add_argument("--out", required=True)
     add_report_flag(e)

@@ -15,7 +15,7 @@ The implementations live in submodules; this module re-exports them:
 
 from __future__ import annotations
 
-from sarbridge.retrieval.rerank.gnn import gnn_propagate, gnn_rerank
+from sarbridge.retrieval.rerank.gnn import GNNMode, gnn_propagate, gnn_rerank
 from sarbridge.retrieval.rerank.kreciprocal import (  # noqa: F401  (private helpers for tests)
     _initial_ranking,
     _jaccard,
@@ -28,6 +28,7 @@ from sarbridge.retrieval.rerank.kreciprocal_topk import k_reciprocal_rerank_topk
 from sarbridge.retrieval.rerank.query_expansion import alpha_query_expansion, average_query_expansion
 
 __all__ = [
+    "GNNMode",
     "alpha_query_expansion",
     "average_query_expansion",
     "gnn_propagate",

@@ -19,6 +19,7 @@ import torch
 from sarbridge.retrieval.geo_metrics import localisation_metrics
 from sarbridge.retrieval.index import EmbeddingIndex
 from sarbridge.retrieval.rerank import (
+    GNNMode,
     alpha_query_expansion,
     average_query_expansion,
     gnn_rerank,
@@ -81,18 +82,22 @@ def refine_ranking(refiner: torch.nn.Module, query_emb: torch.Tensor, ref_emb: t
 
 
 def rerank_coarse(query_emb: torch.Tensor, ref_emb: torch.Tensor, k: int, method: str, k1: int, k2: int,
-                  lambda_value: float) -> tuple[np.ndarray, np.ndarray]:
-    """Re-rank all references of every query: ``k-reciprocal`` (Zhong et al. 2017) or ``gnn``
-    (Zhang et al. 2020); returns ``(scores, ranked)`` with scores = -distance, best first."""
+                  lambda_value: float, gnn_k1: int = 26, gnn_k2: int = 7,
+                  gnn_layers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank all references of every query: ``k-reciprocal`` (Zhong et al. 2017, ``k1``/``k2``/
+    ``lambda_value``), ``gnn`` (Zhang et al. 2020, the published adjacency form with ``gnn_k1``/
+    ``gnn_k2``) or ``gnn-features`` (the bounded-memory feature form); returns ``(scores, ranked)``
+    with scores = -distance, best first."""
 
     n = len(ref_emb)
     if method == "k-reciprocal":
         dist = k_reciprocal_rerank_features(query_emb, ref_emb, k1=min(k1, n), k2=min(k2, n),
                                             lambda_value=lambda_value, distance="euclidean")
-    elif method == "gnn":
-        dist = gnn_rerank(query_emb, ref_emb, k1=min(k1, n), k2=min(k2, n))
+    elif method in ("gnn", "gnn-features"):
+        mode: GNNMode = "adjacency" if method == "gnn" else "features"
+        dist = gnn_rerank(query_emb, ref_emb, k1=min(gnn_k1, n), k2=min(gnn_k2, n), layers=gnn_layers, mode=mode)
     else:
-        raise ValueError(f"unknown re-ranking '{method}': use k-reciprocal or gnn")
+        raise ValueError(f"unknown re-ranking '{method}': use k-reciprocal, gnn or gnn-features")
     dist = np.asarray(dist)
     ranked = np.argsort(dist, axis=1, kind="stable")[:, :k]
     return -np.take_along_axis(dist, ranked, axis=1), ranked
@@ -145,7 +150,7 @@ def evaluate_localisation(
         centroid_top: nodes averaged into the refined position.
         temperature: softmax temperature of the node scores in that average.
         rerank: ``none``, ``k-reciprocal`` or ``gnn`` (reported as ``reranked``).
-        rerank_args: ``k1``, ``k2``, ``lambda_value``.
+        rerank_args: ``k1``, ``k2``, ``lambda_value`` (k-reciprocal), ``gnn_k1``, ``gnn_k2``, ``gnn_layers``.
         device: where the refiner runs.
         query_expansion: ``none``, ``aqe`` (average) or ``alpha`` (alpha-weighted) query expansion
             with the ``qe_k`` nearest references, applied to the query embeddings first.
@@ -168,10 +173,11 @@ def evaluate_localisation(
         r_ranked, r_scores, rxy, conf = refine_ranking(refiner, query_emb, ref_emb, ref_xy, ranked, scores,
                                                        refine_top_k, centroid_top, device, temperature)
         results["refined"] = RankedResult(queries, r_ranked, r_scores, rxy, conf)
-    if rerank in ("k-reciprocal", "gnn"):
+    if rerank in ("k-reciprocal", "gnn", "gnn-features"):
         args = rerank_args or {}
         k_scores, k_ranked = rerank_coarse(query_emb, ref_emb, top_k, rerank, args.get("k1", 20), args.get("k2", 6),
-                                           args.get("lambda_value", 0.3))
+                                           args.get("lambda_value", 0.3), args.get("gnn_k1", 26),
+                                           args.get("gnn_k2", 7), args.get("gnn_layers", 2))
         results["reranked"] = RankedResult(queries, k_ranked, k_scores, ref_xy[k_ranked[:, 0]])
     metrics = {name: metrics_of(res, data) for name, res in results.items()}
     return metrics, results

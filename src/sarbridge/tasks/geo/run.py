@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sarbridge.core.config import rerank_arguments
 from sarbridge.core.errors import ConfigError, DataError
 from sarbridge.core.run import TrainingRun
 from sarbridge.core.utils import (
@@ -31,7 +32,7 @@ from sarbridge.tasks.geo.bundle import (
     load_geo_model,
     save_geo_model,
 )
-from sarbridge.tasks.geo.config import GeoConfig, validate_geo
+from sarbridge.tasks.geo.config import GeoConfig, GeoEvalConfig, validate_geo
 from sarbridge.tasks.geo.datasets import PatchImages, embed_patches
 from sarbridge.tasks.geo.evaluate import (
     RankedResult,
@@ -187,25 +188,30 @@ def _train_refiner(run: TrainingRun, task: GeoCoarseTask, encoder: GeoEmbeddingN
 
 def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequence[Any], out: str | Path | None,
                        device: torch.device, progress: bool = True, title: str = "sarbridge localisation",
-                       rerank: str | None = None, pictures: int = 6) -> dict[str, Any]:
-    """Embed references and queries with a bundle, rank, refine, and write the results (when ``out``)."""
+                       rerank: str | None = None, pictures: int = 6,
+                       eval_cfg: GeoEvalConfig | None = None) -> dict[str, Any]:
+    """Embed references and queries with a bundle, rank, refine, and write the results (when ``out``).
+
+    ``eval_cfg`` (default: the bundle's own) sets batch size, search depth, re-ranking and query expansion.
+    """
     cfg = model.cfg
+    ev = eval_cfg if eval_cfg is not None else cfg.eval
     enc = model.encoder.to(device).eval()
     refs = PatchImages(view.references, OPTICAL, model.spec, cache=False)
     qs = PatchImages(list(queries), SAR, model.spec, cache=False)
-    ref_emb = embed_patches(enc, refs, device, cfg.eval.batch_size, progress, "embedding references")
-    q_emb = embed_patches(enc, qs, device, cfg.eval.batch_size, progress, "embedding queries")
+    ref_emb = embed_patches(enc, refs, device, ev.batch_size, progress, "embedding references")
+    q_emb = embed_patches(enc, qs, device, ev.batch_size, progress, "embedding queries")
     refiner = model.refiner.to(device) if model.refiner is not None else None
     metrics, results = evaluate_localisation(
-        view, queries, ref_emb, q_emb, top_k=min(max(cfg.eval.top_k, 20), len(ref_emb)), refiner=refiner,
+        view, queries, ref_emb, q_emb, top_k=min(max(ev.top_k, 20), len(ref_emb)), refiner=refiner,
         refine_top_k=cfg.refine.top_k, centroid_top=cfg.refine.centroid_top,
-        temperature=float(model.info.get("centroid_temperature", 1.0)), rerank=rerank or cfg.eval.rerank,
-        rerank_args={"k1": cfg.eval.k1, "k2": cfg.eval.k2, "lambda_value": cfg.eval.lambda_value}, device=device,
-        query_expansion=cfg.eval.query_expansion, qe_k=cfg.eval.qe_k, qe_alpha=cfg.eval.qe_alpha)
+        temperature=float(model.info.get("centroid_temperature", 1.0)), rerank=rerank or ev.rerank,
+        rerank_args=rerank_arguments(ev), device=device,
+        query_expansion=ev.query_expansion, qe_k=ev.qe_k, qe_alpha=ev.qe_alpha)
     metrics["meta"] = {
         "data": view.name, "crs": view.crs, "references": len(view.references), "queries": len(queries),
         "setting": cfg.data.setting, "split": cfg.data.split, "patch_size_m": round(patch_size_m(view), 3),
-        "checkpoint": str(model.path), "device": str(device), "query_expansion": cfg.eval.query_expansion,
+        "checkpoint": str(model.path), "device": str(device), "query_expansion": ev.query_expansion,
         "selection": "validation top-1 (coarse: held-out training-area queries; refine: same)",
     }
     if out is not None:
@@ -290,7 +296,8 @@ def evaluate_geo(model_path: str | Path, cfg_data: GeoConfig, out_dir: str | Pat
     view, queries = split_queries(cfg_data, split)
     seed_everything(cfg_data.seed)
     return evaluate_geo_model(model, view, queries, out_dir, resolve_device(device_name), progress,
-                              title=f"sarbridge localisation: evaluation of {Path(model_path).name}", rerank=rerank)
+                              title=f"sarbridge localisation: evaluation of {Path(model_path).name}", rerank=rerank,
+                              eval_cfg=cfg_data.eval)
 
 
 __all__ = ["evaluate_geo", "evaluate_geo_model", "load_localisation", "split_queries", "train_geo", "write_geo_results"]

@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from sarbridge.core.config import RerankOptions
+from sarbridge.core.config import RERANK_METHODS as CONFIG_RERANK_METHODS
+from sarbridge.core.config import RerankOptions, rerank_arguments
 from sarbridge.core.distributed import current_context, gather_rows, shard_range
 from sarbridge.data.cache import build_cache
 from sarbridge.data.records import Sample
@@ -26,6 +27,7 @@ from sarbridge.retrieval.distance import pairwise_distance
 from sarbridge.retrieval.metrics import evaluate, summarize
 from sarbridge.retrieval.rankings import QueryRankings, rank_lists
 from sarbridge.retrieval.rerank import (
+    GNNMode,
     alpha_query_expansion,
     average_query_expansion,
     gnn_rerank,
@@ -90,7 +92,7 @@ def _extract(model: torch.nn.Module, samples: Sequence[Sample], spec: Preprocess
 
 
 #: Re-ranking methods accepted by :class:`ReIDEvaluator` (and ``eval.rerank``).
-RERANK_METHODS: tuple[str, ...] = ("none", "k-reciprocal", "gnn")
+RERANK_METHODS: tuple[str, ...] = CONFIG_RERANK_METHODS
 #: Query expansion methods accepted by :class:`ReIDEvaluator` (and ``eval.query_expansion``).
 QE_METHODS: tuple[str, ...] = ("none", "aqe", "alpha")
 # Gallery items outside a query's re-ranked top-k get this distance (evaluated after them).
@@ -117,9 +119,10 @@ class ReIDEvaluator:
             normalised features).
         max_rank: CMC length.
         exclude_same_modality: drop gallery items of the query's modality.
-        rerank: ``"none"``, ``"k-reciprocal"`` or ``"gnn"``.
-        k1: k-reciprocal / GNN neighbourhood size.
-        k2: k-reciprocal local query expansion size / GNN propagation neighbours.
+        rerank: ``"none"``, ``"k-reciprocal"``, ``"gnn"`` (the published adjacency form) or
+            ``"gnn-features"`` (the same propagation on feature vectors, bounded memory).
+        k1: k-reciprocal neighbourhood size.
+        k2: k-reciprocal local query expansion size.
         lambda_value: weight of the original distance in the k-reciprocal blend.
         query_expansion: ``"none"``, ``"aqe"`` or ``"alpha"``, applied to the queries before
             ranking.
@@ -128,6 +131,8 @@ class ReIDEvaluator:
         dense_limit: largest ``M + N`` re-ranked with the dense k-reciprocal version.
         rerank_topk: gallery items kept per query by the memory-bounded version.
         gnn_layers: GNN propagation layers.
+        gnn_k1: GNN graph neighbours (paper: 26).
+        gnn_k2: GNN neighbours aggregated per layer (paper: 7).
     """
 
     def __init__(
@@ -147,6 +152,8 @@ class ReIDEvaluator:
         dense_limit: int = 6000,
         rerank_topk: int = 1000,
         gnn_layers: int = 2,
+        gnn_k1: int = 26,
+        gnn_k2: int = 7,
     ) -> None:
         if rerank not in RERANK_METHODS:
             raise ValueError(f"unknown rerank {rerank!r}; use one of {', '.join(RERANK_METHODS)}")
@@ -162,6 +169,7 @@ class ReIDEvaluator:
         self.query_expansion = query_expansion
         self.qe_k, self.qe_alpha = qe_k, qe_alpha
         self.dense_limit, self.rerank_topk, self.gnn_layers = dense_limit, rerank_topk, gnn_layers
+        self.gnn_k1, self.gnn_k2 = gnn_k1, gnn_k2
         self.reset()
 
     def reset(self) -> None:
@@ -185,8 +193,9 @@ class ReIDEvaluator:
             qf = alpha_query_expansion(qf, gf, k=self.qe_k, alpha=self.qe_alpha)
         if self.rerank == "none":
             return pairwise_distance(qf, gf, metric=self.metric, normalize=self.normalize)
-        if self.rerank == "gnn":
-            return gnn_rerank(qf, gf, k1=self.k1, k2=self.k2, layers=self.gnn_layers)
+        if self.rerank in ("gnn", "gnn-features"):
+            mode: GNNMode = "adjacency" if self.rerank == "gnn" else "features"
+            return gnn_rerank(qf, gf, k1=self.gnn_k1, k2=self.gnn_k2, layers=self.gnn_layers, mode=mode)
         m, n = qf.shape[0], gf.shape[0]
         if m + n <= self.dense_limit:
             return k_reciprocal_rerank_features(qf, gf, k1=self.k1, k2=self.k2, lambda_value=self.lambda_value,
@@ -236,15 +245,16 @@ class ReIDEvaluator:
             base += f" after {self.query_expansion} query expansion"
         if self.rerank == "k-reciprocal":
             base = f"k-reciprocal re-ranked distance (k1={self.k1}, k2={self.k2}, lambda={self.lambda_value}) over {base}"
-        elif self.rerank == "gnn":
-            base = f"GNN re-ranked distance (1 - cos, k1={self.k1}, k2={self.k2}) over {base}"
+        elif self.rerank in ("gnn", "gnn-features"):
+            form = "adjacency" if self.rerank == "gnn" else "feature"
+            base = (f"GNN re-ranked distance (1 - cos of {form} propagation, k1={self.gnn_k1}, k2={self.gnn_k2}, "
+                    f"{self.gnn_layers} layers) over {base}")
         return base + "; smaller is better"
 
 
 def rerank_options(eval_cfg: RerankOptions) -> dict[str, Any]:
     """The :class:`ReIDEvaluator` re-ranking / query-expansion keywords of an ``EvalConfig``."""
-    keys = ("rerank", "k1", "k2", "lambda_value", "query_expansion", "qe_k", "qe_alpha")
-    return {k: getattr(eval_cfg, k) for k in keys if hasattr(eval_cfg, k)}
+    return rerank_arguments(eval_cfg)
 
 
 def evaluate_protocols(
