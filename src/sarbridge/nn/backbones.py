@@ -23,6 +23,7 @@ from torch import nn
 
 from sarbridge.core.checkpoint import load_model_state
 from sarbridge.core.errors import CheckpointError, ConfigError
+from sarbridge.nn.pretrained import is_hub_spec, resolve_hub_weights
 
 
 class DualModule(nn.Module):
@@ -285,6 +286,10 @@ def _load_sarbridge_backbone(backbone: ModalityAwareBackbone, state: dict[str, A
 def load_pretrained(backbone: ModalityAwareBackbone, path: str | Path) -> dict[str, int]:
     """Load timm-compatible weights (or a sarbridge pretraining checkpoint) into the backbone.
 
+    ``path`` may also name published weights (``timm``, ``timm:<name>.<tag>``,
+    ``hf-hub:timm/<name>``): they are resolved to a file of the Hugging Face hub cache by
+    :func:`sarbridge.nn.pretrained.resolve_hub_weights` and loaded like a local timm file.
+
     The position embedding is resampled to the grid in use, classifier heads are dropped, and the
     optical patch embedding / stem initialises the SAR one as well.
 
@@ -296,9 +301,13 @@ def load_pretrained(backbone: ModalityAwareBackbone, path: str | Path) -> dict[s
         Counts of ``loaded``, ``missing`` and ``skipped`` tensors.
 
     Raises:
-        CheckpointError: no tensor of the file fits the backbone (another architecture), or a
-            sarbridge checkpoint of another architecture.
+        CheckpointError: no tensor of the file fits the backbone (another architecture), a
+            sarbridge checkpoint of another architecture, or hub weights neither cached nor
+            downloadable.
+        ConfigError: a hub name timm does not know, or of another architecture.
     """
+    if is_hub_spec(path):
+        path = resolve_hub_weights(str(path), backbone.name)
     p = Path(path)
     raw = _read_weights_file(p)
     if _is_sarbridge_checkpoint(raw):

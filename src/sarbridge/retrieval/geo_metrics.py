@@ -18,6 +18,19 @@ a ground-truth ``target`` reference and a true position. The metrics are
 * ``queries`` -- number of queries.
 
 All percentages are Python floats in ``[0, 100]``.
+
+:func:`cmpc_metrics` adds the figures as CMPC's evaluation (``test.py`` of Li et al. 2023,
+github.com/Collebt/CMPC) defines them, under ``cmpc_`` names so they are not mistaken for ours:
+
+* ``cmpc_map_mrr`` -- what CMPC prints as "mAP": the mean over queries of ``1 / rank`` of the
+  single match (a mean reciprocal rank, percent). With one relevant reference it equals our
+  ``mAP``; it is *not* an average precision over near-misses.
+* ``cmpc_err_mean`` -- mean of ``sqrt(sum((pred_pos - gt_pos) ** 2))`` in the units of the
+  positions, ``pred_pos`` being the position of the top-1 reference (CMPC takes the top-1 of the
+  refined list after refinement, never a centroid).
+* ``cmpc_success_curve`` / ``cmpc_success_thresholds`` -- percent of queries with error
+  ``<= t`` for ``t`` in ``linspace(0, max_err, 20)``; CMPC's ``test.py`` calls its curve with
+  ``max_meter=200`` (its function default is 40).
 """
 
 from __future__ import annotations
@@ -29,10 +42,14 @@ import numpy as np
 
 from sarbridge.retrieval.distance import RetrievalInputError, to_numpy
 
-__all__ = ["EARTH_RADIUS_M", "haversine_m", "localisation_metrics"]
+__all__ = ["CMPC_CURVE_POINTS", "CMPC_MAX_ERR", "EARTH_RADIUS_M", "cmpc_metrics", "haversine_m", "localisation_metrics"]
 
 #: Mean Earth radius (IUGG, metres) used by :func:`haversine_m`.
 EARTH_RADIUS_M: Final[float] = 6_371_008.8
+#: Largest threshold of CMPC's success curve as its ``test.py`` calls it (``max_meter=200``).
+CMPC_MAX_ERR: Final[float] = 200.0
+#: Points of CMPC's success curve (``torch.linspace(0, max_meter, 20)``).
+CMPC_CURVE_POINTS: Final[int] = 20
 
 
 def haversine_m(
@@ -212,3 +229,64 @@ def localisation_metrics(
         out[_threshold_key(thr)] = float(np.mean(err <= thr) * 100.0)
     out["queries"] = int(m)
     return out
+
+
+def cmpc_metrics(
+    ranked: Any,
+    targets: Any,
+    ref_xy: Any,
+    query_xy: Any,
+    target_rank: Any | None = None,
+    max_err: float = CMPC_MAX_ERR,
+    points: int = CMPC_CURVE_POINTS,
+) -> dict[str, Any]:
+    """CMPC's retrieval and localisation figures (module docstring), percent and position units.
+
+    Args:
+        ranked: ``(M, K)`` integer reference indices per query, best first.
+        targets: ``(M,)`` index of each query's single match.
+        ref_xy: ``(N, 2)`` reference positions.
+        query_xy: ``(M, 2)`` true query positions (same units).
+        target_rank: optional ``(M,)`` 1-based rank of the match among *all* references, used
+            where the match is missing from a truncated list (CMPC ranks every reference);
+            without it such a query adds 0 to ``cmpc_map_mrr``.
+        max_err: largest threshold of the success curve.
+        points: number of thresholds (``linspace(0, max_err, points)``).
+
+    Returns:
+        ``{"cmpc_map_mrr", "cmpc_err_mean", "cmpc_success_curve", "cmpc_success_thresholds",
+        "cmpc_mrr_exact"}``; ``cmpc_mrr_exact`` is False when some match lay beyond the list and
+        no ``target_rank`` was given.
+
+    Raises:
+        RetrievalInputError: (a :class:`ValueError`) malformed inputs (as
+            :func:`localisation_metrics`), or ``points < 2`` / a negative ``max_err``.
+    """
+    ref = _coords(ref_xy, "ref_xy", None)
+    r = _indices(ranked, "ranked", ref.shape[0])
+    if r.ndim != 2 or r.shape[0] == 0 or r.shape[1] == 0:
+        raise RetrievalInputError(f"ranked must be a non-empty 2-D (num_queries, K) array, got shape {r.shape}")
+    m = r.shape[0]
+    t = _indices(targets, "targets", ref.shape[0])
+    if t.shape != (m,):
+        raise RetrievalInputError(f"targets must have shape ({m},) (one per ranked row), got {t.shape}")
+    q_xy = _coords(query_xy, "query_xy", m)
+    if int(points) < 2 or not np.isfinite(max_err) or max_err < 0:
+        raise RetrievalInputError(f"the success curve needs points >= 2 and max_err >= 0, got {points}, {max_err}")
+    hit = r == t[:, None]
+    in_list = hit.any(axis=1)
+    rank = np.where(in_list, hit.argmax(axis=1) + 1, 0).astype(np.float64)
+    exact = bool(in_list.all())
+    if target_rank is not None:
+        full = to_numpy(target_rank, "target_rank").astype(np.float64).reshape(-1)
+        if full.shape != (m,) or (full < 1).any():
+            raise RetrievalInputError(f"target_rank must hold {m} ranks >= 1")
+        rank = np.where(in_list, rank, full)
+        exact = True
+    rr = np.where(rank > 0, 1.0 / np.maximum(rank, 1.0), 0.0)
+    err = np.sqrt(((ref[r[:, 0]] - q_xy) ** 2).sum(axis=1))
+    thresholds = np.linspace(0.0, float(max_err), int(points))
+    curve = [(err <= th).mean() * 100.0 for th in thresholds]
+    return {"cmpc_map_mrr": float(rr.mean() * 100.0), "cmpc_err_mean": float(err.mean()),
+            "cmpc_success_curve": [float(c) for c in curve],
+            "cmpc_success_thresholds": [float(th) for th in thresholds], "cmpc_mrr_exact": exact}

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sarbridge.nn.pretrained import is_hub_spec
+
 #: The data splits a gap analysis can use.
 SPLITS: tuple[str, ...] = ("test", "val", "train")
 
@@ -90,7 +92,7 @@ def pretrained_for_init(pretrained: str | None, seed: int, run: Path) -> tuple[s
     """
     if not pretrained:
         return None, f"random initialisation (seed {seed})"
-    if Path(pretrained).is_file():
+    if is_hub_spec(pretrained) or Path(pretrained).is_file():
         return pretrained, f"pretrained weights '{pretrained}' (seed {seed})"
     msg = (f"the pretrained weights '{pretrained}' named by run '{run}' are gone; 'before' uses a random "
            f"initialisation (seed {seed}), not the run's true start")

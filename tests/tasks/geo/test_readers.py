@@ -1,4 +1,4 @@
-"""Readers of localisation sets: SN6-CMPC JSON, geo manifest CSV and BigEarthNet pairs."""
+"""Readers of localisation sets: sarbridge JSON listing, geo manifest CSV and BigEarthNet pairs."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_sn6_round_trip(tmp_path):
     img = pickle.loads(pickle.dumps(q2.load))()
     assert img.shape == (6, 6) and img[0, 0] == 3
     assert data.references[3].load()[0, 0] == 4
-    assert data.meta["layout"] == "sn6-cmpc" and data.meta["footprint_m"] == 10.0
+    assert data.meta["layout"] == "geo-listing" and data.meta["footprint_m"] == 10.0
 
 
 def test_sn6_lonlat_without_crs_uses_utm(tmp_path):
@@ -228,3 +228,9 @@ def test_bigearthnet_localisation_fixture():
     assert len(val.split("val")) == 3 and len(val.split("test")) == 3
     with pytest.raises(DataError, match="val_fraction"):
         read_bigearthnet_localisation(BEN_ROOT, val_fraction=1.5)
+
+
+def test_former_listing_name_is_the_listing_reader():
+    from sarbridge.tasks.geo.readers import read_geo_listing
+
+    assert read_sn6_cmpc is read_geo_listing

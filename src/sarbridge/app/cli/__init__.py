@@ -14,6 +14,7 @@ from sarbridge.core.errors import SarbridgeError
 
 COMMAND_MODULES = (
     "reid", "pretrain", "despeckle", "diffusion", "ablate", "geo", "index", "export", "report", "analyze", "serve",
+    "import_checkpoint",
 )
 
 

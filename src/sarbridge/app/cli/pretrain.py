@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sarbridge.app.cli.common import add_common, add_run_args, config_overrides
 
-LAYOUT_CHOICES = ("sen12", "qxs", "manifest", "bigearthnet", "synthetic")
+LAYOUT_CHOICES = ("sen12", "qxs", "manifest", "bigearthnet", "synthetic", "os")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:

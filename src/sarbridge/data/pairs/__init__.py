@@ -34,6 +34,10 @@ Layouts (:func:`read_pairs` dispatches on the name):
     ``s2/{patch_id}.npz`` with the bands), paired by ``pairs.csv`` (``patch_id``, ``s1_name``)
     or, without it, by the MGRS tile and grid row/column at the end of the names.
     SAR: see :class:`BigEarthNetSARLoader`; optical: see :class:`BigEarthNetRGBLoader`.
+``os``
+    the OS dataset as CMPC's ``data/data_os.py`` reads it: ``ROOT/train/`` and ``ROOT/test/``
+    holding ``opt<N>.png`` / ``sar<N>.png`` pairs (:mod:`~sarbridge.data.pairs.os_dataset`); only
+    ``train/`` unless ``split="test"`` or ``"all"``.
 ``synthetic``
     a set written by :func:`sarbridge.data.synthetic.generate_hoss_dataset`: its ``pairs.csv``
     lists same-pose optical/SAR chips. Only training identities (``bounding_box_train``) are
@@ -55,6 +59,7 @@ from __future__ import annotations
 from sarbridge.data.pairs.bigearthnet import BigEarthNetRGBLoader, BigEarthNetSARLoader, read_bigearthnet_pairs
 from sarbridge.data.pairs.dataset import PairDataset
 from sarbridge.data.pairs.items import PairItem, Source, load_source
+from sarbridge.data.pairs.os_dataset import OS_SPLITS, read_os_pairs
 from sarbridge.data.pairs.readers import (
     LAYOUTS,
     SCENE_LAYOUTS,
@@ -71,6 +76,7 @@ from sarbridge.data.pairs.split import split_pairs
 
 __all__ = [
     "LAYOUTS",
+    "OS_SPLITS",
     "SCENE_LAYOUTS",
     "SYNTHETIC_SPLITS",
     "BigEarthNetRGBLoader",
@@ -83,6 +89,7 @@ __all__ = [
     "read_folder_pairs",
     "read_hoss_pairs",
     "read_manifest_pairs",
+    "read_os_pairs",
     "read_pairs",
     "read_qxs_pairs",
     "read_sen12_pairs",

@@ -15,6 +15,7 @@ from sarbridge.data.hoss import GALLERY_DIR, QUERY_DIR, TRAIN_DIR, find_hoss_roo
 from sarbridge.data.manifest import read_manifest
 from sarbridge.data.pairs.bigearthnet import read_bigearthnet_pairs
 from sarbridge.data.pairs.items import PairItem, list_images, nonempty, require_dir, unmatched_error
+from sarbridge.data.pairs.os_dataset import read_os_pairs
 from sarbridge.data.records import OPTICAL, Sample
 
 __all__ = [
@@ -31,9 +32,9 @@ __all__ = [
 ]
 
 #: Every layout :func:`read_pairs` reads.
-LAYOUTS = ("sen12", "qxs", "manifest", "bigearthnet", "synthetic", "hoss", "folder")
+LAYOUTS = ("sen12", "qxs", "manifest", "bigearthnet", "synthetic", "hoss", "folder", "os")
 #: Layouts of fixed-size scene patches: the ship-size token carries no information there.
-SCENE_LAYOUTS = ("sen12", "qxs", "bigearthnet")
+SCENE_LAYOUTS = ("sen12", "qxs", "bigearthnet", "os")
 #: Identities :func:`read_synthetic_pairs` can take pairs of.
 SYNTHETIC_SPLITS = ("train", "test", "all")
 
@@ -293,7 +294,7 @@ def read_pairs(root: str | Path, layout: str, **kwargs: Any) -> list[PairItem]:
     readers: dict[str, Callable[..., list[PairItem]]] = {
         "sen12": read_sen12_pairs, "qxs": read_qxs_pairs, "manifest": read_manifest_pairs,
         "bigearthnet": read_bigearthnet_pairs, "synthetic": read_synthetic_pairs, "hoss": read_hoss_pairs,
-        "folder": read_folder_pairs,
+        "folder": read_folder_pairs, "os": read_os_pairs,
     }
     if layout not in readers:
         raise DataError(f"unknown pair layout '{layout}'", f"use one of {', '.join(LAYOUTS)}")

@@ -49,7 +49,9 @@ class GeoDataConfig(PreprocessSpec):
     ``format``:
       * ``scene``: a folder holding ``optical.tif`` and ``sar.tif`` (``sarbridge geo synth``);
       * ``map``: ``map`` (optical GeoTIFF) and ``sar`` (one or more co-registered SAR GeoTIFFs);
-      * ``sn6``: the SN6-CMPC JSON (``root``); ``manifest``: a CSV with lon/lat (``root``);
+      * ``sn6``: an SN6-CMPC folder in its released layout (``root`` =
+        ``SN6-CMPC/samearea`` etc., :mod:`~sarbridge.tasks.geo.sn6`; also detected under ``scene``),
+        or a sarbridge JSON listing file (``root``); ``manifest``: sarbridge's geo CSV (``root``);
       * ``bigearthnet``: a folder of S1/S2 ``.npz`` pairs (``root``).
     """
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sarbridge.retrieval.geo_metrics import localisation_metrics
+from sarbridge.retrieval.geo_metrics import cmpc_metrics, localisation_metrics
 from sarbridge.retrieval.index import EmbeddingIndex
 from sarbridge.retrieval.rerank import (
     GNNMode,
@@ -114,11 +114,34 @@ def calibrate_temperature(logits: torch.Tensor, cand_xy: torch.Tensor, true_xy: 
     return min(grid, key=median_error)
 
 
+#: ``meta["layout"]`` of data whose metrics also get CMPC's definitions (``cmpc_*`` keys).
+CMPC_LAYOUTS = ("sn6-cmpc",)
+
+
+def full_target_ranks(ref_emb: torch.Tensor, query_emb: torch.Tensor, targets: np.ndarray) -> np.ndarray:
+    """1-based rank of each query's target among all references by inner product (ties count
+    in the target's favour), in chunks."""
+    out = np.empty(len(targets), dtype=np.int64)
+    ref = ref_emb.float()
+    t = torch.as_tensor(targets, dtype=torch.long)
+    for s in range(0, len(targets), 1024):
+        sim = query_emb[s:s + 1024].float() @ ref.T
+        own = sim.gather(1, t[s:s + 1024, None])
+        out[s:s + 1024] = ((sim > own).sum(1) + 1).numpy()
+    return out
+
+
 def metrics_of(result: RankedResult, data: LocalisationData) -> dict[str, Any]:
-    """Localisation metrics of one :class:`RankedResult` (target + near-misses known per query)."""
+    """Localisation metrics of one :class:`RankedResult` (target + near-misses known per query);
+    for CMPC's layouts (:data:`CMPC_LAYOUTS`) also :func:`~sarbridge.retrieval.geo_metrics.cmpc_metrics`
+    (with ``extra["target_rank"]``, the full rank of each target, where known)."""
     targets = np.array([q.target for q in result.queries], dtype=np.int64)
-    return localisation_metrics(result.ranked, targets, data.reference_xy(), data.query_xy(result.queries),
-                                pred_xy=result.pred_xy)
+    out: dict[str, Any] = localisation_metrics(result.ranked, targets, data.reference_xy(),
+                                               data.query_xy(result.queries), pred_xy=result.pred_xy)
+    if data.meta.get("layout") in CMPC_LAYOUTS:
+        out.update(cmpc_metrics(result.ranked, targets, data.reference_xy(), data.query_xy(result.queries),
+                                target_rank=result.extra.get("target_rank")))
+    return out
 
 
 def evaluate_localisation(
@@ -169,10 +192,14 @@ def evaluate_localisation(
     scores, ranked = coarse_search(ref_emb, query_emb, top_k)
     ref_xy = data.reference_xy()
     results = {"coarse": RankedResult(queries, ranked, scores, ref_xy[ranked[:, 0]])}
+    if data.meta.get("layout") in CMPC_LAYOUTS:  # beyond the lists the coarse order holds (as in CMPC)
+        results["coarse"].extra["target_rank"] = full_target_ranks(
+            ref_emb, query_emb, np.array([q.target for q in queries], dtype=np.int64))
     if refiner is not None:
         r_ranked, r_scores, rxy, conf = refine_ranking(refiner, query_emb, ref_emb, ref_xy, ranked, scores,
                                                        refine_top_k, centroid_top, device, temperature)
-        results["refined"] = RankedResult(queries, r_ranked, r_scores, rxy, conf)
+        results["refined"] = RankedResult(queries, r_ranked, r_scores, rxy, conf,
+                                          extra=dict(results["coarse"].extra))
     if rerank in ("k-reciprocal", "gnn", "gnn-features"):
         args = rerank_args or {}
         k_scores, k_ranked = rerank_coarse(query_emb, ref_emb, top_k, rerank, args.get("k1", 20), args.get("k2", 6),

@@ -1,7 +1,7 @@
 """The localisation data every reader produces: geo-tagged reference patches and SAR queries.
 
-Whatever the source (a GeoTIFF map cut on a grid, the SN6-CMPC JSON layout, a manifest with
-lon/lat, BigEarthNet S1/S2 pairs, the procedural scene), training and evaluation see one
+Whatever the source (a GeoTIFF map cut on a grid, the released SN6-CMPC folders, a sarbridge
+JSON listing or geo CSV, BigEarthNet S1/S2 pairs, the procedural scene), training and evaluation see one
 :class:`LocalisationData`: optical reference patches with map coordinates and footprints, and SAR
 queries with their true position, their target reference (largest overlap) and near-misses
 (other overlapping references).

@@ -1,8 +1,8 @@
 """Readers of ready-made localisation sets into :class:`~sarbridge.tasks.geo.patches.LocalisationData`.
 
-SN6-CMPC JSON (:func:`read_sn6_cmpc`)
-    The published SN6-CMPC layout is not documented to us, so this reader defines the schema it
-    accepts (convert other files to it)::
+sarbridge JSON listing (:func:`read_geo_listing`; ``read_sn6_cmpc`` is its former name)
+    sarbridge's own format for a localisation set of your own data, one JSON file (the released
+    SN6-CMPC folders are read by :mod:`sarbridge.tasks.geo.sn6`)::
 
         {
           "crs": "EPSG:32631",            # optional projected CRS of x/y; default: the UTM zone
@@ -28,7 +28,7 @@ SN6-CMPC JSON (:func:`read_sn6_cmpc`)
         }
 
 Geo manifest CSV (:func:`read_geo_manifest`)
-    One image per row: ``path`` (relative to the CSV), ``role`` (``reference`` or ``query``), the
+    sarbridge's own CSV format. One image per row: ``path`` (relative to the CSV), ``role`` (``reference`` or ``query``), the
     centre as ``lon``, ``lat`` (degrees) or ``x``, ``y`` with a ``crs`` column (or the ``crs``
     argument), and optional ``id``, ``split`` (queries; default ``test``), ``setting`` (default
     ``arbitrary``), ``size_m`` (footprint side; default: the median nearest-neighbour spacing of
@@ -51,6 +51,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,16 @@ from sarbridge.data.pairs import read_bigearthnet_pairs
 from sarbridge.tasks.geo.grid import box_overlap_areas
 from sarbridge.tasks.geo.patches import SETTINGS, SPLITS, GeoQuery, GeoReference, LocalisationData
 
-__all__ = ["ImageFile", "read_bigearthnet_localisation", "read_geo_manifest", "read_sn6_cmpc", "utm_crs"]
+__all__ = [
+    "ImageFile",
+    "median_nn_spacing",
+    "project_lonlat",
+    "read_bigearthnet_localisation",
+    "read_geo_listing",
+    "read_geo_manifest",
+    "read_sn6_cmpc",
+    "utm_crs",
+]
 
 BIGEARTHNET_CELL_M = 1200.0
 BIGEARTHNET_TILE_OFFSET_M = 1e7
@@ -129,8 +139,9 @@ def _crs(crs: Any, where: str) -> str:
     return f"EPSG:{code}" if code else c.to_wkt()
 
 
-def _median_nn_spacing(xy: np.ndarray) -> float | None:
-    """Median distance of each point to its nearest other point (chunked, no O(N^2) memory)."""
+def median_nn_spacing(xy: np.ndarray) -> float | None:
+    """Median distance of each ``(N, 2)`` point to its nearest other point (chunked, no O(N^2)
+    memory); None for fewer than two points."""
     if len(xy) < 2:
         return None
     nn = np.empty(len(xy))
@@ -139,6 +150,21 @@ def _median_nn_spacing(xy: np.ndarray) -> float | None:
         d2[np.arange(d2.shape[0]), np.arange(s, s + d2.shape[0])] = np.inf
         nn[s:s + 1024] = np.sqrt(d2.min(axis=1))
     return float(np.median(nn))
+
+
+def project_lonlat(crs: str, where: str) -> Callable[[float, float], tuple[float, float]]:
+    """``(x, y) -> (lon, lat)`` from the projected ``crs`` (validated; ``where`` names the source).
+
+    Raises:
+        DataError: an unknown or geographic CRS.
+    """
+    inv = require("pyproj", "geo").Transformer.from_crs(_crs(crs, where), "EPSG:4326", always_xy=True)
+
+    def to_lonlat(x: float, y: float) -> tuple[float, float]:
+        lon, lat = inv.transform(x, y)
+        return float(lon), float(lat)
+
+    return to_lonlat
 
 
 def _check_entry(e: _Entry, base: Path) -> None:
@@ -178,7 +204,7 @@ def _assemble(refs: list[_Entry], queries: list[_Entry], crs: str | None, size: 
         if not all(math.isfinite(v) for v in (e.x, e.y)):
             raise DataError(f"{e.where}: position cannot be projected to {crs[:40]}", "check lon/lat (degrees) and the CRS")
     if size is None and any(e.footprint is None and e.size is None for e in entries):
-        size = _median_nn_spacing(np.array([[e.x, e.y] for e in refs], dtype=np.float64))
+        size = median_nn_spacing(np.array([[e.x, e.y] for e in refs], dtype=np.float64))
         if not size:
             raise DataError(f"'{source}': cannot infer the footprint size from {len(refs)} reference position(s)",
                             "give the footprint side (patch_size_m / size_m) or footprints")
@@ -224,7 +250,7 @@ def _assemble(refs: list[_Entry], queries: list[_Entry], crs: str | None, size: 
     return LocalisationData(out_refs, out_q, crs, name, meta)
 
 
-# --- SN6-CMPC JSON -----------------------------------------------------------------------------
+# --- sarbridge JSON listing -------------------------------------------------------------------------------
 
 def _json_entry(d: Any, where: str, query: bool) -> _Entry:
     hint = "see the schema in the sarbridge.tasks.geo.readers docstring"
@@ -259,8 +285,8 @@ def _json_entry(d: Any, where: str, query: bool) -> _Entry:
     return e
 
 
-def read_sn6_cmpc(path_json: str | Path, min_overlap: float = 0.01) -> LocalisationData:
-    """Read an SN6-CMPC style JSON listing (schema in the module docstring).
+def read_geo_listing(path_json: str | Path, min_overlap: float = 0.01) -> LocalisationData:
+    """Read a sarbridge JSON listing (schema in the module docstring).
 
     Args:
         path_json: the JSON file; image paths are relative to its folder.
@@ -275,17 +301,17 @@ def read_sn6_cmpc(path_json: str | Path, min_overlap: float = 0.01) -> Localisat
     """
     p = Path(path_json)
     if not p.is_file():
-        raise DataError(f"SN6-CMPC file '{p}' not found", "check the path")
+        raise DataError(f"sarbridge JSON listing '{p}' not found", "check the path")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"SN6-CMPC file '{p}' is not valid JSON ({str(exc)[:80]})", "fix the file") from None
+        raise DataError(f"sarbridge JSON listing '{p}' is not valid JSON ({str(exc)[:80]})", "fix the file") from None
     hint = "see the schema in the sarbridge.tasks.geo.readers docstring"
     if not isinstance(doc, dict):
-        raise DataError(f"SN6-CMPC file '{p}' does not hold a JSON object", hint)
+        raise DataError(f"sarbridge JSON listing '{p}' does not hold a JSON object", hint)
     for key in ("references", "queries"):
         if not isinstance(doc.get(key), list) or not doc[key]:
-            raise DataError(f"SN6-CMPC file '{p}' lacks a non-empty '{key}' list", hint)
+            raise DataError(f"sarbridge JSON listing '{p}' lacks a non-empty '{key}' list", hint)
     crs = _crs(doc["crs"], f"'{p}'") if doc.get("crs") else None
     size = None
     if doc.get("patch_size_m") is not None:
@@ -294,7 +320,11 @@ def read_sn6_cmpc(path_json: str | Path, min_overlap: float = 0.01) -> Localisat
             raise DataError(f"'{p}': patch_size_m must be positive, got {size}", "give the footprint side in metres")
     refs = [_json_entry(d, f"'{p}': references[{i}]", False) for i, d in enumerate(doc["references"])]
     queries = [_json_entry(d, f"'{p}': queries[{i}]", True) for i, d in enumerate(doc["queries"])]
-    return _assemble(refs, queries, crs, size, p, f"SN6-CMPC {p.stem}", "sn6-cmpc", min_overlap)
+    return _assemble(refs, queries, crs, size, p, f"geo listing {p.stem}", "geo-listing", min_overlap)
+
+
+#: Former name of :func:`read_geo_listing` (kept for existing code).
+read_sn6_cmpc = read_geo_listing
 
 
 # --- manifest CSV ------------------------------------------------------------------------------

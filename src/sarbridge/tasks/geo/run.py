@@ -45,6 +45,7 @@ from sarbridge.tasks.geo.patches import LocalisationData
 from sarbridge.tasks.geo.queries import build_map_localisation
 from sarbridge.tasks.geo.rankings import write_geo_rankings
 from sarbridge.tasks.geo.results import localisation_table
+from sarbridge.tasks.geo.sn6 import is_cmpc_sn6_folder, read_cmpc_sn6
 from sarbridge.tasks.geo.train import (
     GeoCoarseTask,
     GeoRefineTask,
@@ -65,6 +66,9 @@ def load_localisation(cfg: GeoConfig) -> LocalisationData:
         DataError: the data is missing or malformed.
     """
     d = cfg.data
+    if d.format in ("sn6", "scene") and d.root and Path(d.root).is_dir() and is_cmpc_sn6_folder(d.root):
+        # the released SN6-CMPC layout (``scene`` folders hold optical.tif instead: auto-detected)
+        return read_cmpc_sn6(d.root, setting=d.setting, seed=cfg.seed)
     if d.format in ("scene", "map"):
         if d.format == "scene":
             if not d.root:
@@ -82,7 +86,10 @@ def load_localisation(cfg: GeoConfig) -> LocalisationData:
     if not d.root:
         raise ConfigError("data.root is empty", f"pass --data PATH for data.format={d.format}")
     if d.format == "sn6":
-        return readers.read_sn6_cmpc(d.root)
+        if Path(d.root).is_dir():
+            raise DataError(f"'{d.root}' is neither an SN6-CMPC folder nor a sarbridge JSON listing",
+                            "pass ROOT holding {train,test}/annotations/{opt,sar}/ and imgs/, or a JSON listing file")
+        return readers.read_geo_listing(d.root)
     if d.format == "manifest":
         return readers.read_geo_manifest(d.root)
     return readers.read_bigearthnet_localisation(d.root)

@@ -31,6 +31,7 @@ from sarbridge.core.errors import DataError
 from sarbridge.data.records import OPTICAL
 from sarbridge.losses.metric import TripletLoss
 from sarbridge.losses.wasserstein import WassersteinAlignment, WassersteinCritic
+from sarbridge.nn.pretrained import warn_if_random_init
 from sarbridge.tasks.geo.bundle import arch_of, build_encoder, build_refiner
 from sarbridge.tasks.geo.config import GeoConfig
 from sarbridge.tasks.geo.datasets import PatchImages, QueryPairs, embed_patches
@@ -120,6 +121,7 @@ class GeoCoarseTask:
         self.spec = cfg.data.spec()
         self.patch_m = patch_size_m(train_view)
         encoder = build_encoder(cfg)
+        warn_if_random_init(encoder, cfg.model.backbone, cfg.model.pretrained)
         w = cfg.loss.wasserstein
         critic = WassersteinCritic(cfg.model.embed_dim, hidden=w.hidden, num_hidden_layers=w.hidden_layers) if w.enabled else None
         e2e = cfg.refine.enabled and cfg.refine.mode == "end-to-end"

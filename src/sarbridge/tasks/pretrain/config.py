@@ -53,7 +53,7 @@ class PretrainDataConfig(PreprocessSpec):
     """
 
     image_size: list[int] = field(default_factory=lambda: [128, 64])
-    layout: Literal["sen12", "qxs", "manifest", "bigearthnet", "synthetic"] = "synthetic"
+    layout: Literal["sen12", "qxs", "manifest", "bigearthnet", "synthetic", "os"] = "synthetic"
     root: str = ""
     include_test: bool = False
     size_features: Literal["auto", "chip", "zero"] = "auto"  # type: ignore[assignment]  # a key, see above

@@ -268,7 +268,7 @@ def read_config_pairs(cfg: PretrainConfig) -> list[PairItem]:
     if not d.root:
         raise ConfigError("data.root is empty", "pass --data PATH (a folder, or the CSV for --layout manifest)")
     kwargs: dict[str, Any] = {}
-    if d.layout == "synthetic":
+    if d.layout in ("synthetic", "os"):
         kwargs["split"] = "all" if d.include_test else "train"
     elif d.layout == "manifest":
         kwargs["splits"] = ("train", "query", "gallery") if d.include_test else ("train",)

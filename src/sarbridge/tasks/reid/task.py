@@ -24,6 +24,7 @@ from sarbridge.data.splits import ReIDSplits, build_protocols, check_nonempty, h
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.losses.alignment import CMALoss
 from sarbridge.losses.metric import CrossEntropyLabelSmooth, TripletLoss
+from sarbridge.nn.pretrained import warn_if_random_init
 from sarbridge.tasks.reid.config import DataConfig, ExperimentConfig, FusionConfig
 from sarbridge.tasks.reid.dataset import make_label_map, verify_images
 from sarbridge.tasks.reid.evaluate import (
@@ -88,6 +89,7 @@ class ReIDTask:
         self.spec = cfg.data.spec()
         self.label_map = make_label_map(train)
         self.model: ReIDModel = build_reid_model(cfg.model, cfg.data.image_size, len(self.label_map))
+        warn_if_random_init(self.model.backbone, cfg.model.backbone, cfg.model.pretrained)
         ctx = current_context()
         if device is None:  # the device training will run on decides where augmentation runs
             device = ctx.device if ctx.distributed else resolve_device(cfg.device)
