@@ -160,7 +160,10 @@ def test_build_index_and_locate(trained: tuple[Path, Path, dict], tmp_path: Path
     assert 2.999 < res["lon"] < 3.002 and 51.4 < res["lat"] < 51.5  # EPSG:32631 (500000, 5700000): 3°E, 51.44°N
     assert 0.0 <= res["check_error_m"] < 100.0
     assert main(["geo", "locate", "--index", str(index), "--query", str(query), "--device", "cpu"]) == 0
-    assert "error radius" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "error radius" in text
+    for c in res["candidates"]:  # patch names in full, never cut from the left
+        assert str(c["source"]) in text
     # rebuilding into the same folder needs --overwrite; the index is unchanged
     assert main(["geo", "build-index", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
                  "--out", str(index), "--quiet"]) == 2
@@ -177,7 +180,9 @@ def test_locate_errors_are_one_line(trained: tuple[Path, Path, dict], tmp_path: 
     optical = geo_write(tmp_path / "rgb.tif", bands=3, height=32, width=32)
     other_crs = geo_write(tmp_path / "utm32.tif", bands=1, height=32, width=32, dtype="float32", crs="EPSG:32632")
     huge = crop_query(scene, tmp_path / "huge.tif", 0, 0, side=192)
-    cases = {outside: "outside the map", optical: "band", other_crs: "reproject", huge: "crop the query"}
+    missing = tmp_path / "no_such_query.tif"
+    cases = {outside: "outside the map", optical: "band", other_crs: "reproject", huge: "crop the query",
+             missing: f"query '{missing}' not found"}
     for query, message in cases.items():
         capsys.readouterr()
         assert main(["geo", "locate", "--index", str(index), "--query", str(query)]) == 2

@@ -96,6 +96,8 @@ def build_geo_index(map_path: str | Path, model_path: str | Path, out_dir: str |
 
 def _read_query(path: Path, crs: str, bounds: list[float]) -> tuple[np.ndarray, dict[str, Any]]:
     """Query pixels (H, W) and what its own georeference says (if it has one)."""
+    if not Path(path).is_file():
+        raise DataError(f"query '{path}' not found", "pass an existing SAR image file to --query")
 
     facts: dict[str, Any] = {}
     try:
