@@ -14,6 +14,7 @@ import tifffile
 from tqdm import tqdm
 
 from sarbridge.core.errors import ConfigError, DataError
+from sarbridge.core.resources import check_disk, check_memory
 from sarbridge.data.synthetic.optical import render_optical
 from sarbridge.data.synthetic.pose import sample_pose
 from sarbridge.data.synthetic.sar import render_sar
@@ -24,6 +25,12 @@ __all__ = ["GENERATOR_VERSION", "SyntheticArgumentError", "SyntheticTargetError"
 
 GENERATOR_VERSION = "1.0.0"
 GENERATOR_NAME = "sarbridge.data.synthetic"
+
+
+# conservative sizes for the up-front checks: a chip on disk (an RGB chip is ~20-60 KB, a float32 SAR
+# chip ~40-120 KB) and the per-image bookkeeping held in memory while the set is written
+_DISK_BYTES_PER_IMAGE = 48 * 1024
+_INDEX_BYTES_PER_IMAGE = 1024
 
 
 class SyntheticArgumentError(ConfigError, ValueError):
@@ -182,6 +189,11 @@ def generate_hoss_dataset(
     if looks is not None and looks < 0:
         raise SyntheticArgumentError(f"looks must be positive, 0 or None (no speckle), got {looks}")
     root = Path(root)
+    images = num_ids * (optical_per_id + sar_per_id) + num_distractors
+    check_memory(images * _INDEX_BYTES_PER_IMAGE, f"a set of {num_ids:,} identities",
+                 "generate fewer identities (--ids)")
+    check_disk(root, images * _DISK_BYTES_PER_IMAGE, f"a set of {num_ids:,} identities ({images:,} chips)",
+               "generate fewer identities (--ids) or write to a larger disk")
 
     pids = np.arange(1, num_ids + 1)
     n_train = int(round(num_ids * train_fraction))
