@@ -143,14 +143,18 @@ def test_analysis_json_is_rendered_generically(tmp_path: Path) -> None:
     run, _ = reid_run(tmp_path)
     Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(run / "modality_gap.png")
     (run / "analysis.json").write_text(json.dumps({
-        "stages": {"before": {"gap": 1.25, "mmd": 0.5}, "after": {"gap": 0.75, "cka": 0.9}},
+        "stages": {"before": {"gap": 1.25, "mmd": 0.5, "probe": 1.0, "shift": 0.0123},
+                   "after": {"gap": 0.75, "cka": 0.9, "probe": 0.9875, "shift": -0.00001}},
         "images": ["modality_gap.png", "absent.png"], "note": "<b>bold</b>"}))
     page = write_report(run, samples=1, worst=1).read_text()
     images = check_self_contained(page)
     assert any(im.size == (30, 20) for im in images)
     section = page.split('id="analysis"')[1].split("</section>")[0]
-    for text in ("before", "after", "gap", "mmd", "cka", "1.2", "0.8", "absent.png"):
+    for text in ("before", "after", "gap", "mmd", "cka", ">1.25<", ">0.75<", "absent.png"):
         assert text in section, text
+    # measures keep four significant digits (0.9875 is not 1.0, 0.0123 is not 0.0) and no "-0.0"
+    assert ">0.9875<" in section and ">0.0123<" in section and ">-1e-05<" in section
+    assert ">-0.0<" not in section and ">-0<" not in section
     # one row per measure, one column per stage
     assert section.index(">measure<") < section.index(">before<") < section.index(">after<") < section.index(">gap<")
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page

@@ -21,6 +21,7 @@ import io
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -197,12 +198,24 @@ class _Images:
         return rgb
 
 
+def _no_negative_zero(text: str) -> str:
+    """``-0.0`` / ``-0`` / ``-0.000`` -> without the sign (a value that rounds to zero has none)."""
+    return text[1:] if text.startswith("-") and text[1:].replace("0", "").replace(".", "") in ("", "e+", "e-") else text
+
+
 def _fmt(v: Any, digits: int = 1) -> str:
     if isinstance(v, bool) or v is None:
         return "n/a" if v is None else str(v)
     if isinstance(v, float):
-        return f"{v:.{digits}f}" if math.isfinite(v) else "n/a"
+        return _no_negative_zero(f"{v:.{digits}f}") if math.isfinite(v) else "n/a"
     return str(v)
+
+
+def _fmt_measure(v: Any) -> str:
+    """Measures of any scale (a gap of 0.0123, an accuracy of 0.9875): four significant digits."""
+    if isinstance(v, float) and not isinstance(v, bool):
+        return _no_negative_zero(f"{v:.4g}") if math.isfinite(v) else "n/a"
+    return _fmt(v)
 
 
 def _ranked_rows(protocol: dict[str, Any], picks: list[int], report: ReportSpec, images: _Images) -> list[RankedRow]:
@@ -228,11 +241,11 @@ def _ranked_figure(rows: list[RankedRow], title: str, thumb: int) -> str:
 # --------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------
-def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
+def _table(header: list[str], rows: list[list[Any]], left: int = 1, fmt: Callable[[Any], str] = _fmt) -> str:
     head = "".join(f'<th class="l">{_e(h)}</th>' if j < left else f"<th>{_e(h)}</th>" for j, h in enumerate(header))
     body = []
     for row in rows:
-        cells = "".join(f'<td class="l">{_e(_fmt(v))}</td>' if j < left else f"<td>{_e(_fmt(v))}</td>"
+        cells = "".join(f'<td class="l">{_e(fmt(v))}</td>' if j < left else f"<td>{_e(fmt(v))}</td>"
                         for j, v in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -423,7 +436,7 @@ def _analysis_section(run: Path) -> str:
         rows = [[m, *[(stages[n].get(m) if isinstance(stages[n], dict) else None) for n in names]] for m in metrics]
         rows = [[r[0], *[x if isinstance(x, (int, float, str)) or x is None else json.dumps(x) for x in r[1:]]]
                 for r in rows]
-        parts.append(_table(["measure", *names], rows))
+        parts.append(_table(["measure", *names], rows, fmt=_fmt_measure))
     for name in data.get("images") or []:
         p = Path(str(name))
         p = p if p.is_absolute() else run / p
