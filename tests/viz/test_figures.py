@@ -193,3 +193,28 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     with pytest.raises(ValueError):
         retrieval_figure(bad, tmp_path / "bad.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]
+
+
+def test_legend_lists_near_misses_only_when_a_candidate_is_one(monkeypatch, tmp_path):
+    """Re-identification figures (match / wrong only) carry no 'overlapping neighbour' legend entry."""
+    import matplotlib.figure
+
+    from sarbridge.viz import figures as fig_mod
+
+    labels: list[list[str]] = []
+    real = matplotlib.figure.Figure.legend
+
+    def spy(self, *args, **kwargs):
+        labels.append([h.get_label() for h in kwargs.get("handles", [])])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend", spy)
+    img = np.zeros((12, 8, 3), np.uint8)
+    reid = [fig_mod.RankedRow(img, "q", [fig_mod.RankedCandidate(img, "match", "a"),
+                                         fig_mod.RankedCandidate(img, "wrong", "b")])]
+    geo = [fig_mod.RankedRow(img, "q", [fig_mod.RankedCandidate(img, "near", "a"),
+                                        fig_mod.RankedCandidate(img, "wrong", "b")])]
+    fig_mod.retrieval_figure(reid, tmp_path / "reid.png")
+    fig_mod.retrieval_figure(geo, tmp_path / "geo.png")
+    assert labels[0] == [fig_mod.STATUS_LABELS["match"], fig_mod.STATUS_LABELS["wrong"]]
+    assert labels[1] == [fig_mod.STATUS_LABELS[s] for s in ("match", "near", "wrong")]

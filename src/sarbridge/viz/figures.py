@@ -384,9 +384,11 @@ def _build_figure(rows: list[RankedRow], layout: FigureLayout, title: str | None
         fig.text(0.5, fy((tb[1] + tb[3]) / 2), title, ha="center", va="center",
                  fontsize=font_pt * 1.4, fontweight="bold", parse_math=False)
 
+    # the near-miss entry only when a candidate is one (never on re-identification figures)
+    shown = {c.status for row in rows for c in row.candidates} | {"match", "wrong"}
     handles = [
         Patch(facecolor=(rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0), edgecolor="black", linewidth=0.5, label=STATUS_LABELS[status])
-        for status, rgb in STATUS_COLOURS.items()
+        for status, rgb in STATUS_COLOURS.items() if status in shown
     ]
     lb = layout.legend_box
     fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.5, fy((lb[1] + lb[3]) / 2)),

@@ -91,6 +91,8 @@ def test_reid_report_is_self_contained_and_shows_the_metrics(tmp_path: Path) -> 
     page = path.read_text(encoding="utf-8")
     images = check_self_contained(page)
     assert len(images) == 4  # CMC, sampled, worst, training curves
+    # re-identification has no near misses: no geo legend entry (green and red only)
+    assert "green: match" in page and "red: wrong" in page and "overlapping neighbour" not in page
     m = metrics["opt2sar"]
     for key in ("R1", "R5", "R10", "mAP", "mINP"):
         assert f"<td>{m[key]:.1f}</td>" in page, key

@@ -1,4 +1,4 @@
-"""SAR patch -> optical map localisation (CMPC): ``sarbridge geo synth|train|evaluate|build-index|locate|demo|ablate``."""
+"""SAR patch -> optical map localisation (CMPC): ``sarbridge geo synth|train|evaluate|build-index|locate|register|demo|ablate``."""
 
 from __future__ import annotations
 
@@ -90,9 +90,29 @@ def cmd_locate(args: argparse.Namespace) -> int:
           f"   ({'graph-refined' if res['refined'] else 'coarse'})")
     if "check_error_m" in res:
         print(f"distance to the query's own georeference: {res['check_error_m']:.1f} m")
-    print("rank  patch        lon         lat        score")
+    width = max([len("patch")] + [len(str(c["source"])) for c in res["candidates"]])
+    print(f"rank  {'patch':<{width}}  lon         lat        score")
     for c in res["candidates"]:
-        print(f"{c['rank']:>4}  {str(c['source'])[-12:]:<12} {c['lon']:.6f}  {c['lat']:.6f}  {c['score']:.3f}")
+        print(f"{c['rank']:>4}  {str(c['source']):<{width}}  {c['lon']:.6f}  {c['lat']:.6f}  {c['score']:.3f}")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from sarbridge.tasks.geo.register.command import register_on_map
+
+    res = register_on_map(args.map, args.query, around=args.around, window=args.window, method=args.method,
+                          margin=args.margin, threshold=args.threshold, sar_units=args.sar_units,
+                          device=args.device or "auto")
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"query: {res['query']}  ({res['method']}, window {res['window']} from {res['window_source']})")
+    print(f"position: lon {res['lon']:.6f}, lat {res['lat']:.6f}  ({res['crs'][:40]}: x {res['x']:.1f}, y {res['y']:.1f};"
+          f" map pixel col {res['col']:.1f}, row {res['row']:.1f})")
+    print(f"shift from the {res['shift_reference']}: {res['shift_px'][0]:+.1f}, {res['shift_px'][1]:+.1f} px"
+          f" = {res['shift_m'][0]:+.1f} m east, {res['shift_m'][1]:+.1f} m north ({res['shift_distance_m']:.1f} m)")
+    print(f"confidence: {res['confidence']:.3f} ({'above' if res['confident'] else 'below'} the threshold"
+          f" {res['threshold']:.3f})   error radius: {res['error_radius_m']:.1f} m ({res['error_radius_basis']})")
     return 0
 
 
@@ -167,6 +187,34 @@ def _register(sub: argparse._SubParsersAction) -> None:
     lo.add_argument("--json", action="store_true", help="print JSON")
     add_common(lo)
     lo.set_defaults(func=cmd_locate)
+
+    rg = sub.add_parser("register", help="place a SAR image in a georeferenced optical map (training-free, pixel-level)",
+                        description="Register a SAR image into a georeferenced optical map with the training-free "
+                                    "CFOG descriptor (or intensity NCC) and print the position of its centre, its "
+                                    "shift, the confidence (peak ratio) and an error radius. The error radius is "
+                                    "one map pixel (the map's GSD) when the confidence reaches the threshold, else "
+                                    "half the search window's diagonal. A query without georeference is taken to "
+                                    "be at the map's pixel size.")
+    rg.add_argument("--map", required=True, help="optical GeoTIFF (projected CRS, e.g. UTM)")
+    rg.add_argument("--query", required=True,
+                    help="SAR image: GeoTIFF in the map's CRS and pixel size, or a plain image; 1 or 2 bands")
+    where = rg.add_mutually_exclusive_group()
+    where.add_argument("--around", metavar="LON,LAT,RADIUS_M",
+                       help="search the square of half-side RADIUS_M metres around a WGS84 point "
+                            "(a negative longitude needs the = form: --around=-83.95,54.78,500)")
+    where.add_argument("--window", metavar="COL0,ROW0,COL1,ROW1",
+                       help="search these map pixels (end exclusive). Default: the query's georeferenced "
+                            "footprint plus --margin, else the whole map (at most 4096 px a side)")
+    rg.add_argument("--method", choices=("cfog", "ncc"), default="cfog",
+                    help="cfog: oriented-gradient descriptor (default); ncc: intensity correlation baseline")
+    rg.add_argument("--margin", type=int, default=32, help="pixels searched around a georeferenced query's footprint")
+    rg.add_argument("--threshold", type=float, default=None,
+                    help="confidence (peak ratio) from which the match is trusted (default: the stage's, 1.05)")
+    rg.add_argument("--sar-units", choices=("auto", "db", "linear"), default="auto",
+                    help="auto: negative values mean dB, otherwise linear backscatter converted to dB")
+    rg.add_argument("--json", action="store_true", help="print JSON")
+    add_common(rg)
+    rg.set_defaults(func=cmd_register)
 
     d = sub.add_parser("demo", help="generate a scene, train, index, locate and evaluate on CPU (minutes)")
     d.add_argument("--out", default="runs/geo_demo")

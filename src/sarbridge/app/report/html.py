@@ -316,9 +316,13 @@ def _ranked_section(run: Path, rankings: dict[str, Any] | None, report: ReportSp
                      "sarbridge report again.</p></section>")
         return "".join(parts)
     score = rankings.get("score") or {}
-    parts.append('<p class="legend"><span style="background:#1eaa3c">green: match (same identity / true location)'
-                 '</span><span style="background:#f5c800;color:#222">yellow: overlapping neighbour</span>'
-                 '<span style="background:#d72323">red: wrong</span></p>')
+    # the yellow entry only where a near miss can occur (overlapping map patches), never on re-ID runs
+    has_near = any(isinstance(t, dict) and t.get("status") == "neighbour"
+                   for proto in rankings["protocols"].values() if isinstance(proto, dict)
+                   for q in proto.get("queries") or [] if isinstance(q, dict) for t in q.get("top") or [])
+    parts.append('<p class="legend"><span style="background:#1eaa3c">green: match (same identity / true location)</span>'
+                 + ('<span style="background:#f5c800;color:#222">yellow: overlapping neighbour</span>' if has_near else "")
+                 + '<span style="background:#d72323">red: wrong</span></p>')
     what = "distance (d, smaller is better)" if not score.get("higher_is_better") else "similarity (s, larger is better)"
     parts.append(f'<p class="note">Each row: the query, then its top-{_e(rankings.get("top_k", 10))} gallery items. '
                  f"Score: {_e(what)}; {_e(score.get('description', ''))}. {_prose(report.ranked_note)}</p>")
