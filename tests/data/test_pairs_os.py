@@ -72,3 +72,15 @@ def test_pretrain_command_accepts_the_os_layout(tmp_path):
 
     args = build_parser().parse_args(["pretrain", "--config", "configs/pretrain_demo.yaml", "--layout", "os", "--data", str(tmp_path), "--out", str(tmp_path)])
     assert args.layout == "os"
+
+
+def test_bridge_training_reads_the_os_layout(tmp_path):
+    """The bridge's data.format: os reads the training pairs only (test pairs never reach training)."""
+    from sarbridge.tasks.bridge.config import load_diffusion_config
+    from sarbridge.tasks.bridge.pairs import load_pairs
+
+    root = make_os(tmp_path / "os")
+    cfg = load_diffusion_config(None, ["data.format=os", f"data.root={root}"])
+    items, fmt = load_pairs(cfg.data)
+    assert fmt == "os" and [p.key for p in items] == ["train/0", "train/1", "train/10"]
+    assert len({p.group for p in items}) == 3  # each pair its own group

@@ -46,7 +46,8 @@ class PairDataConfig:
     """Where the pairs come from and how images are prepared (``resolution`` is the
     ``image_size`` of the :class:`~sarbridge.data.transforms.PreprocessSpec`, :meth:`spec`)."""
 
-    format: Literal["auto", "hoss", "synthetic", "folder"] = "auto"
+    #: ``os``: the OS-dataset layout (``train/opt<N>.png`` + ``train/sar<N>.png``; training pairs only)
+    format: Literal["auto", "hoss", "synthetic", "folder", "os"] = "auto"
     root: str = ""
     resolution: list[int] = field(default_factory=lambda: [256, 128])
     #: a registered SAR scaling (:func:`~sarbridge.data.sar.available_sar_preprocess`)

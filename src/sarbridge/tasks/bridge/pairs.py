@@ -87,7 +87,7 @@ def load_pairs(cfg: PairDataConfig, seed: int = 0, split: str = "train") -> tupl
         raise DataError(f"data folder '{cfg.root}' not found", "pass an existing folder to --data")
     fmt = detect_pair_format(cfg.root) if cfg.format == "auto" else cfg.format
     kwargs: dict[str, Any] = {}
-    if fmt == "synthetic":
+    if fmt in ("synthetic", "os"):
         kwargs["split"] = split
     elif fmt == "hoss":
         kwargs.update(max_pairs_per_id=cfg.max_pairs_per_id, seed=seed)
