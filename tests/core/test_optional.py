@@ -193,6 +193,10 @@ class Hide(importlib.abc.MetaPathFinder):
     def invalidate_caches(self):
         getattr(self.inner, "invalidate_caches", lambda: None)()
 
+    def find_distributions(self, *args, **kwargs):  # importlib.metadata asks the finders too
+        find = getattr(self.inner, "find_distributions", None)
+        return find(*args, **kwargs) if find else iter(())
+
 sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
 import sarbridge
 failed = []
