@@ -218,10 +218,9 @@ def _geo_model(path: str | Path, device: str = "auto") -> Any:
 
 def _geo_evaluate(checkpoint: str | Path, out_dir: str | Path, device: str = "auto",
                   progress: bool = True) -> dict[str, Any]:
-    from sarbridge.tasks.geo.bundle import load_geo_model  # noqa: PLC0415 - lazy: torch models
     from sarbridge.tasks.geo.run import evaluate_geo  # noqa: PLC0415 - lazy: torch models
 
-    return evaluate_geo(checkpoint, load_geo_model(checkpoint).cfg, out_dir, device_name=device, progress=progress)
+    return evaluate_geo(checkpoint, None, out_dir, device_name=device, progress=progress)
 
 
 def _geo_features(*args: Any, **kwargs: Any) -> RunFeatures:

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides
+from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides, rerank_arguments
 from sarbridge.core.errors import ConfigError
 from sarbridge.data.records import Sample
 from sarbridge.retrieval.distance import pairwise_distance
 from sarbridge.retrieval.metrics import evaluate, summarize
 from sarbridge.retrieval.rerank import average_query_expansion, gnn_rerank, k_reciprocal_rerank
 from sarbridge.tasks.reid.config import ExperimentConfig
-from sarbridge.tasks.reid.evaluate import ReIDEvaluator, evaluate_protocols, rerank_options
+from sarbridge.tasks.reid.evaluate import ReIDEvaluator, evaluate_protocols
 
 KEYS = ("mAP", "R1", "R5", "R10", "mINP", "queries")
 
@@ -111,7 +111,7 @@ def _cfg(overrides):
 def test_config_switches_load_and_validate():
     cfg = _cfg(["eval.rerank=gnn", "eval.k1=26", "eval.k2=7", "eval.query_expansion=alpha"])
     assert cfg.eval.rerank == "gnn" and cfg.eval.query_expansion == "alpha"
-    assert rerank_options(cfg.eval) == {"rerank": "gnn", "k1": 26, "k2": 7, "lambda_value": 0.3,
+    assert rerank_arguments(cfg.eval) == {"rerank": "gnn", "k1": 26, "k2": 7, "lambda_value": 0.3,
                                         "query_expansion": "alpha", "qe_k": 5, "qe_alpha": 3.0,
                                         "gnn_k1": 26, "gnn_k2": 7, "gnn_layers": 2}
     # defaults: k-reciprocal's 20/6/0.3 (Zhong et al.), the GNN's 26/7 (Zhang et al.)

@@ -296,10 +296,13 @@ def split_queries(cfg: GeoConfig, split: str = "test") -> tuple[LocalisationData
     return view, queries
 
 
-def evaluate_geo(model_path: str | Path, cfg_data: GeoConfig, out_dir: str | Path, device_name: str = "auto",
+def evaluate_geo(model_path: str | Path, cfg_data: GeoConfig | None, out_dir: str | Path, device_name: str = "auto",
                  split: str = "test", progress: bool = True, rerank: str | None = None) -> dict[str, Any]:
-    """Evaluate a trained bundle on the data a config names (``sarbridge geo evaluate``)."""
+    """Evaluate a trained bundle on the data a config names (``sarbridge geo evaluate``); ``cfg_data``
+    None: the bundle's own config (the data it was trained on)."""
     model = load_geo_model(model_path)
+    if cfg_data is None:
+        cfg_data = model.cfg
     view, queries = split_queries(cfg_data, split)
     seed_everything(cfg_data.seed)
     return evaluate_geo_model(model, view, queries, out_dir, resolve_device(device_name), progress,

@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from sarbridge.core.config import RERANK_METHODS as CONFIG_RERANK_METHODS
-from sarbridge.core.config import RerankOptions, rerank_arguments
 from sarbridge.core.distributed import current_context, gather_rows, shard_range
 from sarbridge.data.cache import build_cache
 from sarbridge.data.records import Sample
@@ -250,11 +249,6 @@ class ReIDEvaluator:
             base = (f"GNN re-ranked distance (1 - cos of {form} propagation, k1={self.gnn_k1}, k2={self.gnn_k2}, "
                     f"{self.gnn_layers} layers) over {base}")
         return base + "; smaller is better"
-
-
-def rerank_options(eval_cfg: RerankOptions) -> dict[str, Any]:
-    """The :class:`ReIDEvaluator` re-ranking / query-expansion keywords of an ``EvalConfig``."""
-    return rerank_arguments(eval_cfg)
 
 
 def evaluate_protocols(

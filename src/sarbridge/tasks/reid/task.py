@@ -11,7 +11,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sarbridge.core.checkpoint import load_checkpoint, load_model_state
-from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides, save_config
+from sarbridge.core.config import (
+    config_from_dict,
+    config_to_dict,
+    merge_dicts,
+    parse_overrides,
+    rerank_arguments,
+    save_config,
+)
 from sarbridge.core.distributed import current_context
 from sarbridge.core.errors import ConfigError
 from sarbridge.core.run import TrainingRun
@@ -31,7 +38,6 @@ from sarbridge.tasks.reid.evaluate import (
     evaluate_protocols,
     evaluate_protocols_with_rankings,
     extract_features,
-    rerank_options,
 )
 from sarbridge.tasks.reid.fusion import check_fusion_ready, fuse_bank
 from sarbridge.tasks.reid.loader import batch_to_device, build_batch_augment, build_train_dataset, build_train_loader
@@ -135,7 +141,7 @@ class ReIDTask:
         opt = [s for s in self.val if s.modality == OPTICAL]
         sar = [s for s in self.val if s.modality == SAR]
         res = evaluate_protocols(bank, {"opt2sar": (opt, sar), "sar2opt": (sar, opt)}, self.cfg.eval.max_rank,
-                                 rerank_options(self.cfg.eval))
+                                 rerank_arguments(self.cfg.eval))
         out: dict[str, float] = {}
         for name, r in res.items():
             if r.get("queries", 0):
@@ -243,7 +249,7 @@ def train_reid(
     model, spec, _, _ = model_from_checkpoint(result.best_checkpoint)
     metrics = evaluate_splits(model.to(device), spec, splits, device, cfg.eval.batch_size, cfg.eval.max_rank,
                               progress, fusion=cfg.fusion, cache_dir=out / "fusion_cache",
-                              rerank=rerank_options(cfg.eval), rankings_dir=run.results_dir)
+                              rerank=rerank_arguments(cfg.eval), rankings_dir=run.results_dir)
     metrics["meta"] = {
         "checkpoint": str(result.best_checkpoint), "selected_epoch": result.best_epoch,
         "selection": "validation mAP (held-out training identities)" if val else "last epoch (no validation split)",
@@ -284,7 +290,7 @@ def evaluate_reid(
     splits = load_splits(cfg.data, require_train=False)
     out = Path(out_dir)
     metrics = evaluate_splits(model.to(dev), spec, splits, dev, cfg.eval.batch_size, cfg.eval.max_rank, progress,
-                              fusion=cfg.fusion, cache_dir=out / "fusion_cache", rerank=rerank_options(cfg.eval),
+                              fusion=cfg.fusion, cache_dir=out / "fusion_cache", rerank=rerank_arguments(cfg.eval),
                               rankings_dir=out)
     metrics["meta"] = {"checkpoint": str(checkpoint), "selected_epoch": state.get("epoch"), "data": splits.root,
                        "device": str(dev)}
