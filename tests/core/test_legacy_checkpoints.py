@@ -52,3 +52,4 @@ def test_legacy_training_state_resumes(tmp_path):
     assert after["epoch"] == before["epoch"]
     for k, v in before["model"].items():
         assert torch.equal(after["model"][k], v), k
+

@@ -254,3 +254,14 @@ def test_demo_command_end_to_end_small(tmp_path: Path, capsys: pytest.CaptureFix
     assert_pinned(metrics, {"coarse": {"top1": 5.5556, "top10": 38.8889, "mAP": 14.1053, "mean_err_m": 41.4731},
                             "refined": {"mean_err_m": 38.5085, "succ_50m": 83.3333}})
     assert "coarse retrieval" in capsys.readouterr().out
+
+
+def test_registry_evaluates_a_geo_bundle_on_its_own_data(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    """TaskSpec.evaluate of the geo task: the bundle's own config and data, the run's coarse metrics again."""
+    from sarbridge.tasks.registry import GEO
+
+    _, run, _ = trained
+    assert GEO.evaluate is not None
+    metrics = GEO.evaluate(run / "geo_model.pt", tmp_path / "eval", "cpu", False)
+    assert metrics["coarse"] == json.loads((run / "metrics.json").read_text())["coarse"]
+    assert (tmp_path / "eval" / "metrics.json").is_file()
