@@ -7,10 +7,12 @@ input (paths, data, configs, checkpoints) print one ``error: ...`` line and exit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from sarbridge.core.errors import SarbridgeError
+from sarbridge.core.threads import configure_threads
 
 COMMAND_MODULES = (
     "reid", "pretrain", "despeckle", "diffusion", "ablate", "geo", "index", "export", "report", "analyze", "serve",
@@ -25,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="sarbridge", description="Cross-modal optical <-> SAR retrieval.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for torch (default: SARBRIDGE_THREADS, else OMP_NUM_THREADS, else the CPUs "
+                        "this process may use); idle threads always sleep instead of spinning")
     sub = p.add_subparsers(dest="command")
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(f"sarbridge.app.cli.{name}") is not None:
@@ -45,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if os.environ.get("SARBRIDGE_THREAD_SETUP", "1") != "0":
+            configure_threads(args.threads)
         return int(args.func(args))
     except SarbridgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
