@@ -154,7 +154,8 @@ def test_spec_of_an_extending_config_section_is_the_plain_spec():
         ({"sar_despeckle_window": 1}, "data.sar_despeckle_window must be odd and >= 3, got 1"),
         ({"gsd_optical": 0.0}, "data.gsd_optical must be a positive ground sampling distance in metres, got 0.0"),
         ({"gsd_sar": float("inf")}, "data.gsd_sar must be a positive ground sampling distance"),
-        ({"std": [0.5, 0.0, 0.5]}, "mean and std"),
+        ({"std": [0.5, 0.0, 0.5]}, "data.std"),
+        ({"mean": [0.5, float("nan"), 0.5]}, "data.mean"),
     ],
 )
 def test_validate_names_the_key_in_one_line(kwargs, message):

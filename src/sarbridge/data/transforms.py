@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from sarbridge.core.config import NOT_A_KEY
 from sarbridge.core.errors import ConfigError
 from sarbridge.data.despeckle import available_despeckle, despeckle
 from sarbridge.data.records import OPTICAL, SAR, parse_modality
@@ -41,7 +40,8 @@ class PreprocessSpec:
     """How an image of each modality becomes a normalised tensor.
 
     A task config's ``data`` section extends this class (redeclaring a field only to change its
-    default); ``mean`` and ``std`` are no config keys (:data:`~sarbridge.core.config.NOT_A_KEY`).
+    default). ``mean`` and ``std`` normalise every modality after scaling to [0, 1] (0.5/0.5 as in
+    TransOSS/MOS; CMPC uses ImageNet's ``[0.485, 0.456, 0.406]`` / ``[0.229, 0.224, 0.225]``).
     :meth:`spec` gives the plain spec of such a section, the object that checkpoints, caches and
     datasets use.
     """
@@ -55,8 +55,10 @@ class PreprocessSpec:
     sar_despeckle_window: int = 7
     gsd_optical: float = 0.75
     gsd_sar: float = 1.0
-    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5], metadata={NOT_A_KEY: True})
-    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5], metadata={NOT_A_KEY: True})
+    #: per-channel mean subtracted after scaling to [0, 1]
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    #: per-channel standard deviation divided by after the mean
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
 
     def spec(self) -> PreprocessSpec:
         """The preprocessing alone: a plain :class:`PreprocessSpec` copy (of a config's data section too)."""
@@ -120,8 +122,12 @@ class PreprocessSpec:
             v = getattr(self, key)
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"{prefix}.{key} must be a positive ground sampling distance in metres, got {v}")
-        if len(self.mean) != 3 or len(self.std) != 3 or not all(s > 0 for s in self.std):
-            raise ConfigError(f"preprocessing mean and std must be 3 numbers each (std > 0), got {self.mean}, {self.std}")
+        for key, low in (("mean", -math.inf), ("std", 0.0)):
+            v = getattr(self, key)
+            if len(v) != 3 or not all(isinstance(x, int | float) and math.isfinite(x) and x > low for x in v):
+                what = "positive " if key == "std" else ""
+                raise ConfigError(f"{prefix}.{key} must be 3 finite {what}numbers (one per channel), got {v}",
+                                  "e.g. [0.5, 0.5, 0.5], or ImageNet's [0.485, 0.456, 0.406] / [0.229, 0.224, 0.225]")
 
     def to_uint8(self, arr: np.ndarray, modality: str) -> np.ndarray:
         """Raw pixels -> uint8 (H, W, 3) using the modality's rule."""

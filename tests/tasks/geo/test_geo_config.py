@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sarbridge.core.errors import ConfigError
@@ -26,6 +27,14 @@ def test_defaults_are_the_cmpc_paper_settings() -> None:
 def test_shipped_configs_load(name: str) -> None:
     cfg = load_geo_config(REPO / "configs" / name)
     assert cfg.name == name.removesuffix(".yaml")
+    if name == "cmpc_sn6.yaml":
+        # CMPC's utils/transform.py normalises both modalities with ImageNet's statistics
+        assert (cfg.data.mean, cfg.data.std) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        img, _ = cfg.data.spec().prepare(np.full((8, 8, 3), 255, np.uint8), "optical")
+        np.testing.assert_allclose(img[:, 0, 0].numpy(),
+                                   [(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-5)
+    else:  # the demo keeps TransOSS's 0.5 / 0.5
+        assert (cfg.data.mean, cfg.data.std) == ([0.5] * 3, [0.5] * 3)
 
 
 def test_packaged_demo_config_is_the_repository_one() -> None:
@@ -92,5 +101,7 @@ def test_config_of_the_previous_layout_loads() -> None:
             assert {k: now[section][k] for k in values} == values, section
         else:
             assert now[section] == values, section
-    # the only keys added since: the ground sampling distances every PreprocessSpec has
-    assert set(now["data"]) - set(old["data"]) == {"gsd_optical", "gsd_sar"}
+    # the only keys added since: the ground sampling distances every PreprocessSpec has, and the
+    # normalisation statistics (config keys since CMPC's ImageNet statistics differ from TransOSS's 0.5)
+    assert set(now["data"]) - set(old["data"]) == {"gsd_optical", "gsd_sar", "mean", "std"}
+    assert (now["data"]["mean"], now["data"]["std"]) == ([0.5] * 3, [0.5] * 3)

@@ -54,7 +54,8 @@ def test_spec_and_reid_view_carry_every_preprocessing_key():
     ("loss.temperature=0", "loss.temperature"),
     ("model.drop_path=1", "model.drop_path"),
     ("eval.max_rank=0", "eval.max_rank"),
-    ("data.mean=[0,0,0]", "data.mean"),
+    ("data.mean=[0,0]", "data.mean"),
+    ("data.std=[0.2,0,0.2]", "data.std"),
 ])
 def test_bad_values_name_the_key_in_one_line(override: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace("[", r"\[")) as exc:

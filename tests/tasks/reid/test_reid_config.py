@@ -195,7 +195,7 @@ def test_bad_range(override, key):
 
 
 def test_preprocessing_keys_and_their_checks_are_the_specs():
-    """The data section is a PreprocessSpec: same keys (mean/std are no config keys), same checks,
+    """The data section is a PreprocessSpec: same keys (mean/std are config keys too), same checks,
     and spec() is the plain spec a checkpoint stores, with exactly the keys old checkpoints hold."""
     cfg = load_reid_config(RESOURCE_DEMO, ["data.sar_preprocess=db", "data.sar_alpha=3", "data.gsd_sar=2.5",
                                            "data.sar_despeckle=lee", "data.sar_despeckle_window=5"])
@@ -209,10 +209,11 @@ def test_preprocessing_keys_and_their_checks_are_the_specs():
     assert cfg.data.image_size == [128, 64]
     assert list(config_to_dict(cfg)["data"]) == [
         "image_size", "sar_preprocess", "sar_alpha", "sar_despeckle", "sar_despeckle_window", "gsd_optical",
-        "gsd_sar", "format", "root", "manifest", "val_fraction", "num_workers", "cache", "cache_dir", "gpu_augment",
+        "gsd_sar", "mean", "std", "format", "root", "manifest", "val_fraction", "num_workers", "cache", "cache_dir", "gpu_augment",
         "pin_memory", "persistent_workers", "prefetch_factor", "sampler", "augment"]
-    msg = _config_error(["data.mean=[0, 0, 0]"])
-    assert "unknown config key 'data.mean'" in msg and "std" not in msg.split("fix:")[-1]
+    assert load_reid_config(RESOURCE_DEMO, ["data.mean=[0.485,0.456,0.406]"]).data.spec().mean == [0.485, 0.456, 0.406]
+    msg = _config_error(["data.std=[1, 1]"])
+    assert msg.startswith("data.std must be 3 finite positive numbers") and "\n" not in msg
 
 
 def test_config_of_an_old_checkpoint_loads(tmp_path):
@@ -220,7 +221,7 @@ def test_config_of_an_old_checkpoint_loads(tmp_path):
     old = yaml.safe_load((REPO / "tests" / "fixtures" / "config-v1" / "reid.yaml").read_text(encoding="utf-8"))
     cfg = config_from_dict(old, ExperimentConfig)
     # keys added since that layout take their defaults; nothing else changes
-    added = {"eval": {"gnn_k1": 26, "gnn_k2": 7, "gnn_layers": 2}}
+    added = {"eval": {"gnn_k1": 26, "gnn_k2": 7, "gnn_layers": 2}, "data": {"mean": [0.5] * 3, "std": [0.5] * 3}}
     expected = {k: ({**v, **added[k]} if k in added else v) for k, v in old.items()}
     assert config_to_dict(cfg) == expected
     assert cfg.data.spec().to_dict()["image_size"] == [128, 64]
