@@ -17,6 +17,16 @@ data, its task and its evaluation; :class:`TrainingRun` does the rest, in this o
 5. :meth:`TrainingRun.write`: rank 0 writes the results (``metrics.json``, ``results.md``, a
    bundle ...) and every rank waits for it.
 
+Resuming continues the run it resumes (:func:`plan_resume`, called by the command line before the
+pipeline): the run folder's ``config.yaml`` is THE config; ``--set`` items are applied on top of it and
+compared: identical is fine, a different value is refused with one line naming the keys, except the
+run-length keys of :data:`SCHEDULE_KEYS` under an explicit ``--allow-change KEY`` (longer only; the
+trainer then decays the LR from where it is to the floor over the new remaining epochs, see
+:meth:`~sarbridge.core.trainer.Trainer.resume`), and :data:`FREE_KEYS` (where the run executes, not what
+it computes). An allowed change is recorded in ``config_history.jsonl`` (time, key, old, new, command),
+in ``train_log.jsonl`` (a ``schedule_changed`` line) and in the rewritten ``config.yaml``. A finished
+run (``metrics.json`` written) resumed without a change is left untouched: "already finished".
+
 Resume rules (``resume_missing``) when ``--resume`` finds no ``marker``: ``"load"`` lets the trainer
 read ``last.pt`` (and fail naming the missing file), ``"refuse"`` stops at once with "nothing to
 resume", ``"fresh"`` starts the stage from scratch (a multi-stage run resumes each stage that has
@@ -25,20 +35,30 @@ a ``last.pt``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import torch
 
-from sarbridge.core.config import OptimConfig, RuntimeConfig, save_config
+from sarbridge.core.config import OptimConfig, RuntimeConfig, config_to_dict, save_config
 from sarbridge.core.distributed import DistContext, barrier, init_distributed
-from sarbridge.core.errors import SarbridgeError
+from sarbridge.core.errors import ConfigError, SarbridgeError
 from sarbridge.core.trainer import StepCallback, Trainer, TrainTask
-from sarbridge.core.utils import seed_everything
+from sarbridge.core.utils import atomic_write_text, seed_everything
 
 _T = TypeVar("_T")
+_C = TypeVar("_C")
 ResumeMissing = Literal["load", "refuse", "fresh"]
+
+#: The keys ``--allow-change`` may change when resuming: the length of the run (epochs of a stage).
+SCHEDULE_KEYS: tuple[str, ...] = ("optim.epochs", "refine.epochs")
+#: Keys (or ``prefix.``) a resumed run may change freely: where it runs, not what it computes.
+FREE_KEYS: tuple[str, ...] = ("device", "runtime.", "data.num_workers")
 
 
 class TrainingConfig(Protocol):
@@ -78,6 +98,128 @@ def check_run_folder(out: Path, marker: str = "last.pt", resume: bool = False, o
         raise SarbridgeError(f"nothing to resume: '{path}' does not exist", "drop --resume")
 
 
+def check_output_folder(out: str | Path, overwrite: bool = False, what: str = "output folder") -> None:
+    """The rule of every command that writes a folder: a non-empty ``out`` needs ``--overwrite``.
+
+    Raises:
+        SarbridgeError: ``out`` is a file, or a non-empty folder without ``overwrite``.
+    """
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise SarbridgeError(f"{what} '{p}' is a file", "pass a folder to --out")
+    if overwrite or not p.is_dir():
+        return
+    entries = sorted(e.name for e in p.iterdir())
+    if entries:
+        raise SarbridgeError(f"{what} '{p}' is not empty ({len(entries)} entries, e.g. {entries[0]})",
+                             "pass --overwrite to replace what it holds, or choose another --out")
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _free(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in FREE_KEYS)
+
+
+@dataclass
+class ResumePlan(Generic[_C]):
+    """What ``--resume`` does (see :func:`plan_resume`).
+
+    Attributes:
+        cfg: the config to run with (the run folder's, with the allowed changes).
+        changes: ``(key, old, new)`` of every allowed change of the run's length.
+        finished: the run is complete and nothing changes: there is nothing to do.
+        notes: lines for the user (e.g. values of ``--config`` that the resumed run does not use).
+        epochs: the run's ``optim.epochs`` as stored.
+    """
+
+    cfg: _C
+    changes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    finished: bool = False
+    notes: list[str] = field(default_factory=list)
+    epochs: int | None = None
+
+    def record(self, out: str | Path, command: str) -> None:
+        """Append the changes to ``out/config_history.jsonl`` (atomically; rank 0 only)."""
+        if not self.changes or os.environ.get("RANK", "0") != "0":
+            return
+        path = Path(out) / "config_history.jsonl"
+        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        rows = [json.dumps({"time": stamp, "key": k, "old": a, "new": b, "command": command}) for k, a, b in self.changes]
+        atomic_write_text(path, old + "".join(r + "\n" for r in rows))
+
+
+def plan_resume(out: str | Path, load: Callable[[str | Path | None, list[str]], _C], overrides: Sequence[str] = (),
+                allow_change: Sequence[str] = (), config: str | Path | None = None,
+                finished_marker: str = "metrics.json") -> ResumePlan[_C]:
+    """The config of a resumed run: the run folder's ``config.yaml`` with ``overrides`` checked against it.
+
+    Args:
+        out: the run folder.
+        load: the task's config loader, ``load(yaml path, overrides) -> config``.
+        overrides: the command line's ``key=value`` items (``--set``, ``--data``, ``--device`` ...).
+        allow_change: keys (of :data:`SCHEDULE_KEYS`) that may change; only to a larger value.
+        config: the ``--config`` file given; its values are not used, those that differ are noted.
+        finished_marker: the file a finished run holds.
+
+    Returns:
+        The plan; a run folder without ``config.yaml`` (nothing to resume yet) resumes with the
+        command line's config, as before.
+
+    Raises:
+        ConfigError: ``--allow-change`` of another key, a key that differs without it, or a shorter run.
+    """
+    run = Path(out)
+    stored_path = run / "config.yaml"
+    for key in allow_change:
+        if key not in SCHEDULE_KEYS:
+            raise ConfigError(f"--allow-change {key}: only the run length may change on resume "
+                              f"({', '.join(SCHEDULE_KEYS)})", "drop it, or start a new run with another --out")
+    if not stored_path.is_file():
+        return ResumePlan(load(config, list(overrides)))
+    stored = load(stored_path, [])
+    wanted = load(stored_path, list(overrides))
+    old, new = _flat(config_to_dict(stored)), _flat(config_to_dict(wanted))
+    changed = [k for k in new if k in old and new[k] != old[k] and not _free(k)]
+    refused = [k for k in changed if k not in allow_change]
+    if refused:
+        given = ", ".join(f"{k}={new[k]}" for k in refused)
+        were = ", ".join(f"{old[k]}" if len(refused) == 1 else f"{k}: {old[k]}" for k in refused)
+        length = [k for k in refused if k in SCHEDULE_KEYS]
+        hint = (f"drop it, or pass --allow-change {length[0]} to change the run's length" if length
+                else "drop it (a resumed run keeps its config), or start a new run with another --out")
+        raise ConfigError(f"--resume keeps the run's config; {given} differs from {stored_path} ({were})", hint)
+    shorter = [k for k in changed if not isinstance(new[k], int) or new[k] < old[k]]
+    if shorter:
+        k = shorter[0]
+        raise ConfigError(f"--allow-change {k}: {k}={new[k]} is shorter than the run's {old[k]} ({stored_path})",
+                          f"pass a value above {old[k]}, or start a new run with another --out")
+    plan: ResumePlan[_C] = ResumePlan(wanted, [(k, old[k], new[k]) for k in changed])
+    plan.epochs = old.get("optim.epochs")
+    plan.finished = not plan.changes and (run / finished_marker).is_file()
+    if config is not None and Path(config).resolve() != stored_path.resolve():
+        try:
+            given_cfg = _flat(config_to_dict(load(config, list(overrides))))
+        except SarbridgeError:
+            given_cfg = {}
+        ignored = [k for k in given_cfg if k in new and given_cfg[k] != new[k] and not _free(k)]
+        if ignored:
+            shown = ", ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else "")
+            plan.notes.append(f"note: --resume continues with {stored_path}; --config {config} differs in "
+                              f"{shown} (not used)")
+    return plan
+
+
 class TrainingRun:
     """The run folder, process group, device and progress of one training run (see the module docstring).
 
@@ -101,6 +243,8 @@ class TrainingRun:
         self.resume = resume
         self.resume_missing = resume_missing
         self._config_written = False
+        #: more keys for every checkpoint of the run (``data_fingerprint``, see :meth:`record_data`)
+        self.checkpoint_extra: dict[str, Any] = {}
 
     @classmethod
     def open(cls, cfg: TrainingConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
@@ -139,6 +283,11 @@ class TrainingRun:
         """The run folder on the process that writes files, None on the others."""
         return self.out if self.ctx.is_main else None
 
+    def record_data(self, fingerprint: Mapping[str, Any]) -> None:
+        """Write ``fingerprint`` (:func:`sarbridge.data.fingerprint.data_fingerprint`) into every
+        checkpoint of the run as ``data_fingerprint``, for evaluations to compare against."""
+        self.checkpoint_extra["data_fingerprint"] = dict(fingerprint)
+
     def build_task(self, factory: Callable[[], _T]) -> _T:
         """Seed every generator with ``cfg.seed``, then build the task (its model's initial weights
         are then the same on every rank and in every run with this seed)."""
@@ -165,7 +314,8 @@ class TrainingRun:
         trainer = Trainer(task, cfg.optim if optim is None else optim, self.out / stage if stage else self.out,
                           self.device, seed=cfg.seed, amp=cfg.amp if amp is None else amp,
                           eval_every=cfg.eval.every if eval_every is None else eval_every, callbacks=callbacks,
-                          progress=self.progress, runtime=cfg.runtime, dist=self.ctx)
+                          progress=self.progress, runtime=cfg.runtime, dist=self.ctx,
+                          extra_state=self.checkpoint_extra)
         if self.resume and (self.resume_missing != "fresh" or trainer.last_path.exists()):
             trainer.resume()
         self.write_config()
@@ -191,4 +341,5 @@ class TrainingRun:
         barrier(self.ctx)
 
 
-__all__ = ["ResumeMissing", "TrainingConfig", "TrainingRun", "check_run_folder"]
+__all__ = ["FREE_KEYS", "SCHEDULE_KEYS", "ResumeMissing", "ResumePlan", "TrainingConfig", "TrainingRun",
+           "check_output_folder", "check_run_folder", "plan_resume"]

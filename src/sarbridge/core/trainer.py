@@ -16,6 +16,7 @@ checkpoints).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
@@ -78,6 +79,14 @@ def lr_factor(epoch: int, cfg: OptimConfig) -> float:
     span = max(cfg.epochs - cfg.warmup_epochs, 1)
     progress = (epoch - cfg.warmup_epochs) / span
     return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def segment_factor(epoch: int, segment: Mapping[str, Any], min_lr_factor: float) -> float:
+    """The LR factor after a change of run length: a cosine from ``segment["from"]`` at epoch
+    ``segment["start"]`` down to ``min_lr_factor`` at epoch ``segment["epochs"]``."""
+    start, end, top = int(segment["start"]), int(segment["epochs"]), float(segment["from"])
+    progress = min(max((epoch - start) / max(end - start, 1), 0.0), 1.0)
+    return min_lr_factor + (top - min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool | None = None) -> torch.optim.Optimizer:
@@ -255,6 +264,7 @@ class Trainer:
         compile_backend: ``torch.compile`` backend (None = inductor; tests use ``"eager"``).
         log_every: on CUDA, read the loss back (progress bar, divergence check) every this many
             batches instead of every batch, so the host does not wait for the GPU at each step.
+        extra_state: more keys for every checkpoint (e.g. ``data_fingerprint``).
     """
 
     def __init__(
@@ -273,8 +283,10 @@ class Trainer:
         find_unused_parameters: bool = True,
         compile_backend: str | None = None,
         log_every: int = 25,
+        extra_state: Mapping[str, Any] | None = None,
     ) -> None:
         self.task = task
+        self.extra_state = dict(extra_state or {})
         self.cfg = optim
         self.out_dir = Path(out_dir)
         self.device = device
@@ -299,7 +311,10 @@ class Trainer:
                 torch.backends.cuda.matmul.allow_tf32 = True
                 torch.backends.cudnn.allow_tf32 = True
         self.optimizer = build_optimizer(self.model, optim)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(e, optim))
+        #: set when a resumed run's length changed (see :meth:`resume`): from ``start`` the factor
+        #: follows a cosine from ``from`` down to ``min_lr_factor`` at ``epochs``
+        self.lr_segment: dict[str, Any] | None = None
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: self._lr_factor(e))
         self.amp_dtype = resolve_precision(self.runtime.precision, amp, device)
         self.use_amp = self.amp_dtype is not None
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
@@ -319,7 +334,15 @@ class Trainer:
         task.train_module = module  # type: ignore[attr-defined]
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
+        #: run events written into ``train_log.jsonl`` beside the epochs (e.g. a longer schedule)
+        self.events: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": -1, "score": None}
+
+    def _lr_factor(self, epoch: int) -> float:
+        seg = self.lr_segment
+        if seg is None or epoch < seg["start"]:
+            return lr_factor(epoch, self.cfg)
+        return segment_factor(epoch, seg, self.cfg.min_lr_factor)
 
     @property
     def last_path(self) -> Path:
@@ -340,6 +363,9 @@ class Trainer:
             "best": dict(self.best),
             "history": list(self.history),
             "seed": self.seed,
+            "schedule": {"epochs": self.cfg.epochs, "segment": self.lr_segment},
+            "events": list(self.events),
+            **self.extra_state,
             **self.task.checkpoint_extra(),
         }
 
@@ -366,7 +392,38 @@ class Trainer:
         if callable(restore):  # optional: state the task owns (e.g. a critic's optimiser)
             restore(state)
         self.start_epoch = int(state["epoch"]) + 1
+        self.events = list(state.get("events") or [])
+        self._resume_schedule(state.get("schedule"))
         return self.start_epoch
+
+    def _resume_schedule(self, saved: dict[str, Any] | None) -> None:
+        """Carry on the learning-rate schedule of the checkpoint; a changed ``optim.epochs`` (an
+        explicitly allowed change on resume) continues from the LR already reached instead of
+        jumping to the new length's cosine: the remaining epochs decay along a cosine from the
+        current factor down to ``min_lr_factor`` at the new last epoch (a run resumed inside its
+        warm-up keeps the plain schedule of the new length, whose warm-up is the same)."""
+        if not saved:  # a checkpoint from before schedules were recorded: the config's schedule
+            return
+        self.lr_segment = saved.get("segment")
+        old_epochs = int(saved.get("epochs", self.cfg.epochs))
+        if old_epochs == self.cfg.epochs:
+            return
+        start = self.start_epoch
+        if start < self.cfg.warmup_epochs and self.lr_segment is None:
+            factor = lr_factor(start, self.cfg)
+        else:
+            old_cfg = dataclasses.replace(self.cfg, epochs=old_epochs) if dataclasses.is_dataclass(self.cfg) else self.cfg
+            seg = self.lr_segment
+            factor = (segment_factor(start, seg, self.cfg.min_lr_factor) if seg is not None and start >= seg["start"]
+                      else lr_factor(start, old_cfg))
+            self.lr_segment = {"start": start, "from": factor, "epochs": self.cfg.epochs}
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * factor
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]  # type: ignore[attr-defined]
+        self.events.append({"event": "schedule_changed", "epoch": start, "optim.epochs": [old_epochs, self.cfg.epochs],
+                            "lr_factor": factor,
+                            "note": "the remaining epochs decay from the LR reached to min_lr_factor"
+                            if self.lr_segment is not None else "resumed in the warm-up: the new length's schedule"})
 
     def _epoch_seed(self, epoch: int) -> int:
         base = self.seed * 1000 + epoch
@@ -402,7 +459,13 @@ class Trainer:
         return dict(logs)
 
     def _write_log(self) -> None:
-        text = "".join(json.dumps(h) + "\n" for h in self.history)
+        rows: list[dict[str, Any]] = []
+        events = sorted(self.events, key=lambda e: int(e.get("epoch", 0)))
+        for h in self.history:  # each event before the first epoch it applies to
+            while events and int(events[0].get("epoch", 0)) <= int(h.get("epoch", 0)):
+                rows.append(events.pop(0))
+            rows.append(h)
+        text = "".join(json.dumps(r) + "\n" for r in [*rows, *events])
         atomic_write_text(self.out_dir / "train_log.jsonl", text)
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -488,5 +551,5 @@ class Trainer:
         if not self.dist.is_main:
             return
         state = {"task": self.task.name, "epoch": epoch, "model": self.model.state_dict(),
-                 "best": dict(self.best), **self.task.checkpoint_extra()}
+                 "best": dict(self.best), **self.extra_state, **self.task.checkpoint_extra()}
         save_checkpoint(state, self.best_path)

@@ -34,7 +34,7 @@ def geo_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from sarbridge.data.synthetic.scene import generate_scene
     from sarbridge.resources import resource_path
     from sarbridge.tasks.geo.config import load_geo_config
-    from sarbridge.tasks.geo.locate import build_geo_index
+    from sarbridge.tasks.geo.map_index import build_geo_index
     from sarbridge.tasks.geo.run import train_geo
 
     root = tmp_path_factory.mktemp("serve_geo")

@@ -57,5 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last complete checkpoint is kept (resume with --resume)", file=sys.stderr)
+        if hasattr(args, "resume"):  # the commands that can continue where they stopped
+            print("interrupted; the completed steps and the last complete checkpoint are kept "
+                  "(continue: the same command with --resume)", file=sys.stderr)
+        else:
+            print("interrupted; files are written whole or not at all (run the command again, with --overwrite "
+                  "where it refuses a used --out)", file=sys.stderr)
         return 130

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+_C = TypeVar("_C")
 
 
 def add_common(sp: argparse.ArgumentParser) -> None:
@@ -19,8 +22,63 @@ def add_run_args(sp: argparse.ArgumentParser, config_help: str, data_help: str) 
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     sp.add_argument("--data", help=data_help)
     sp.add_argument("--out", required=True, help="run folder for checkpoints and results")
-    sp.add_argument("--resume", action="store_true", help="continue the run in OUT (from its last.pt)")
-    sp.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue the run in OUT from its last.pt with OUT/config.yaml (default: off); a --set "
+                         "that changes that config is refused, a finished run is left as it is")
+    sp.add_argument("--allow-change", action="append", metavar="KEY", default=[],
+                    help="with --resume: let --set change this run-length key (optim.epochs, refine.epochs; longer "
+                         "only; recorded in OUT/config_history.jsonl; default: none)")
+    sp.add_argument("--overwrite", action="store_true", help="start over in an OUT that holds a run (default: off)")
+
+
+def run_config(args: argparse.Namespace, load: Callable[[Any, list[str]], _C], **flags: str) -> _C | None:
+    """The config of a training command: ``--config`` + overrides, or with ``--resume`` the run's own.
+
+    With ``--resume`` the run folder's ``config.yaml`` is the config and the overrides are checked
+    against it (:func:`sarbridge.core.run.plan_resume`); an allowed change is recorded in the run.
+
+    Returns:
+        The config, or None when ``--resume`` finds the run already finished (the line saying so is printed).
+    """
+    import shlex
+    import sys
+
+    from sarbridge.core.run import plan_resume
+
+    overrides = config_overrides(args, **flags)
+    if not getattr(args, "resume", False):
+        if getattr(args, "allow_change", None):
+            from sarbridge.core.errors import ConfigError
+
+            raise ConfigError("--allow-change is for --resume only", "drop it (a new run takes any --set)")
+        return load(args.config, overrides)
+    plan = plan_resume(args.out, load, overrides, args.allow_change or (), config=args.config)
+    for note in plan.notes:
+        print(note, file=sys.stderr)
+    if plan.finished:
+        print(f"run '{args.out}' already finished at epoch {plan.epochs}; nothing to do "
+              "(pass --set optim.epochs=N --allow-change optim.epochs to train it longer)")
+        return None
+    words = ["--out", str(args.out), "--resume", *(w for o in overrides for w in ("--set", o)),
+             *(w for k in args.allow_change for w in ("--allow-change", k))]
+    plan.record(args.out, " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name or "sarbridge", *words]))
+    return plan.cfg
+
+
+def add_demo_folder_args(sp: argparse.ArgumentParser) -> None:
+    """``--resume`` and ``--overwrite`` of a demo command."""
+    sp.add_argument("--resume", action="store_true",
+                    help="continue an interrupted demo in OUT: completed steps are kept (default: off)")
+    sp.add_argument("--overwrite", action="store_true", help="start over in an OUT that is not empty (default: off)")
+
+
+def demo_complete(out: str | Path, args: argparse.Namespace) -> bool:
+    """With ``--resume``: True (and says so) when the demo in ``out`` ran to its end (``report.html``)."""
+    run = Path(out)
+    if args.resume and (run / "report.html").is_file() and (run / "metrics.json").is_file():
+        print(f"demo in '{run}' is already complete; nothing to do (report: {run / 'report.html'})")
+        return True
+    return False
 
 
 def add_report_flag(sp: argparse.ArgumentParser) -> None:

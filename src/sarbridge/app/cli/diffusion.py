@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.app.cli.common import add_common, add_run_args, config_overrides
+from sarbridge.app.cli.common import add_common, add_run_args, run_config
 
 
 def cmd_diffusion_train(args: argparse.Namespace) -> int:
@@ -13,7 +13,9 @@ def cmd_diffusion_train(args: argparse.Namespace) -> int:
     from sarbridge.tasks.bridge.config import load_diffusion_config
     from sarbridge.tasks.bridge.train import train_diffusion
 
-    cfg = load_diffusion_config(args.config, config_overrides(args, direction="direction"))
+    cfg = run_config(args, load_diffusion_config, direction="direction")
+    if cfg is None:
+        return 0
     metrics = train_diffusion(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if not current_context().is_main:  # under torchrun only rank 0 prints the summary
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.app.cli.common import add_common, add_run_args, config_overrides
+from sarbridge.app.cli.common import add_common, add_run_args, run_config
 
 LAYOUT_CHOICES = ("sen12", "qxs", "manifest", "bigearthnet", "synthetic", "os")
 
@@ -16,7 +16,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from sarbridge.tasks.pretrain.task import train_pretrain
     from sarbridge.tasks.reid.results import protocol_table
 
-    cfg = load_pretrain_config(args.config, config_overrides(args, layout="data.layout"))
+    cfg = run_config(args, load_pretrain_config, layout="data.layout")
+    if cfg is None:
+        return 0
     metrics = train_pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     if not current_context().is_main:  # under torchrun only rank 0 prints the summary
         return 0

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from sarbridge.app.cli.common import (
     add_common,
+    add_demo_folder_args,
     add_report_flag,
     add_run_args,
-    config_overrides,
+    demo_complete,
     finish_demo,
+    run_config,
     write_run_report,
 )
 
@@ -31,7 +33,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sarbridge.tasks.reid.config import load_reid_config
     from sarbridge.tasks.reid.task import train_reid
 
-    cfg = load_reid_config(args.config, config_overrides(args))
+    cfg = run_config(args, load_reid_config)
+    if cfg is None:
+        return 0
     metrics = train_reid(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
     write_run_report(args.out, args)
@@ -42,7 +46,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from sarbridge.tasks.reid.task import evaluate_reid
 
     metrics = evaluate_reid(args.checkpoint, args.out, data=args.data, device=args.device or "auto",
-                            progress=not args.quiet, overrides=args.set)
+                            progress=not args.quiet, overrides=args.set, overwrite=args.overwrite)
     _print_summary(metrics, Path(args.out))
     write_run_report(args.out, args)
     return 0
@@ -51,10 +55,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sarbridge.tasks.reid.demo import run_demo
 
+    if demo_complete(Path(args.out), args):
+        return 0
     overrides = list(args.set or [])
     if args.device:
         overrides.append(f"device={args.device}")
-    metrics = run_demo(args.out, data=args.data, overrides=overrides, num_ids=args.ids, progress=not args.quiet)
+    metrics = run_demo(args.out, data=args.data, overrides=overrides, num_ids=args.ids, progress=not args.quiet,
+                       resume=args.resume, overwrite=args.overwrite)
     report = finish_demo(args.out, metrics, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
     if report is not None:
@@ -63,8 +70,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from sarbridge.core.run import check_output_folder
     from sarbridge.data.synthetic import generate_hoss_dataset
 
+    check_output_folder(args.out, args.overwrite, what="dataset folder")
     root = generate_hoss_dataset(args.out, num_ids=args.ids, seed=args.seed, looks=args.looks,
                                  num_distractors=args.distractors, progress=not args.quiet)
     print(f"wrote a synthetic HOSS-layout dataset to {root}")
@@ -82,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="evaluate a checkpoint under ALL->ALL, Optical->SAR, SAR->Optical")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data", help="HOSS folder or manifest CSV (default: the training data)")
-    e.add_argument("--out", required=True)
+    e.add_argument("--out", required=True, help="results folder (refused when not empty, unless --overwrite)")
+    e.add_argument("--overwrite", action="store_true", help="write into an OUT that is not empty (default: off)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="evaluation-time override, e.g. fusion.enabled=true fusion.opt2sar_checkpoint=CKPT")
     add_report_flag(e)
@@ -94,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--data", default="hoss", help="hoss (embedded sample), synthetic, or a folder")
     d.add_argument("--ids", type=int, default=100, help="identities of the synthetic set")
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a demo config key")
+    add_demo_folder_args(d)
     add_common(d)
     d.set_defaults(func=cmd_demo)
 
@@ -103,5 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--looks", type=float, default=4.0)
     s.add_argument("--distractors", type=int, default=10)
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the set in an OUT that is not empty (its images are removed; default: off)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_synth)

@@ -9,17 +9,21 @@ demo`` then measures the modality gap and writes ``report.html`` (:mod:`sarbridg
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sarbridge.core.errors import ConfigError
+from sarbridge.core.run import check_output_folder, plan_resume
 from sarbridge.core.utils import atomic_write_json
 from sarbridge.data.georaster import read_georaster, write_georaster
 from sarbridge.data.synthetic.scene import generate_scene
 from sarbridge.resources import resource_path
 from sarbridge.tasks.geo.config import load_geo_config
-from sarbridge.tasks.geo.locate import build_geo_index, locate
+from sarbridge.tasks.geo.locate import locate
+from sarbridge.tasks.geo.map_index import build_geo_index
 from sarbridge.tasks.geo.run import load_localisation, train_geo
 
 
@@ -29,29 +33,63 @@ def geo_demo_config_path() -> Path:
 
 
 def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: int = 1024, seed: int = 0,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Generate, train, index, locate and evaluate.
 
+    Output folder rule: a non-empty ``out_dir`` is refused unless ``resume`` (continue: a complete
+    scene is kept, each training stage continues from its ``last.pt`` with the folder's
+    ``config.yaml``, a trained run is not trained again, a complete index is kept) or ``overwrite``
+    (start over; the scene is generated again).
+
     Args:
-        out_dir: demo folder (replaced results if it holds an earlier demo).
+        out_dir: demo folder.
         overrides: ``key=value`` overrides of the demo config.
         size: scene side in pixels.
         seed: scene and training seed.
         progress: progress bars.
+        resume: continue an interrupted demo in ``out_dir``.
+        overwrite: start over in a used ``out_dir``.
 
     Returns:
         The test metrics (``coarse``, ``refined``, ``meta``), plus ``example`` (the located query; see
         :func:`example_line`).
+
+    Raises:
+        SarbridgeError: a used ``out_dir`` without ``resume``/``overwrite``; ``resume`` with settings
+            that differ from the demo's config or scene.
     """
     out = Path(out_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other", "pass one of them")
+    if not resume:
+        check_output_folder(out, overwrite, what="demo folder")
     scene = out / "scene"
-    if not (scene / "meta.json").is_file():
+    if resume and (scene / "meta.json").is_file():
+        had = json.loads((scene / "meta.json").read_text(encoding="utf-8"))
+        optical = had.get("optical") or {}
+        shape = (optical.get("height"), optical.get("width"), had.get("seed"))
+        if None not in shape and shape != (size, size, seed):
+            raise ConfigError(f"--resume keeps the demo's scene; --size {size} --seed {seed} differs from {scene} "
+                              f"({shape[0]} px, seed {shape[2]})", "pass the demo's --size and --seed, or --overwrite")
+    if overwrite or not (scene / "meta.json").is_file():
         generate_scene(scene, height=size, width=size, gsd=0.5, seed=seed)
-    cfg = load_geo_config(geo_demo_config_path(), ["data.format=scene", f"data.root={scene}", f"seed={seed}",
-                                                   *(overrides or [])])
+    settings = ["data.format=scene", f"data.root={scene}", f"seed={seed}", *(overrides or [])]
+    trained = resume and (out / "coarse" / "last.pt").is_file()
+    if trained:
+        plan = plan_resume(out, load_geo_config, settings)
+        plan.record(out, f"sarbridge geo demo --resume ({', '.join(settings)})")
+        cfg = plan.cfg
+    else:
+        cfg = load_geo_config(geo_demo_config_path(), settings)
     data = load_localisation(cfg)
-    metrics = train_geo(cfg, out, overwrite=True, progress=progress, data=data)
-    index = build_geo_index(scene / "optical.tif", out / "geo_model.pt", out / "index", overwrite=True, progress=progress)
+    if trained and plan.finished and (out / "geo_model.pt").is_file():
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        metrics.pop("example", None)
+    else:
+        metrics = train_geo(cfg, out, resume=trained, overwrite=not trained, progress=progress, data=data)
+    index = out / "index"
+    if not (resume and (index / "manifest.json").is_file()):
+        build_geo_index(scene / "optical.tif", out / "geo_model.pt", index, overwrite=True, progress=progress)
     test = [q for q in data.queries if q.split == "test"]
     q = test[int(np.random.default_rng(seed).integers(len(test)))]
     sar = read_georaster(scene / "sar.tif")

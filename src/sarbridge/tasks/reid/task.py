@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from sarbridge.core.config import (
 )
 from sarbridge.core.distributed import current_context
 from sarbridge.core.errors import ConfigError
-from sarbridge.core.run import TrainingRun
+from sarbridge.core.run import TrainingRun, check_output_folder
 from sarbridge.core.trainer import StepCallback
 from sarbridge.core.utils import resolve_device
+from sarbridge.data.fingerprint import data_fingerprint, fingerprint_difference
 from sarbridge.data.hoss import load_hoss
 from sarbridge.data.manifest import load_manifest_splits
 from sarbridge.data.records import OPTICAL, SAR, Sample
@@ -213,6 +215,13 @@ def evaluate_splits(
     return results
 
 
+def splits_fingerprint(splits: ReIDSplits) -> dict[str, Any]:
+    """The :func:`~sarbridge.data.fingerprint.data_fingerprint` of a re-ID dataset (train, query, gallery)."""
+    return data_fingerprint({name: [(s.path, s.pid) for s in part] for name, part in
+                             (("train", splits.train), ("query", splits.query), ("gallery", splits.gallery))},
+                            root=splits.root or None)
+
+
 def train_reid(
     cfg: ExperimentConfig,
     out_dir: str | Path,
@@ -242,6 +251,7 @@ def train_reid(
     check_nonempty(splits.train, "split 'bounding_box_train'", splits.root)
     train, val = holdout_validation(splits.train, cfg.data.val_fraction, seed=cfg.seed)
     verify_images([*splits.train, *splits.query, *splits.gallery], progress=progress)
+    run.record_data(splits_fingerprint(splits))
     task = run.build_task(lambda: ReIDTask(cfg, train, val, progress=progress, device=device))
     result = run.trainer(task, callbacks=callbacks).fit()
     if not evaluate_test:
@@ -268,8 +278,13 @@ def evaluate_reid(
     device: str = "auto",
     progress: bool = True,
     overrides: list[str] | None = None,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the test protocols of ``data`` (default: the data it was trained on).
+
+    ``overwrite=False`` refuses a non-empty ``out_dir`` (after the checkpoint is read, so a bad
+    checkpoint is named first). A warning line is printed when the data differs from the
+    checkpoint's recorded ``data_fingerprint`` (the scores are then not the training run's).
 
     Writes ``config.yaml``, ``metrics.json``, ``results.md`` and ``rankings.json`` (per-query
     top-10 lists for ``sarbridge report``) into ``out_dir``.
@@ -278,6 +293,7 @@ def evaluate_reid(
     ``fusion.enabled=true`` with ``fusion.opt2sar_checkpoint=...`` for MOS feature fusion.
     """
     model, spec, cfg, state = model_from_checkpoint(checkpoint)
+    check_output_folder(out_dir, overwrite, what="results folder")
     if overrides:
         cfg = config_from_dict(merge_dicts(config_to_dict(cfg), parse_overrides(overrides)), ExperimentConfig)
     if data:
@@ -294,6 +310,11 @@ def evaluate_reid(
                               rankings_dir=out)
     metrics["meta"] = {"checkpoint": str(checkpoint), "selected_epoch": state.get("epoch"), "data": splits.root,
                        "device": str(dev)}
+    changed = fingerprint_difference(state.get("data_fingerprint"), splits_fingerprint(splits))
+    if changed is not None:
+        metrics["meta"]["data_changed"] = changed
+        print(f"warning: the data in {splits.root} differs from what model {checkpoint} was trained on ({changed}); "
+              "results are not comparable with the training run's", file=sys.stderr)
     save_config(cfg, out / "config.yaml")
     write_reid_results(out, metrics, title="sarbridge re-identification: evaluation")
     return metrics
