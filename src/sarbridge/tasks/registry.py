@@ -49,6 +49,7 @@ class ReportSpec:
         need_thumb: only queries with a saved thumbnail can be shown.
         claims: whether ``metrics.json`` content is this task's (run folders without
             ``rankings.json``); None for a task told apart by its rankings only.
+        figures: ``(file, caption)`` of task figures in the run folder the report shows when present.
     """
 
     title: str
@@ -63,6 +64,7 @@ class ReportSpec:
     query_columns: tuple[tuple[str, str], ...] = ()
     need_thumb: bool = False
     claims: Callable[[dict[str, Any]], bool] | None = None
+    figures: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,7 @@ def _reid_export_load(path: str | Path) -> tuple[torch.nn.Module, PreprocessSpec
 
 
 def _reid_export_embed(model: Any, image: Any, modality: Any, size: Any = None) -> Any:
-    return model.backbone(image, modality, size)
+    return model.centre(model.backbone(image, modality, size))  # what ReIDModel.embed returns
 
 
 def _reid_uses_size(model: Any) -> bool:
@@ -261,6 +263,7 @@ GEO = TaskSpec(
         query_columns=geo_results.QUERY_COLUMNS,
         need_thumb=True,
         claims=geo_results.is_localisation,
+        figures=geo_results.REPORT_FIGURES,
     ),
     export=ExportSpec(_geo_export_load, _geo_export_embed, lambda model: False),
     owns_index=lambda info: info.get("kind") == geo_results.INDEX_KIND,

@@ -8,10 +8,13 @@ from pathlib import Path
 
 from sarbridge.app.cli.common import (
     add_common,
+    add_demo_folder_args,
     add_report_flag,
     add_run_args,
     config_overrides,
+    demo_complete,
     finish_demo,
+    run_config,
     write_run_report,
 )
 
@@ -28,8 +31,10 @@ def _print_summary(metrics: dict, out: Path) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from sarbridge.core.run import check_output_folder
     from sarbridge.data.synthetic.scene import generate_scene
 
+    check_output_folder(args.out, args.overwrite, what="scene folder")
     paths = generate_scene(args.out, height=args.size, width=args.size, gsd=args.gsd, seed=args.seed, looks=args.looks)
     print(f"wrote {paths.optical}, {paths.sar} (EPSG:32631, {args.gsd} m pixels)")
     return 0
@@ -40,7 +45,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sarbridge.tasks.geo.config import load_geo_config
     from sarbridge.tasks.geo.run import train_geo
 
-    cfg = load_geo_config(args.config, config_overrides(args))
+    cfg = run_config(args, load_geo_config)
+    if cfg is None:
+        return 0
     metrics = train_geo(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     _print_summary(metrics, Path(args.out))
     if current_context().is_main:
@@ -69,31 +76,61 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_build_index(args: argparse.Namespace) -> int:
-    from sarbridge.tasks.geo.locate import build_geo_index
+    from sarbridge.core.distributed import current_context
+    from sarbridge.tasks.geo.map_index import build_map_index
 
-    out = build_geo_index(args.map, args.model, args.out, patch_size=args.patch_size, stride=args.stride,
-                          device=args.device or "auto", overwrite=args.overwrite, progress=not args.quiet)
-    print(f"index: {out}")
+    res = build_map_index(args.map, args.model, args.out, patch_size=args.patch_size, stride=args.stride,
+                          device=args.device or "auto", overwrite=args.overwrite, resume=args.resume,
+                          workers=args.workers, chunk_size=args.chunk_size, target_recall=args.target_recall,
+                          progress=not args.quiet)
+    if not current_context().is_main:  # under torchrun only rank 0 prints
+        return 0
+    facts = {"index": str(res.path), "cells": res.cells, "patches": res.patches, "skipped_nodata": res.skipped,
+             "chunks": res.chunks, "resumed_chunks": res.resumed_chunks, "processes": res.processes,
+             "workers": res.workers, "seconds": round(res.seconds, 2), "patches_per_s": round(res.patches_per_s, 1),
+             "search": res.search}
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return 0
+    resumed = f", {res.resumed_chunks} of {res.chunks} chunks from an earlier run" if res.resumed_chunks else ""
+    print(f"indexed {res.patches} patches of {res.cells} grid cells ({res.skipped} no-data skipped{resumed}) "
+          f"in {res.seconds:.1f} s: {res.patches_per_s:.1f} patches/s on {res.processes} process(es)")
+    if res.search is not None:
+        print(f"search settings: {json.dumps(res.search)}")
+    print(f"index: {res.path}")
     return 0
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
     from sarbridge.tasks.geo.locate import locate
 
-    res = locate(args.index, args.query, k=args.k, device=args.device or "auto")
+    res = locate(args.index, args.query, k=args.k, device=args.device or "auto", register=args.register)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
     print(f"query: {res['query']}")
     print(f"position: lon {res['lon']:.6f}, lat {res['lat']:.6f}  ({res['crs']}: x {res['x']:.1f}, y {res['y']:.1f})")
-    print(f"error radius: {res['error_radius_m']:.1f} m   confidence: {res['confidence']:.2f}"
-          f"   ({'graph-refined' if res['refined'] else 'coarse'})")
+    print(f"error radius: {res['error_radius_m']:.1f} m   confidence: {res['confidence']:.2f}")
+    print(f"stage: {res['stage_note']}")
+    reg = res.get("registration")
+    if reg is not None:
+        print(f"registration ({reg['method']}): {'registered' if reg['registered'] else 'not kept'} at lon "
+              f"{reg['lon']:.6f}, lat {reg['lat']:.6f}; shift from the cell centre {reg['shift_m'][0]:+.1f} m east, "
+              f"{reg['shift_m'][1]:+.1f} m north ({reg['shift_distance_m']:.1f} m)")
+        print(f"registration confidence: {reg['confidence']:.3f} (threshold {reg['threshold']:.3f}, "
+              f"{reg['threshold_source']})   error radius: {reg['error_radius_m']:.1f} m")
+        print(f"registration: {reg['note']}")
     if "check_error_m" in res:
         print(f"distance to the query's own georeference: {res['check_error_m']:.1f} m")
     width = max([len("patch")] + [len(str(c["source"])) for c in res["candidates"]])
-    print(f"rank  {'patch':<{width}}  lon         lat        score")
+    key = res.get("rank_by", "score")
+    label = "p(refined)" if key == "probability" else "similarity"
+    print(f"rank  {'patch':<{width}}  lon         lat        {label}")
     for c in res["candidates"]:
-        print(f"{c['rank']:>4}  {str(c['source']):<{width}}  {c['lon']:.6f}  {c['lat']:.6f}  {c['score']:.3f}")
+        value = c.get(key)
+        print(f"{c['rank']:>4}  {str(c['source']):<{width}}  {c['lon']:.6f}  {c['lat']:.6f}  "
+              + (f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"))
+    print(f"ranks follow the {label} column ({'graph refiner node probability' if key == 'probability' else 'cosine similarity of the coarse search'})")
     return 0
 
 
@@ -119,10 +156,13 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sarbridge.tasks.geo.demo import example_line, run_geo_demo
 
+    if demo_complete(args.out, args):
+        return 0
     overrides = list(args.set or [])
     if args.device:
         overrides.append(f"device={args.device}")
-    metrics = run_geo_demo(args.out, overrides=overrides, size=args.size, seed=args.seed, progress=not args.quiet)
+    metrics = run_geo_demo(args.out, overrides=overrides, size=args.size, seed=args.seed, progress=not args.quiet,
+                           resume=args.resume, overwrite=args.overwrite)
     report = finish_demo(args.out, metrics, progress=not args.quiet)
     if not args.quiet and "example" in metrics:
         print(example_line(metrics["example"]))
@@ -150,6 +190,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gsd", type=float, default=0.5, help="metres per pixel")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--looks", type=int, default=1, help="SAR speckle looks")
+    s.add_argument("--overwrite", action="store_true", help="replace the scene in an OUT that is not empty (default: off)")
     s.set_defaults(func=cmd_synth)
 
     t = sub.add_parser("train", help="train the coarse model and the graph refiner, evaluate on test queries")
@@ -170,13 +211,27 @@ def _register(sub: argparse._SubParsersAction) -> None:
     add_common(e)
     e.set_defaults(func=cmd_evaluate)
 
-    b = sub.add_parser("build-index", help="grid a GeoTIFF map, embed the patches, save a searchable index")
-    b.add_argument("--map", required=True, help="optical GeoTIFF with a CRS")
+    b = sub.add_parser("build-index", help="grid a map, embed the patches, save a searchable index",
+                       description="Grid an optical map (GeoTIFF/COG, VRT or folder of GeoTIFF tiles), read it "
+                                   "window by window, embed the patches and save a searchable index. Progress is "
+                                   "committed in chunks (OUT/.build), so a killed build continues with --resume. "
+                                   "Under torchrun each process embeds its share of the chunks.")
+    b.add_argument("--map", required=True, help="optical GeoTIFF/COG with a CRS, a .vrt, or a folder of GeoTIFF tiles")
     b.add_argument("--model", required=True, help="geo_model.pt from 'geo train'")
     b.add_argument("--out", required=True, help="index folder")
     b.add_argument("--patch-size", type=int, default=None, help="grid cell in pixels (default: the model's)")
     b.add_argument("--stride", type=int, default=None, help="grid step in pixels (default: the patch size)")
-    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--overwrite", action="store_true",
+                   help="start over in an OUT that holds an index or an interrupted build (default: refuse)")
+    b.add_argument("--resume", action="store_true",
+                   help="continue the interrupted build in OUT (default: off; refused if map/model/grid differ)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="DataLoader processes reading map windows (default: min(4, CPUs - 1))")
+    b.add_argument("--chunk-size", type=int, default=4096, help="patches per committed chunk (default: 4096)")
+    b.add_argument("--target-recall", type=float, default=None,
+                   help="tune the approximate search to this recall@10 on a sample of the map's own patches "
+                        "(default: off)")
+    b.add_argument("--json", action="store_true", help="print the build summary as JSON (default: text)")
     add_common(b)
     b.set_defaults(func=cmd_build_index)
 
@@ -185,6 +240,10 @@ def _register(sub: argparse._SubParsersAction) -> None:
     lo.add_argument("--query", required=True, help="SAR patch (GeoTIFF or image)")
     lo.add_argument("-k", type=int, default=10, help="candidates to list")
     lo.add_argument("--json", action="store_true", help="print JSON")
+    lo.add_argument("--register", action=argparse.BooleanOptionalAction, default=None,
+                    help="register the query in the indexed map around its best cells (metre-level position, "
+                         "shift from the cell centre, confidence, error radius); --no-register: never. Default: "
+                         "what validation chose for the model (no registration for models without a choice)")
     add_common(lo)
     lo.set_defaults(func=cmd_locate)
 
@@ -221,6 +280,7 @@ def _register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--size", type=int, default=1024, help="scene side in pixels")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of configs/geo_demo.yaml")
+    add_demo_folder_args(d)
     add_common(d)
     d.set_defaults(func=cmd_demo)
 

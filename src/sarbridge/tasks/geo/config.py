@@ -33,6 +33,7 @@ __all__ = [
     "GeoLossConfig",
     "GeoModelConfig",
     "RefineConfig",
+    "RegisterConfig",
     "WassersteinConfig",
     "load_geo_config",
     "validate_geo",
@@ -154,15 +155,38 @@ class RefineConfig:
 
 
 @dataclass
+class RegisterConfig:
+    """The metre-level ``registered`` stage after retrieval (:mod:`sarbridge.tasks.geo.register`).
+
+    The SAR query is registered in windows of the optical map around the ``top_k`` best cells of
+    the retrieval stage validation chose (the cell's footprint plus ``margin`` map pixels, null =
+    half a patch), with ``method`` ``cfog`` (training-free descriptor), ``ncc`` (intensity) or
+    ``features`` (the trained encoder's dense feature maps), searching at ``1 / coarse`` resolution
+    first. Below the confidence ``threshold`` (null: calibrated on the validation queries, else the
+    stage's default 1.05) the retrieval position is kept. ``rerank`` re-orders the ``top_k`` cells by
+    their registration cost. Needs data cut from one map raster (``scene`` / ``map`` formats).
+    """
+
+    enabled: bool = True
+    method: Literal["cfog", "ncc", "features"] = "cfog"
+    top_k: int = 3
+    margin: int | None = None
+    coarse: int = 2
+    threshold: float | None = None
+    rerank: bool = False
+
+
+@dataclass
 class GeoEvalConfig(RerankOptions):
     """Coarse search depth, plus the :class:`~sarbridge.core.config.RerankOptions` switches: re-ranking as
     the alternative to the graph refinement, and query expansion (``aqe``/``alpha``: each query
     embedding is replaced by its (weighted) mean with its ``qe_k`` nearest references before every
-    stage)."""
+    stage); ``register``: the metre-level registration stage (:class:`RegisterConfig`)."""
 
     batch_size: int = 64
     top_k: int = 20
     every: int = 1
+    register: RegisterConfig = field(default_factory=RegisterConfig)
 
 
 @dataclass
@@ -250,6 +274,12 @@ def validate_geo(cfg: GeoConfig) -> None:
     if e.batch_size < 1 or e.top_k < 1 or e.every < 1:
         raise ConfigError("eval.batch_size, top_k and every must be >= 1")
     validate_eval_rerank(e)
+    g = e.register
+    if g.top_k < 1 or g.coarse < 1 or (g.margin is not None and g.margin < 0):
+        raise ConfigError("eval.register.top_k and coarse must be >= 1, eval.register.margin >= 0 (or null)",
+                          "e.g. --set eval.register.top_k=3")
+    if g.threshold is not None:
+        _positive(g.threshold, "eval.register.threshold")
     if e.top_k < r.top_k:
         raise ConfigError(f"eval.top_k ({e.top_k}) must be >= refine.top_k ({r.top_k})", "raise eval.top_k")
     validate_optim(cfg.optim)

@@ -131,13 +131,21 @@ def full_target_ranks(ref_emb: torch.Tensor, query_emb: torch.Tensor, targets: n
     return out
 
 
+#: Success radii (metres) reported for every stage (``succ_<r>m``): metre-level ones for registration.
+SUCCESS_M = (5, 10, 25, 50, 100, 150, 200)
+
+
 def metrics_of(result: RankedResult, data: LocalisationData) -> dict[str, Any]:
-    """Localisation metrics of one :class:`RankedResult` (target + near-misses known per query);
+    """Localisation metrics of one :class:`RankedResult` (target + near-misses known per query),
+    with the 90th-percentile error ``p90_err_m`` and success within :data:`SUCCESS_M`;
     for CMPC's layouts (:data:`CMPC_LAYOUTS`) also :func:`~sarbridge.retrieval.geo_metrics.cmpc_metrics`
     (with ``extra["target_rank"]``, the full rank of each target, where known)."""
     targets = np.array([q.target for q in result.queries], dtype=np.int64)
-    out: dict[str, Any] = localisation_metrics(result.ranked, targets, data.reference_xy(),
-                                               data.query_xy(result.queries), pred_xy=result.pred_xy)
+    q_xy = data.query_xy(result.queries)
+    out: dict[str, Any] = localisation_metrics(result.ranked, targets, data.reference_xy(), q_xy,
+                                               pred_xy=result.pred_xy, success_m=SUCCESS_M)
+    p_xy = np.asarray(result.pred_xy, dtype=np.float64)
+    out["p90_err_m"] = float(np.percentile(np.hypot(p_xy[:, 0] - q_xy[:, 0], p_xy[:, 1] - q_xy[:, 1]), 90))
     if data.meta.get("layout") in CMPC_LAYOUTS:
         out.update(cmpc_metrics(result.ranked, targets, data.reference_xy(), data.query_xy(result.queries),
                                 target_rank=result.extra.get("target_rank")))
@@ -208,3 +216,33 @@ def evaluate_localisation(
         results["reranked"] = RankedResult(queries, k_ranked, k_scores, ref_xy[k_ranked[:, 0]])
     metrics = {name: metrics_of(res, data) for name, res in results.items()}
     return metrics, results
+
+
+def registered_result(base: RankedResult, xy: np.ndarray, confidence: np.ndarray, costs: np.ndarray,
+                      threshold: float, rerank: bool = False) -> RankedResult:
+    """The ``registered`` stage from the raw registrations of ``base``'s queries.
+
+    Args:
+        base: the retrieval stage whose candidates were registered (its rows = the queries).
+        xy: ``(M, 2)`` registered query centres.
+        confidence: ``(M,)`` registration confidences (peak ratios).
+        costs: ``(M, k)`` best cost in the window of each of the first ``k`` candidates.
+        threshold: registrations with a lower confidence keep ``base``'s position.
+        rerank: re-order the first ``k`` candidates of a kept registration by cost (lowest first).
+
+    Returns:
+        The :class:`RankedResult` (``confidence`` the registration's; ``extra["registered"]``: the
+        boolean mask of kept registrations, ``extra["threshold"]``).
+    """
+    keep = np.asarray(confidence) >= threshold
+    pred = np.where(keep[:, None], xy, base.pred_xy)
+    ranked, scores = base.ranked.copy(), base.scores.copy()
+    if rerank:
+        k = costs.shape[1]
+        order = np.argsort(np.where(np.isfinite(costs), costs, np.inf), axis=1, kind="stable")
+        order = np.where(keep[:, None], order, np.arange(k)[None, :])
+        ranked[:, :k] = np.take_along_axis(base.ranked[:, :k], order, axis=1)
+        scores[:, :k] = np.take_along_axis(base.scores[:, :k], order, axis=1)
+    return RankedResult(base.queries, ranked, scores, pred, np.asarray(confidence, dtype=np.float64),
+                        extra={**base.extra, "registered": keep, "threshold": float(threshold)})
+

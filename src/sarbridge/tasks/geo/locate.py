@@ -1,9 +1,8 @@
-"""Reference index of a georeferenced optical map, and locating a SAR patch on it.
+"""Locating a SAR patch on a georeferenced optical map's reference index.
 
-``build_geo_index`` cuts the map on the grid the model was trained with, embeds every patch and
-saves a :class:`~sarbridge.retrieval.index.EmbeddingIndex` (vectors, per-patch metadata with map
-and lon/lat coordinates, checksums) plus a copy of the model bundle, so an index folder is
-self-contained. ``locate`` embeds a query, searches the index, refines the top-k with the graph
+The index is built by :func:`sarbridge.tasks.geo.map_index.build_geo_index` (vectors, per-patch metadata
+with map and lon/lat coordinates, checksums, plus a copy of the model bundle, so an index folder is
+self-contained). ``locate`` embeds a query, searches the index, refines the top-k with the graph
 network and returns the estimated position, an error radius and the candidates.
 
 Error radius: the score-weighted spread ``sqrt(sum p_i |x_i - x̂|^2)`` of the nodes averaged into
@@ -12,86 +11,27 @@ the position, never less than half a patch side (the resolution of the reference
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sarbridge.core.errors import DataError, SarbridgeError
+from sarbridge.core.errors import DataError
 from sarbridge.core.optional import require
-from sarbridge.core.utils import atomic_write, file_digest, resolve_device
+from sarbridge.core.utils import file_digest, resolve_device
 from sarbridge.data.georaster import read_georaster
 from sarbridge.data.io import read_image
-from sarbridge.data.records import OPTICAL, SAR
+from sarbridge.data.records import SAR
 from sarbridge.retrieval.index import EmbeddingIndex
 from sarbridge.tasks.geo.bundle import GeoModel, load_geo_model
-from sarbridge.tasks.geo.datasets import MODALITY_INDEX, PatchImages, embed_patches, prepare_patch
-from sarbridge.tasks.geo.grid import make_grid, validate_optical, validate_sar
+from sarbridge.tasks.geo.datasets import MODALITY_INDEX, prepare_patch
+from sarbridge.tasks.geo.grid import validate_sar
 from sarbridge.tasks.geo.refine import gather_candidates
+from sarbridge.tasks.geo.register.evaluation import MapRegistrar
+from sarbridge.tasks.geo.register.stage import DEFAULT_THRESHOLD
 
 MODEL_FILE = "geo_model.pt"
-
-
-class _Cell:
-    """A grid cell as a patch source (``load`` + ``source``) for :class:`PatchImages`."""
-
-    def __init__(self, grid: Any, i: int, name: str) -> None:
-        self.grid, self.i = grid, i
-        cell = grid.cells[i]
-        self.source = f"{name}[r{cell.row},c{cell.col}]"
-
-    def load(self) -> np.ndarray:
-        return self.grid.crop(self.i)
-
-
-def build_geo_index(map_path: str | Path, model_path: str | Path, out_dir: str | Path, patch_size: int | None = None,
-                    stride: int | None = None, device: str = "auto", overwrite: bool = False,
-                    progress: bool = True) -> Path:
-    """Grid a GeoTIFF map into reference patches, embed them and save a searchable index.
-
-    Args:
-        map_path: optical GeoTIFF with a CRS (or image + world file + .prj).
-        model_path: ``geo_model.pt`` from ``sarbridge geo train``.
-        out_dir: index folder (created).
-        patch_size: grid cell in map pixels (default: the model's ``data.patch_size``).
-        stride: grid step (default: the patch size, non-overlapping as in CMPC).
-        device: ``auto``, ``cpu`` or ``cuda``.
-        overwrite: replace an existing index in ``out_dir``.
-        progress: show a progress bar.
-
-    Returns:
-        The index folder.
-    """
-
-    out = Path(out_dir)
-    if (out / "manifest.json").exists() and not overwrite:
-        raise SarbridgeError(f"'{out}' already holds an index", "pass --overwrite or choose another --out")
-    model = load_geo_model(model_path)
-    raster = read_georaster(map_path)
-    validate_optical(raster)
-    grid = make_grid(raster, patch_size or model.cfg.data.patch_size, stride)
-    dev = resolve_device(device)
-    cells = [_Cell(grid, i, Path(map_path).name) for i in range(len(grid.cells))]
-    images = PatchImages(cells, OPTICAL, model.spec, cache=False)  # type: ignore[arg-type]
-    emb = embed_patches(model.encoder.to(dev), images, dev, model.cfg.eval.batch_size, progress, "embedding map patches")
-    centers, lonlat = grid.centers(), grid.lonlat()
-    meta = []
-    for i, cell in enumerate(grid.cells):
-        meta.append({"id": i, "row": cell.row, "col": cell.col, "x": float(centers[i, 0]), "y": float(centers[i, 1]),
-                     "lon": float(lonlat[i, 0]), "lat": float(lonlat[i, 1]),
-                     "footprint": [float(v) for v in grid.footprint(i)], "source": cells[i].source, "modality": OPTICAL})
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / MODEL_FILE, lambda tmp: shutil.copyfile(model.path, tmp))
-    index = EmbeddingIndex(int(emb.shape[1]))
-    index.add(emb.numpy().astype(np.float32), meta)
-    side = float(max(grid.footprint(0)[2] - grid.footprint(0)[0], grid.footprint(0)[3] - grid.footprint(0)[1]))
-    index.save(out, info={"kind": "geo", "map": str(Path(map_path).resolve()), "crs": raster.crs,
-                          "bounds": list(raster.bounds), "patch_size": grid.patch_size, "stride": grid.stride,
-                          "patch_size_m": side, "gsd": list(raster.gsd), "bands": raster.bands,
-                          "model_sha256": file_digest(out / MODEL_FILE)})
-    return out
 
 
 def _read_query(path: Path, crs: str, bounds: list[float]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -144,7 +84,7 @@ class GeoLocator:
     """A geo index and its model, loaded once, answering many :meth:`locate` calls.
 
     Args:
-        index_dir: folder from :func:`build_geo_index`.
+        index_dir: folder from :func:`~sarbridge.tasks.geo.map_index.build_geo_index`.
         device: ``auto``, ``cpu`` or ``cuda``.
         index: the index of ``index_dir`` when the caller has already loaded it.
 
@@ -164,9 +104,39 @@ class GeoLocator:
         self.device = resolve_device(device)
         self.encoder = self.model.encoder.to(self.device).eval()
         self.refiner = self.model.refiner.to(self.device).eval() if self.model.refiner is not None else None
+        self.registrar: MapRegistrar | None = None  # the map, read on the first registration
 
-    def locate(self, query_path: str | Path, k: int = 10) -> dict[str, Any]:
+    @property
+    def choice(self) -> dict[str, Any] | None:
+        """The stages validation chose for this model (``info["stage_choice"]``), or None (older bundles)."""
+        c = self.model.info.get("stage_choice")
+        return c if isinstance(c, dict) else None
+
+    def _stage(self) -> tuple[bool, str]:
+        """Whether to use the graph refinement, and one line saying why."""
+        c = self.choice
+        if self.refiner is None:
+            return False, "coarse retrieval (the model has no graph refiner)"
+        if c is None:
+            return True, "graph refinement (no validation choice recorded for this model)"
+        if c.get("retrieval") == "refined":
+            return True, f"graph refinement (it helped on the {c.get('split', 'val')} split)"
+        return False, (f"coarse retrieval: the graph refinement did not help on the {c.get('split', 'val')} split, "
+                       "so it is not used")
+
+    def locate(self, query_path: str | Path, k: int = 10, register: bool | None = None) -> dict[str, Any]:
         """Estimate where the SAR patch ``query_path`` lies on the indexed map (see :func:`locate`)."""
+        c = self.choice
+        if register is None:
+            register = bool(c and c.get("register"))
+        depth = max(k, self.model.cfg.eval.register.top_k) if register else k
+        res, pixels, true_xy = self._retrieve(query_path, depth)
+        if register:
+            res["registration"] = locate_registration(self, res, pixels, true_xy)
+        res["candidates"] = res["candidates"][:k]
+        return res
+
+    def _retrieve(self, query_path: str | Path, k: int) -> tuple[dict[str, Any], np.ndarray, tuple[float, float] | None]:
         qpath, index, info, model, dev = Path(query_path), self.index, self.info, self.model, self.device
         arr, facts = _read_query(qpath, str(info.get("crs", "")), list(info.get("bounds", [0, 0, 0, 0])))
         _check_query_size(arr, facts, info, qpath)
@@ -180,7 +150,9 @@ class GeoLocator:
         xy = np.array([[meta[i]["x"], meta[i]["y"]] for i in ids], dtype=np.float64)
         half = 0.5 * float(info.get("patch_size_m") or 0.0)
         order = np.arange(len(ids))
-        if self.refiner is not None and len(ids) >= 2:
+        use_refiner, stage_note = self._stage()
+        coarse_chosen = self.choice is not None and not use_refiner
+        if use_refiner and self.refiner is not None and len(ids) >= 2:
             kk = min(model.cfg.refine.top_k, len(ids))
             ref_emb = torch.as_tensor(index.embeddings(ids[:kk]), dtype=torch.float32)
             inp = gather_candidates(q, ref_emb, torch.as_tensor(xy[:kk], dtype=torch.float32), torch.arange(kk)[None],
@@ -194,7 +166,7 @@ class GeoLocator:
         else:
             probs = torch.softmax(torch.as_tensor(scores) * 20.0, 0).numpy()
             node_order = np.argsort(-probs)
-        top = node_order[: max(1, model.cfg.refine.centroid_top)]
+        top = node_order[:1] if coarse_chosen else node_order[: max(1, model.cfg.refine.centroid_top)]
         w = probs[top] / probs[top].sum()
         pos = (w[:, None] * xy[top]).sum(0)
         spread = float(np.sqrt((w * ((xy[top] - pos) ** 2).sum(1)).sum()))
@@ -205,22 +177,86 @@ class GeoLocator:
             m = meta[int(ids[j])]
             cands.append({"rank": rank + 1, "id": m["id"], "row": m.get("row"), "col": m.get("col"), "x": m["x"],
                           "y": m["y"], "lon": m["lon"], "lat": m["lat"], "score": float(scores[j]),
-                          "probability": float(probs[j]) if j < len(probs) else None, "source": m.get("source")})
+                          "probability": float(probs[j]) if j < len(probs) else None, "source": m.get("source"),
+                          "footprint": m.get("footprint")})
+        refined = bool(use_refiner and self.refiner is not None and len(ids) >= 2)
         result: dict[str, Any] = {
             "query": str(qpath), "lon": float(lon), "lat": float(lat), "x": float(pos[0]), "y": float(pos[1]),
             "crs": info["crs"], "error_radius_m": max(spread, half), "confidence": float(probs[node_order[0]]),
-            "refined": self.refiner is not None, "patch": cands[0] if cands else None, "candidates": cands,
+            "refined": refined, "stage": "refined" if refined else "coarse", "stage_note": stage_note,
+            # which candidate field the ranks follow: the refiner's node probability, or the coarse similarity
+            "rank_by": "probability" if refined else "score",
+            "score_name": "score: cosine similarity of the coarse search; probability: "
+                          + ("the graph refiner's node probability (ranks follow it)" if refined
+                             else "softmax of 20 x similarity"),
+            "patch": cands[0] if cands else None, "candidates": cands,
         }
         if facts.get("georeferenced"):
             result["check_error_m"] = float(np.hypot(pos[0] - facts["x"], pos[1] - facts["y"]))
-        return result
+        true_xy = (float(facts["x"]), float(facts["y"])) if facts.get("georeferenced") else None
+        return result, arr, true_xy
 
 
-def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: str = "auto") -> dict[str, Any]:
+def locate_registration(locator: GeoLocator, res: dict[str, Any], pixels: np.ndarray,
+                        true_xy: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Register the located query in the indexed map around its best candidates (``geo locate --register``).
+
+    ``pixels`` are the query's, ``true_xy`` its own georeferenced centre (if any). Updates ``res`` in place (position, ``error_radius_m`` and ``check_error_m`` follow a kept
+    registration) and returns the ``registration`` entry: ``registered``, ``lon``/``lat``/``x``/``y``,
+    ``shift_m`` ``[east, north]`` and ``shift_distance_m`` from the top candidate cell's centre,
+    ``confidence``, ``threshold`` (and where it comes from), ``error_radius_m``, ``candidate`` (rank
+    of the cell whose window held the match), ``method`` and ``note``.
+
+    Raises:
+        DataError: the index's map raster is missing.
+    """
+    info, model = locator.info, locator.model
+    rcfg = model.cfg.eval.register
+    map_path = info.get("map")
+    if not map_path or not Path(str(map_path)).is_file():
+        raise DataError(f"the index's map raster '{map_path}' is missing, so the query cannot be registered",
+                        "restore the map file or rebuild the index with 'sarbridge geo build-index'")
+    if locator.registrar is None:
+        locator.registrar = MapRegistrar(str(map_path), rcfg.method, rcfg.margin, rcfg.coarse, locator.device,
+                                         locator.encoder, model.spec)
+    reg = locator.registrar
+    cands = res["candidates"][: max(1, rcfg.top_k)]
+    side = float(info.get("patch_size") or 0) or reg.footprint_box(cands[0]["footprint"])[2]
+    h = w = max(1, round(side))
+    out, _ = reg.register_pixels(np.asarray(pixels), h, w, [c["footprint"] for c in cands])
+    c = locator.choice
+    threshold = rcfg.threshold if rcfg.threshold is not None else (c or {}).get("threshold")
+    source = ("eval.register.threshold" if rcfg.threshold is not None else
+              "calibrated on validation" if threshold is not None else "default, not calibrated on validation")
+    threshold = float(threshold) if threshold is not None else DEFAULT_THRESHOLD
+    x, y = reg.centre_xy(out.row, out.col, h, w)
+    cell = cands[0]
+    dx, dy = x - float(cell["x"]), y - float(cell["y"])
+    kept = bool(out.confidence >= threshold)
+    gsd = float(max(reg.raster.gsd))
+    lon, lat = (float(v) for v in reg.raster.to_lonlat(x, y))
+    if kept:
+        note = f"registered in the window of candidate {out.candidate + 1} (confidence {out.confidence:.3f} >= {threshold:.3f})"
+        res.update({"lon": lon, "lat": lat, "x": x, "y": y, "error_radius_m": gsd})
+        if true_xy is not None:
+            res["check_error_m"] = float(np.hypot(x - true_xy[0], y - true_xy[1]))
+    else:
+        note = (f"kept the retrieval position: confidence {out.confidence:.3f} < threshold {threshold:.3f}")
+    if c is not None and not c.get("register"):
+        note += f"; note: registration did not help on the {c.get('split', 'val')} split"
+    return {"registered": kept, "lon": lon, "lat": lat, "x": x, "y": y, "shift_m": [dx, dy],
+            "shift_distance_m": float(np.hypot(dx, dy)), "shift_reference": f"centre of candidate cell {cell['source']}",
+            "confidence": float(out.confidence), "threshold": threshold, "threshold_source": source,
+            "error_radius_m": gsd if kept else float(res["error_radius_m"]), "candidate": int(out.candidate) + 1,
+            "method": rcfg.method, "note": note}
+
+
+def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: str = "auto",
+           register: bool | None = None) -> dict[str, Any]:
     """Estimate where a SAR patch lies on the indexed map (loads the index; many queries: :class:`GeoLocator`).
 
     Args:
-        index_dir: folder from :func:`build_geo_index`.
+        index_dir: folder from :func:`~sarbridge.tasks.geo.map_index.build_geo_index`.
         query_path: SAR patch (GeoTIFF or plain image; a georeferenced one must be over the map).
         k: candidates to report.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -229,6 +265,9 @@ def locate(index_dir: str | Path, query_path: str | Path, k: int = 10, device: s
         ``{"lon", "lat", "x", "y", "crs", "error_radius_m", "confidence", "patch", "candidates": [...],
         "query": path, "check_error_m"?}``: the refined position (score-weighted centroid of the best
         nodes), the chosen patch (rank 1 after refinement) and the ranked candidates;
-        ``check_error_m`` is the distance to the query's own georeferenced centre, when it has one.
+        ``check_error_m`` is the distance to the query's own georeferenced centre, when it has one;
+        ``stage``/``stage_note`` say which retrieval stage was used (the validation choice) and
+        ``rank_by`` which candidate field the ranks follow. With registration (``register`` True,
+        or None and validation chose it) also ``registration`` (see :func:`locate_registration`).
     """
-    return GeoLocator(index_dir, device).locate(query_path, k)
+    return GeoLocator(index_dir, device).locate(query_path, k, register=register)

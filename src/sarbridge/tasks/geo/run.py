@@ -44,7 +44,8 @@ from sarbridge.tasks.geo.model import GeoEmbeddingNet
 from sarbridge.tasks.geo.patches import LocalisationData
 from sarbridge.tasks.geo.queries import build_map_localisation
 from sarbridge.tasks.geo.rankings import write_geo_rankings
-from sarbridge.tasks.geo.results import localisation_table
+from sarbridge.tasks.geo.registered import add_registered_stage, write_registration_figure
+from sarbridge.tasks.geo.results import REGISTRATION_FIGURE, localisation_table, stage_lines
 from sarbridge.tasks.geo.sn6 import is_cmpc_sn6_folder, read_cmpc_sn6
 from sarbridge.tasks.geo.train import (
     GeoCoarseTask,
@@ -146,6 +147,12 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     run.write(lambda _: save_geo_model(bundle_path, cfg, encoder.cpu(), refiner.cpu() if refiner is not None else None,
                                        info))
     model = load_geo_model(bundle_path)
+    if val_q:  # which stages help, and the registration threshold, decided on the validation queries
+        val_metrics = evaluate_geo_model(model, train_view, val_q, None, device, progress, choose=True)
+        info["stage_choice"] = val_metrics["meta"]["stage_choice"]
+        run.write(lambda _: save_geo_model(bundle_path, cfg, model.encoder.cpu(),
+                                           model.refiner.cpu() if model.refiner is not None else None, info))
+        model = load_geo_model(bundle_path)
     metrics = evaluate_geo_model(model, test_view, test_q, run.results_dir, device, progress,
                                  title=f"sarbridge localisation: {cfg.name}")
     run.wait()
@@ -196,10 +203,13 @@ def _train_refiner(run: TrainingRun, task: GeoCoarseTask, encoder: GeoEmbeddingN
 def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequence[Any], out: str | Path | None,
                        device: torch.device, progress: bool = True, title: str = "sarbridge localisation",
                        rerank: str | None = None, pictures: int = 6,
-                       eval_cfg: GeoEvalConfig | None = None) -> dict[str, Any]:
-    """Embed references and queries with a bundle, rank, refine, and write the results (when ``out``).
+                       eval_cfg: GeoEvalConfig | None = None, choose: bool = False) -> dict[str, Any]:
+    """Embed references and queries with a bundle, rank, refine, register, and write the results (when ``out``).
 
-    ``eval_cfg`` (default: the bundle's own) sets batch size, search depth, re-ranking and query expansion.
+    ``eval_cfg`` (default: the bundle's own) sets batch size, search depth, re-ranking, query expansion
+    and the registration (``eval.register``). ``choose``: the queries are validation queries; decide
+    which stages help and calibrate the registration threshold (``meta.stage_choice``,
+    :mod:`sarbridge.tasks.geo.stages`); otherwise the bundle's recorded choice is used and reported.
     """
     cfg = model.cfg
     ev = eval_cfg if eval_cfg is not None else cfg.eval
@@ -221,8 +231,13 @@ def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequenc
         "checkpoint": str(model.path), "device": str(device), "query_expansion": ev.query_expansion,
         "selection": "validation top-1 (coarse: held-out training-area queries; refine: same)",
     }
+    choice = model.info.get("stage_choice") if isinstance(model.info.get("stage_choice"), dict) else None
+    registered = add_registered_stage(metrics, results, view, queries, ev.register, device, enc, model.spec, choice,
+                                      choose=choose, progress=progress)
     if out is not None:
         write_geo_results(Path(out), metrics, results, view, title, pictures, spec=model.spec)
+        if registered is not None and results["registered"].queries:
+            write_registration_figure(Path(out) / REGISTRATION_FIGURE, results["registered"], *registered, view)
     return metrics
 
 
@@ -243,6 +258,10 @@ def write_geo_results(out: Path, metrics: dict[str, Any], results: dict[str, Ran
     md = [f"# {title}", "", localisation_table(metrics),
           "top-k and mAP: percent of queries whose target (largest-overlap patch) is ranked within k; errors in "
           "metres between the estimated and the true query centre; succ_Xm: percent within X m.\n"]
+    md.append("\n".join(f"- {line}" for line in stage_lines(metrics)) + "\n")
+    if "registered" in metrics:
+        md.append(f"![registration]({REGISTRATION_FIGURE})\n\nMatching surfaces of sampled and of the worst "
+                  "registered queries (brighter = better match; green: true footprint, blue: found).\n")
     md.append("\n".join(f"- {k}: {v}" for k, v in (metrics.get("meta") or {}).items()) + "\n")
     if picture is not None:
         md.append(f"![retrieval]({picture.name})\n\nGreen: the true patch; yellow: an overlapping neighbour "
@@ -307,7 +326,7 @@ def evaluate_geo(model_path: str | Path, cfg_data: GeoConfig | None, out_dir: st
     seed_everything(cfg_data.seed)
     return evaluate_geo_model(model, view, queries, out_dir, resolve_device(device_name), progress,
                               title=f"sarbridge localisation: evaluation of {Path(model_path).name}", rerank=rerank,
-                              eval_cfg=cfg_data.eval)
+                              eval_cfg=cfg_data.eval, choose=split == "val")
 
 
 __all__ = ["evaluate_geo", "evaluate_geo_model", "load_localisation", "split_queries", "train_geo", "write_geo_results"]

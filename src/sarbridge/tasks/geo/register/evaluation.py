@@ -1,0 +1,264 @@
+"""The ``registered`` stage of an evaluation: every query registered around its retrieval candidates.
+
+:class:`MapRegistrar` holds the optical map a :class:`~sarbridge.tasks.geo.patches.LocalisationData`
+was cut from (``meta["map"]``) and registers each SAR query in windows around its best ``top_k``
+retrieval cells (the cell's footprint plus ``margin`` map pixels) with
+:func:`~sarbridge.tasks.geo.register.stage.register_in_map` (``cfog`` / ``ncc``, coarse-to-fine) or
+with the trained encoder's dense feature maps (``features``). The raw answers
+(:class:`QueryRegistrations`: best position, confidence, per-window costs, the best window's cost
+surface) are kept, so a confidence threshold can be swept on validation queries without
+registering again (:func:`sarbridge.tasks.geo.evaluate.registered_result`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from sarbridge.core.errors import ConfigError, DataError
+from sarbridge.data.georaster import GeoRaster, read_georaster
+from sarbridge.data.records import OPTICAL, SAR
+from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, LocalisationData
+from sarbridge.tasks.geo.register.descriptors import cfog_border
+from sarbridge.tasks.geo.register.images import MAX_BANDS, optical_intensity, sar_to_db
+from sarbridge.tasks.geo.register.registration import RegistrationResult, register
+from sarbridge.tasks.geo.register.stage import candidate_boxes, register_in_map
+
+__all__ = ["MapRegistrar", "QueryRegistrations", "map_intensity", "query_db", "registration_unavailable"]
+
+
+@dataclass
+class QueryRegistrations:
+    """Raw registration answers of M queries (rows follow the queries).
+
+    Attributes:
+        xy: ``(M, 2)`` map position (CRS units) of the query centre at the best match.
+        confidence: ``(M,)`` peak ratio of the best match.
+        window: ``(M,)`` rank (0-based, in the retrieval list) of the candidate whose window held it.
+        costs: ``(M, k)`` best matching cost in each candidate's window (lower is better; ``inf``
+            where a query had fewer candidates).
+        topleft: ``(M, 2)`` map pixel (row, col) of the query's top-left at the best match.
+        surfaces: per query, the cost surface of the best window (float16; may be coarse pixels).
+        windows: per query, the best window ``(row0, col0, row1, col1)`` in map pixels.
+        method: the registration method.
+        top_k: candidates registered per query.
+    """
+
+    xy: np.ndarray
+    confidence: np.ndarray
+    window: np.ndarray
+    costs: np.ndarray
+    topleft: np.ndarray
+    surfaces: list[np.ndarray] = field(repr=False)
+    windows: list[tuple[int, int, int, int]] = field(repr=False)
+    method: str = "cfog"
+    top_k: int = 3
+
+
+def registration_unavailable(data: LocalisationData) -> str | None:
+    """Why ``data`` cannot be registered (one sentence), or None when it can."""
+    path = data.meta.get("map")
+    if not path:
+        return "the data is not cut from one optical map raster (formats scene / map only)"
+    if not Path(str(path)).is_file():
+        return f"the map raster '{path}' is no longer there"
+    return None
+
+
+def map_intensity(raster: GeoRaster) -> np.ndarray:
+    """(H, W) float32 intensity of an optical map (luminance of RGB, mean of other band counts)."""
+    if raster.bands > MAX_BANDS:
+        raise DataError(f"map {raster.name} has {raster.bands} bands, more than the {MAX_BANDS} an intensity "
+                        "descriptor can use", "pass an optical map of 1 to 16 bands (grey, RGB, RGBN ...)")
+    px = raster.array.astype(np.float32)
+    return optical_intensity(px[:3], (0.299, 0.587, 0.114)) if raster.bands in (3, 4) else px.mean(axis=0)
+
+
+def query_db(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) SAR query in dB: bands averaged; negative values mean dB already, else linear converted."""
+    x = np.asarray(pixels, dtype=np.float32)
+    if x.ndim == 3:
+        x = x.mean(axis=-1)
+    return x if float(x.min()) < 0 else sar_to_db(x)
+
+
+def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    if x.shape == (h, w):
+        return x
+    t = torch.as_tensor(x, dtype=torch.float32)[None, None]
+    return F.interpolate(t, size=(h, w), mode="area" if x.shape[0] >= h else "bilinear")[0, 0].numpy()
+
+
+class MapRegistrar:
+    """The optical map of a localisation problem, ready to register SAR queries in it.
+
+    Args:
+        map_path: the optical map raster (GeoTIFF).
+        method: ``cfog``, ``ncc`` or ``features``.
+        margin: map pixels searched on every side of a candidate cell (None: half a patch).
+        coarse: resolution reduction of the exhaustive search (1: full resolution); lowered to 1
+            when the reduced query would be smaller than the descriptor's support.
+        device: where to compute.
+        encoder: the trained :class:`~sarbridge.tasks.geo.model.GeoEmbeddingNet` (``features`` only).
+        spec: its preprocessing (``features`` only).
+
+    Raises:
+        ConfigError: an unknown method, or ``features`` without an encoder or with a backbone that
+            has no dense intermediate features.
+        DataError: the map cannot be read.
+    """
+
+    def __init__(self, map_path: str | Path, method: str = "cfog", margin: int | None = None, coarse: int = 2,
+                 device: torch.device | str = "cpu", encoder: Any = None, spec: Any = None) -> None:
+        if method not in ("cfog", "ncc", "features"):
+            raise ConfigError(f"eval.register.method '{method}' is unknown", "use cfog, ncc or features")
+        if method == "features" and (encoder is None or spec is None or
+                                     not hasattr(getattr(encoder.backbone, "net", None), "forward_intermediates")):
+            raise ConfigError("eval.register.method=features needs the trained CNN encoder (a timm backbone with "
+                              "forward_intermediates)", "use eval.register.method=cfog")
+        self.raster = read_georaster(map_path)
+        self.intensity = map_intensity(self.raster)
+        self.method, self.margin, self.coarse = method, margin, max(1, int(coarse))
+        self.device = torch.device(device)
+        self.encoder, self.spec = encoder, spec
+        self._rgb: np.ndarray | None = None
+
+    # --- geometry -------------------------------------------------------------------------------
+    def footprint_box(self, footprint: Sequence[float]) -> tuple[float, float, float, float]:
+        """(row0, col0, height, width) in map pixels of a map footprint ``(x0, y0, x1, y1)``."""
+        x0, y0, x1, y1 = footprint
+        cols, rows = self.raster.map_to_pixel([x0, x1], [y1, y0])
+        return float(rows[0]), float(cols[0]), float(rows[1] - rows[0]), float(cols[1] - cols[0])
+
+    def centre_xy(self, row: float, col: float, h: int, w: int) -> tuple[float, float]:
+        """Map position of the centre of an ``h x w`` box whose top-left map pixel is ``(row, col)``."""
+        x, y = self.raster.pixel_to_map(col + w / 2.0, row + h / 2.0)
+        return float(x), float(y)
+
+    # --- one query ------------------------------------------------------------------------------
+    def _features(self, image: np.ndarray, modality: str, scale: float) -> torch.Tensor:
+        """Dense (C, h, w) features of the encoder's layer-1 output (stride 4 in network pixels)."""
+        h, w = image.shape[:2]
+        size = [max(8, round(h * scale)), max(8, round(w * scale))]
+        spec = replace(self.spec, image_size=size)
+        tensor, _ = spec.prepare(image, modality)
+        backbone = self.encoder.backbone
+        duals = backbone.duals
+        for d in duals:
+            d.sar_mask = torch.tensor([modality == SAR], device=self.device)
+        try:
+            with torch.no_grad():
+                feats = backbone.net.forward_intermediates(tensor[None].to(self.device), indices=[1],
+                                                           intermediates_only=True)[0]
+        finally:
+            for d in duals:
+                d.sar_mask = None
+        return feats[0].float()
+
+    def _register_features(self, sar_px: np.ndarray, boxes: list[tuple[int, int, int, int]],
+                           h: int, w: int) -> tuple[RegistrationResult, float]:
+        if self._rgb is None:
+            arr = self.raster.array
+            self._rgb = np.moveaxis(arr[:3] if arr.shape[0] >= 3 else arr[:1], 0, -1)
+            if self._rgb.shape[-1] == 1:
+                self._rgb = self._rgb[..., 0]
+        scale = float(self.spec.image_size[0]) / h
+        q = self._features(sar_px, SAR, scale)
+        wins = [self._features(self._rgb[r0:r1, c0:c1], OPTICAL, scale) for r0, c0, r1, c1 in boxes]
+        stride = h / q.shape[-2]  # map pixels per feature pixel
+        origins = [(r0 / stride, c0 / stride) for r0, c0, _, _ in boxes]
+        res = register(q, wins, "features", origins=origins, exclude=2, device=self.device)
+        return res, stride
+
+    def register_pixels(self, sar: np.ndarray, h: int, w: int, footprints: Sequence[Sequence[float]]
+                        ) -> tuple[RegistrationResult, list[tuple[int, int, int, int]]]:
+        """Register SAR pixels (any size; resampled to ``h x w`` map pixels) around candidate cells.
+
+        Args:
+            sar: (H, W) SAR pixels (dB, or linear: converted), or (H, W, C) bands (averaged).
+            h, w: the query's size in map pixels.
+            footprints: map footprints ``(x0, y0, x1, y1)`` of the candidate cells, best first.
+
+        Returns:
+            ``(result, boxes)``: the registration (``row``/``col``/``rows``/``cols`` in map pixels) and
+            the search windows (row0, col0, row1, col1).
+        """
+        margin = self.margin if self.margin is not None else max(1, h // 2)
+        cands = [self.footprint_box(f)[:2] for f in footprints]
+        boxes = candidate_boxes(self.intensity.shape, (h, w), cands, margin)
+        if self.method == "features":  # the encoder takes the raw pixels its preprocessing expects
+            raw = np.asarray(sar, dtype=np.float32)
+            res, stride = self._register_features(_resize(raw.mean(axis=-1) if raw.ndim == 3 else raw, h, w), boxes, h, w)
+            rows, cols = res.rows * stride, res.cols * stride
+        else:
+            q = _resize(query_db(sar), h, w)
+            support = 2 * cfog_border() + 1 if self.method == "cfog" else 8
+            factor = self.coarse
+            while factor > 1 and min(h, w) // factor < support:
+                factor -= 1
+            res = register_in_map(q, self.intensity, cands, margin=margin, threshold=0.0, method=self.method,
+                                  coarse=factor, device=self.device).result
+            rows, cols = res.rows, res.cols
+        rows = rows + np.array([b[0] for b in boxes])
+        cols = cols + np.array([b[1] for b in boxes])
+        res = replace(res, row=float(rows[res.candidate]), col=float(cols[res.candidate]), rows=rows, cols=cols)
+        return res, boxes
+
+    def register_query(self, query: GeoQuery, candidates: Sequence[GeoReference]) -> tuple[RegistrationResult, int, int,
+                                                                                            list[tuple[int, int, int, int]]]:
+        """Register one query around its candidate cells (best first).
+
+        Returns:
+            ``(result, h, w, boxes)``: the registration (positions in map pixels, relative to the
+            map), the query's size in map pixels and the search windows (row0, col0, row1, col1).
+        """
+        _, _, fh, fw = self.footprint_box(query.footprint)
+        h, w = max(1, round(fh)), max(1, round(fw))
+        res, boxes = self.register_pixels(np.asarray(query.load()), h, w, [r.footprint for r in candidates])
+        return res, h, w, boxes
+
+    # --- many queries ---------------------------------------------------------------------------
+    def register_queries(self, queries: Sequence[GeoQuery], references: Sequence[GeoReference], ranked: np.ndarray,
+                         top_k: int = 3, progress: bool = False) -> QueryRegistrations:
+        """Register every query around its first ``top_k`` ranked references.
+
+        Args:
+            queries: the queries (their ``footprint`` gives the query's size on the map).
+            references: the references ``ranked`` indexes.
+            ranked: ``(M, K)`` reference indices per query, best first.
+            top_k: candidates registered per query.
+            progress: show a progress bar.
+
+        Returns:
+            The :class:`QueryRegistrations`.
+        """
+        k = max(1, min(top_k, ranked.shape[1]))
+        m = len(queries)
+        xy = np.zeros((m, 2))
+        conf, win = np.zeros(m), np.zeros(m, dtype=np.int64)
+        costs = np.full((m, k), np.inf)
+        topleft = np.zeros((m, 2))
+        surfaces: list[np.ndarray] = []
+        windows: list[tuple[int, int, int, int]] = []
+        for i, q in enumerate(tqdm(queries, desc="registering queries", disable=not progress, leave=False)):
+            res, h, w, boxes = self.register_query(q, [references[int(j)] for j in ranked[i, :k]])
+            xy[i] = self.centre_xy(res.row, res.col, h, w)
+            topleft[i] = res.row, res.col
+            conf[i], win[i] = res.confidence, res.candidate
+            costs[i, : len(res.scores)] = res.scores
+            surf = res.surface[res.candidate].detach().float().cpu().numpy()
+            surfaces.append(np.where(np.isfinite(surf), surf, np.nan).astype(np.float16))
+            windows.append(boxes[res.candidate])
+        return QueryRegistrations(xy, conf, win, costs, topleft, surfaces, windows, self.method, k)
+
+    def window_image(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The map's intensity inside a window ``(row0, col0, row1, col1)`` (for figures)."""
+        r0, c0, r1, c1 = box
+        return self.intensity[r0:r1, c0:c1]

@@ -1,0 +1,123 @@
+"""Which stages help: the validation choice ``geo locate`` follows, and the per-stage verdicts of the results.
+
+A stage *helps* over the stage it builds on when it does not lower top-1 and does not raise the
+median localisation error, and improves at least one of them (:func:`helps`). On the validation
+queries (``geo train``, or ``geo evaluate --split val``) :func:`choose_stages` picks the retrieval
+stage (``refined`` only when it helps over ``coarse``) and whether the ``registered`` stage (at the
+confidence threshold :func:`calibrate_threshold` found) helps over it. The choice is stored in the
+model bundle's ``info["stage_choice"]`` and in ``metrics.json`` (``meta.stage_choice``);
+:func:`stage_verdicts` writes one line per stage for ``results.md`` and the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["THRESHOLD_GRID", "calibrate_threshold", "choose_stages", "helps", "stage_verdicts"]
+
+#: Confidence thresholds tried on validation queries (``inf``: never keep a registration).
+THRESHOLD_GRID = (1.0, 1.01, 1.02, 1.03, 1.05, 1.075, 1.1, 1.15, 1.2, 1.3, 1.5, 2.0, float("inf"))
+#: The stage each later stage builds on, when the metrics do not say.
+_BASE = {"refined": "coarse", "reranked": "coarse"}
+
+
+def helps(base: dict[str, Any], stage: dict[str, Any]) -> bool:
+    """Whether ``stage`` helps over ``base``: top-1 not lower, median error not higher, one of them better."""
+    t0, t1 = float(base.get("top1", 0.0)), float(stage.get("top1", 0.0))
+    e0, e1 = float(base.get("median_err_m", np.inf)), float(stage.get("median_err_m", np.inf))
+    return t1 >= t0 - 1e-9 and e1 <= e0 + 1e-9 and (t1 > t0 + 1e-9 or e1 < e0 - 1e-9)
+
+
+def calibrate_threshold(score: Callable[[float], dict[str, Any]],
+                        grid: Sequence[float] = THRESHOLD_GRID) -> tuple[float, list[dict[str, Any]]]:
+    """The confidence threshold with the highest success within 10 m (ties: lowest median error,
+    then the higher threshold).
+
+    Args:
+        score: ``threshold -> metrics`` of the registered stage on validation queries.
+        grid: thresholds to try.
+
+    Returns:
+        ``(threshold, table)``: the chosen threshold and one row per tried threshold
+        (``threshold``, ``kept`` percent, ``succ_10m``, ``median_err_m``).
+    """
+    table, best, best_key = [], float(grid[0]), (-np.inf, np.inf, -np.inf)
+    for t in grid:
+        m = score(float(t))
+        row = {"threshold": float(t), "kept": float(m.get("kept", 0.0)), "succ_10m": float(m.get("succ_10m", 0.0)),
+               "median_err_m": float(m.get("median_err_m", np.inf))}
+        table.append(row)
+        key = (row["succ_10m"], -row["median_err_m"], float(t))
+        if key > best_key:
+            best, best_key = float(t), key
+    return best, table
+
+
+def choose_stages(metrics: dict[str, Any], threshold: float | None = None, split: str = "val") -> dict[str, Any]:
+    """The stages validation chooses for ``geo locate``.
+
+    Args:
+        metrics: ``stage -> metrics`` on the validation queries (``coarse``, ``refined``?,
+            ``registered``? computed on the chosen retrieval stage's candidates).
+        threshold: the registration threshold those ``registered`` metrics used.
+        split: the split the metrics come from (recorded).
+
+    Returns:
+        ``{"retrieval": "coarse"|"refined", "register": bool, "threshold": float|None, "split",
+        "queries", "reason"}``.
+    """
+    coarse, refined = metrics.get("coarse") or {}, metrics.get("refined")
+    retrieval = "refined" if isinstance(refined, dict) and helps(coarse, refined) else "coarse"
+    reasons = []
+    if isinstance(refined, dict):
+        reasons.append(f"graph refinement {'helps' if retrieval == 'refined' else 'does not help'} "
+                       f"(top-1 {coarse.get('top1', 0):.1f} -> {refined.get('top1', 0):.1f} %, median "
+                       f"{coarse.get('median_err_m', 0):.1f} -> {refined.get('median_err_m', 0):.1f} m)")
+    reg = metrics.get("registered")
+    use_reg = isinstance(reg, dict) and threshold is not None and np.isfinite(threshold) \
+        and helps(metrics.get(retrieval) or coarse, reg)
+    if isinstance(reg, dict):
+        base = metrics.get(retrieval) or coarse
+        reasons.append(f"registration {'helps' if use_reg else 'does not help'} (median "
+                       f"{base.get('median_err_m', 0):.1f} -> {reg.get('median_err_m', 0):.1f} m, succ@10 m "
+                       f"{base.get('succ_10m', 0):.1f} -> {reg.get('succ_10m', 0):.1f} %, threshold {threshold})")
+    return {"retrieval": retrieval, "register": bool(use_reg),
+            "threshold": float(threshold) if threshold is not None and np.isfinite(threshold) else None,
+            "split": split, "queries": int(coarse.get("queries", 0)), "reason": "; ".join(reasons)}
+
+
+def _line(title: str, base_title: str, base: dict[str, Any], m: dict[str, Any]) -> str:
+    worse = [k for k in ("succ_10m", "succ_50m") if k in m and k in base and m[k] < base[k]]
+    verdict = "did NOT help" if not helps(base, m) else \
+        f"helped only partly (lower {' and '.join(worse)})" if worse else "helped"
+    parts = [f"top-1 {base.get('top1', 0):.1f} -> {m.get('top1', 0):.1f} %",
+             f"median error {base.get('median_err_m', 0):.1f} -> {m.get('median_err_m', 0):.1f} m"]
+    if "succ_10m" in m and "succ_10m" in base:
+        parts.append(f"succ@10 m {base['succ_10m']:.1f} -> {m['succ_10m']:.1f} %")
+    if "succ_50m" in m and "succ_50m" in base:
+        parts.append(f"succ@50 m {base['succ_50m']:.1f} -> {m['succ_50m']:.1f} %")
+    return f"{title} {verdict} over {base_title} on these queries: {', '.join(parts)}."
+
+
+def stage_verdicts(metrics: dict[str, Any], titles: dict[str, str]) -> list[str]:
+    """One sentence per later stage: whether it helped over the stage it builds on, with the figures.
+
+    Args:
+        metrics: ``metrics.json`` content (``meta.register_base`` names the registered stage's base).
+        titles: display titles of the stages.
+
+    Returns:
+        The sentences, in stage order (empty when there is only the coarse stage).
+    """
+    meta = metrics.get("meta") if isinstance(metrics.get("meta"), dict) else {}
+    bases = {**_BASE, "registered": str((meta or {}).get("register_base", "coarse"))}
+    out = []
+    for stage, base in bases.items():
+        m, b = metrics.get(stage), metrics.get(base)
+        if isinstance(m, dict) and isinstance(b, dict):
+            out.append(_line(titles.get(stage, stage).lstrip("+ ").capitalize(), titles.get(base, base).lstrip("+ "),
+                             b, m))
+    return out

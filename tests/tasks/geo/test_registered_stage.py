@@ -1,0 +1,138 @@
+"""The ``registered`` stage of an evaluation, the threshold fallback, re-ordering and the validation choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import GEO_CRS, GEO_ORIGIN
+from sarbridge.data.georaster import read_georaster, write_georaster
+from sarbridge.tasks.geo.config import RegisterConfig
+from sarbridge.tasks.geo.evaluate import RankedResult, metrics_of, registered_result
+from sarbridge.tasks.geo.queries import build_map_localisation
+from sarbridge.tasks.geo.registered import add_registered_stage
+from sarbridge.tasks.geo.results import localisation_table, stage_lines
+from sarbridge.tasks.geo.stages import calibrate_threshold, choose_stages, helps, stage_verdicts
+
+
+def textured_scene(folder: Path, size: int = 160, seed: int = 0) -> Path:
+    """Optical map with fine structure and a co-registered SAR rendering of it (linear, mild speckle)."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((size // 4 + 1, size // 4 + 1))
+    lum = np.kron(base, np.ones((4, 4)))[:size, :size]
+    lum = 0.6 * lum + 0.4 * rng.random((size, size))
+    rgb = np.stack([lum * 200 + 20] * 3).astype(np.uint8)
+    sar = ((lum + 0.05) ** 2 * rng.gamma(16.0, 1 / 16.0, size=lum.shape)).astype(np.float32)[None]
+    t = (0.5, 0.0, GEO_ORIGIN[0], 0.0, -0.5, GEO_ORIGIN[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_georaster(folder / "optical.tif", rgb, t, GEO_CRS)
+    write_georaster(folder / "sar.tif", sar, t, GEO_CRS)
+    return folder
+
+
+def oracle_coarse(data, queries) -> RankedResult:
+    """A hand-made retrieval: the target cell first, then its overlapping neighbours, then the rest."""
+    n = len(data.references)
+    ranked = []
+    for q in queries:
+        head = [q.target, *q.near]
+        ranked.append(head + [i for i in range(n) if i not in head])
+    ranked_arr = np.array(ranked, dtype=np.int64)[:, :10]
+    scores = np.tile(np.linspace(1.0, 0.5, ranked_arr.shape[1]), (len(queries), 1))
+    return RankedResult(list(queries), ranked_arr, scores, data.reference_xy()[ranked_arr[:, 0]])
+
+
+def test_registered_stage_finds_the_metre_level_position(tmp_path: Path) -> None:
+    """Queries at arbitrary offsets: the target cell's centre is metres off, the registration ~0."""
+    scene = textured_scene(tmp_path / "scene")
+    data = build_map_localisation(read_georaster(scene / "optical.tif"), read_georaster(scene / "sar.tif"),
+                                  patch_size=32, setting="arbitrary", count=12, seed=3)
+    queries = data.queries
+    coarse = oracle_coarse(data, queries)
+    metrics = {"coarse": metrics_of(coarse, data)}
+    results = {"coarse": coarse}
+    out = add_registered_stage(metrics, results, data, queries, RegisterConfig(top_k=2, coarse=1), "cpu",
+                               None, None, None)
+    assert out is not None
+    reg, c = metrics["registered"], metrics["coarse"]
+    for key in ("top1", "median_err_m", "p90_err_m", "succ_5m", "succ_10m", "succ_25m", "succ_50m", "kept",
+                "top1_reordered", "top1_base"):
+        assert key in reg, key
+    assert c["top1"] == 100.0 and c["median_err_m"] > 2.0  # arbitrary offsets: the cell centre is metres off
+    assert reg["median_err_m"] < 0.5 and reg["succ_5m"] == 100.0 and reg["kept"] == 100.0
+    assert reg["top1"] == c["top1"]  # no re-ordering by default
+    assert metrics["meta"]["register_base"] == "coarse"
+    assert metrics["meta"]["registration"]["threshold_source"].startswith("default")
+    assert "| + registration (metre-level, in the map) |" in localisation_table(metrics)
+    assert "succ_5m" in localisation_table(metrics).splitlines()[0]
+
+
+def test_registered_stage_says_why_it_is_missing(tmp_path: Path) -> None:
+    scene = textured_scene(tmp_path / "scene", size=96)
+    data = build_map_localisation(read_georaster(scene / "optical.tif"), read_georaster(scene / "sar.tif"),
+                                  patch_size=32, setting="aligned")
+    data.meta["map"] = None
+    coarse = oracle_coarse(data, data.queries)
+    metrics = {"coarse": metrics_of(coarse, data)}
+    assert add_registered_stage(metrics, {"coarse": coarse}, data, data.queries, RegisterConfig(), "cpu",
+                                None, None, None) is None
+    assert "registered" not in metrics and metrics["meta"]["registration"].startswith("not computed")
+
+
+def _base() -> RankedResult:
+    ranked = np.array([[0, 1, 2, 3], [1, 0, 2, 3]])
+    return RankedResult([], ranked, np.array([[0.9, 0.8, 0.7, 0.6]] * 2), np.array([[0.0, 0.0], [10.0, 10.0]]))
+
+
+def test_threshold_fallback_keeps_the_retrieval_position() -> None:
+    xy = np.array([[1.0, 2.0], [11.0, 12.0]])
+    costs = np.array([[0.5, 0.1, 0.3], [0.2, 0.1, 0.4]])
+    res = registered_result(_base(), xy, np.array([1.2, 1.01]), costs, threshold=1.05)
+    assert res.extra["registered"].tolist() == [True, False]
+    assert res.pred_xy.tolist() == [[1.0, 2.0], [10.0, 10.0]]  # the second keeps the retrieval position
+    none = registered_result(_base(), xy, np.array([1.2, 1.01]), costs, threshold=float("inf"))
+    assert none.pred_xy.tolist() == _base().pred_xy.tolist()
+
+
+def test_reordering_by_registration_cost_on_and_off() -> None:
+    xy = np.zeros((2, 2))
+    costs = np.array([[0.5, 0.1, 0.3], [0.2, 0.1, 0.4]])
+    conf = np.array([1.2, 1.01])
+    off = registered_result(_base(), xy, conf, costs, threshold=1.05, rerank=False)
+    assert off.ranked.tolist() == _base().ranked.tolist()
+    on = registered_result(_base(), xy, conf, costs, threshold=1.05, rerank=True)
+    # kept row: candidates by cost 0.1, 0.3, 0.5 -> [1, 2, 0], the tail unchanged; the unkept row unchanged
+    assert on.ranked.tolist() == [[1, 2, 0, 3], [1, 0, 2, 3]]
+    assert on.scores[0].tolist() == [0.8, 0.7, 0.9, 0.6]  # the scores follow their candidates
+
+
+def test_choice_uses_coarse_when_refinement_hurts_on_validation() -> None:
+    coarse = {"top1": 21.7, "median_err_m": 172.0, "succ_10m": 0.0, "succ_50m": 25.4, "queries": 80}
+    worse = {"top1": 21.2, "median_err_m": 180.0, "succ_10m": 0.0, "succ_50m": 14.2}
+    better = {"top1": 22.0, "median_err_m": 150.0, "succ_10m": 0.0, "succ_50m": 30.0}
+    reg = {"top1": 21.7, "median_err_m": 12.0, "succ_10m": 40.0, "succ_50m": 60.0}
+    assert not helps(coarse, worse) and helps(coarse, better) and not helps(coarse, coarse)
+    c = choose_stages({"coarse": coarse, "refined": worse, "registered": reg}, threshold=1.1)
+    assert c["retrieval"] == "coarse" and c["register"] and c["threshold"] == 1.1
+    assert "does not help" in c["reason"]
+    assert choose_stages({"coarse": coarse, "refined": better})["retrieval"] == "refined"
+    no_reg = choose_stages({"coarse": coarse, "registered": {**coarse}}, threshold=float("inf"))
+    assert not no_reg["register"] and no_reg["threshold"] is None
+    metrics = {"coarse": coarse, "refined": worse, "meta": {"stage_choice": c}}
+    lines = stage_verdicts(metrics, {"coarse": "coarse retrieval", "refined": "+ graph refinement"})
+    assert lines == ["Graph refinement did NOT help over coarse retrieval on these queries: top-1 21.7 -> 21.2 %, "
+                     "median error 172.0 -> 180.0 m, succ@10 m 0.0 -> 0.0 %, succ@50 m 25.4 -> 14.2 %."]
+    assert any(line.startswith("geo locate uses coarse retrieval + registration") for line in stage_lines(metrics))
+
+
+def test_threshold_calibration_maximises_success_within_10_m() -> None:
+    table = {1.0: (30.0, 20.0), 1.05: (45.0, 15.0), 1.1: (45.0, 12.0), 1.2: (40.0, 30.0)}
+
+    def score(t: float) -> dict:
+        s, med = table.get(t, (0.0, 99.0))
+        return {"succ_10m": s, "median_err_m": med, "kept": 50.0}
+
+    best, rows = calibrate_threshold(score, grid=(1.0, 1.05, 1.1, 1.2))
+    assert best == pytest.approx(1.1) and [r["threshold"] for r in rows] == [1.0, 1.05, 1.1, 1.2]
