@@ -25,23 +25,31 @@ gallery items:
 * ``AP = (1/n) * sum_i i / r_i``; ``mAP`` is the mean over valid queries.
 * ``INP = n / r_n`` (inverse negative penalty, Ye et al. 2021); ``mINP`` is the mean.
 
-The implementation is vectorised over chunks of queries: a (stable-equivalent) ``argsort`` of
-each chunk's distance rows, a boolean match matrix in rank order and per-row counts; there is no
-Python loop over queries or gallery items. Each chunk's temporaries take about 25 bytes per
-``(query, gallery item)`` pair, and the default chunk holds about 4M pairs (~100 MB), so
-10,000 x 100,000 evaluations run in bounded memory (plus the distance matrix itself).
+The implementation never sorts a row's indices. It works on chunks of queries and, for each
+query, counts the 1-based rank of every match directly (``1 + #kept items with a smaller
+distance + #kept items with an equal distance and a smaller gallery index``,
+:func:`sarbridge.retrieval.rank_counting.positive_ranks`); CMC, AP and INP need nothing else.
+:func:`evaluate` takes a distance matrix (chunks of about 4M pairs);
+:func:`evaluate_features` takes the features and computes the distances one block of queries at
+a time, so a 10,000 x 100,000 evaluation never holds the 4 GB matrix (on a CUDA device when the
+features are there). :func:`rank_matches` (the full stable ordering) remains for ranked lists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import numpy as np
+import torch
 
 from sarbridge.retrieval.distance import RetrievalInputError, to_numpy
+from sarbridge.retrieval.distance_blocks import distance_blocks
+from sarbridge.retrieval.rank_counting import positive_ranks, rank_statistics, row_counts
 
-__all__ = ["cmc_from_ranks", "cmc_to_ranks", "evaluate", "match_statistics", "rank_matches", "summarize"]
+__all__ = [
+    "cmc_from_ranks", "cmc_to_ranks", "evaluate", "evaluate_features", "match_statistics", "rank_matches", "summarize",
+]
 
 # Query x gallery pairs per chunk when ``chunk_size`` is None (about 100 MB of temporaries).
 _CHUNK_PAIRS: Final[int] = 2**22
@@ -195,6 +203,99 @@ def cmc_from_ranks(first_match_rank: Any, length: int) -> np.ndarray:
     return np.cumsum(hits) / float(r.size)
 
 
+class _Protocol:
+    """Validated label codes of one evaluation and the per-block match / removal masks."""
+
+    def __init__(
+        self, num_q: int, num_g: int, q_pids: Any, g_pids: Any, q_mods: Any, g_mods: Any,
+        exclude_same_modality: bool, q_camids: Any, g_camids: Any, exclude_same_camera: bool,
+    ) -> None:
+        qp = _labels(q_pids, "q_pids", integer=True)
+        gp = _labels(g_pids, "g_pids", integer=True)
+        if qp.shape[0] != num_q or gp.shape[0] != num_g:
+            raise RetrievalInputError(
+                f"there are {num_q} queries and {num_g} gallery items but {qp.shape[0]} query pids and "
+                f"{gp.shape[0]} gallery pids"
+            )
+        # Shared pid codes; gallery distractors (-1) get code -1 and query -1 gets -2, so neither
+        # ever matches anything.
+        qp_c, gp_c = _codes(qp, gp, "pid")
+        self.qp = torch.from_numpy(np.where(qp == -1, -2, qp_c))
+        self.gp = torch.from_numpy(np.where(gp == -1, -1, gp_c))
+        qm, gm = _optional_codes(q_mods, g_mods, exclude_same_modality, "mods", "modality", num_q, num_g)
+        qc, gc = _optional_codes(q_camids, g_camids, exclude_same_camera, "camids", "camera", num_q, num_g)
+        self.mods = (torch.from_numpy(qm), torch.from_numpy(gm)) if exclude_same_modality and qm is not None \
+            and gm is not None else None
+        self.cams = (torch.from_numpy(qc), torch.from_numpy(gc)) if exclude_same_camera and qc is not None \
+            and gc is not None else None
+        self.num_q = num_q
+        self.remove_mod, self.remove_cam = bool(exclude_same_modality), bool(exclude_same_camera)
+
+    def masks(self, start: int, stop: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(match, kept)`` of query rows ``start:stop`` (kept None when nothing is removed)."""
+        gp = self.gp.to(device)
+        match = gp[None, :] == self.qp[start:stop, None].to(device)
+        removed = None
+        if self.mods is not None:
+            removed = self.mods[1].to(device)[None, :] == self.mods[0][start:stop, None].to(device)
+        if self.cams is not None:
+            same_cam = match & (self.cams[1].to(device)[None, :] == self.cams[0][start:stop, None].to(device))
+            removed = same_cam if removed is None else removed | same_cam
+        if removed is None:
+            return match, None
+        return match & ~removed, ~removed
+
+    def no_match_error(self) -> RetrievalInputError:
+        return RetrievalInputError(
+            f"no query has a matching gallery item (out of {self.num_q} queries"
+            + (", after same-modality removal" if self.remove_mod else "")
+            + (", after same-camera removal" if self.remove_cam else "")
+            + ")",
+            "check that query and gallery share identities (pid -1 is a distractor)",
+        )
+
+
+def _evaluate_blocks(blocks: Iterable[tuple[int, torch.Tensor]], proto: _Protocol, max_rank: int) -> dict[str, Any]:
+    """CMC / mAP / mINP from distance blocks ``(start, (rows, G) tensor)`` in query order."""
+    num_q = proto.num_q
+    valid = np.zeros(num_q, dtype=bool)
+    first_rank = np.zeros(num_q, dtype=np.int64)  # r_1 of every valid query, 0 for the others
+    aps: list[np.ndarray] = []
+    inps: list[np.ndarray] = []
+    for start, dc in blocks:
+        stop = start + dc.shape[0]
+        if bool(np.isnan(dc.numpy()).any() if dc.device.type == "cpu" else torch.isnan(dc).any()):
+            raise RetrievalInputError("dist contains NaN values", "check the features / distance computation")
+        match, kept = proto.masks(start, stop, dc.device)
+        sel = np.flatnonzero(row_counts(match).cpu().numpy())
+        if sel.size == 0:
+            continue
+        if sel.size < dc.shape[0]:
+            rows = torch.from_numpy(sel).to(dc.device)
+            dc, match = dc[rows], match[rows]
+            kept = kept[rows] if kept is not None else None
+        ranks, npos = positive_ranks(dc, match, kept)
+        first, ap, inp = rank_statistics(ranks, npos)  # every selected row has a match
+        valid[start + sel] = True
+        first_rank[start + sel] = first
+        aps.append(ap)
+        inps.append(inp)
+    num_valid = int(valid.sum())
+    if num_valid == 0:
+        raise proto.no_match_error()
+    all_ap = np.concatenate(aps)
+    all_inp = np.concatenate(inps)
+    return {
+        "cmc": cmc_from_ranks(first_rank[valid], max_rank),
+        "mAP": float(all_ap.mean()),
+        "mINP": float(all_inp.mean()),
+        "num_valid_queries": num_valid,
+        "all_AP": all_ap,
+        "all_INP": all_inp,
+        "valid_queries": valid,
+    }
+
+
 def evaluate(
     dist: Any,
     q_pids: Any,
@@ -213,7 +314,9 @@ def evaluate(
     See the module docstring for the exact protocol. In short: ascending distance, ties broken
     by gallery index; optional same-modality and same-pid-same-camera removal; pid ``-1``
     gallery items are never-matching distractors; queries without a remaining match are
-    skipped.
+    skipped. The ranks of the matches are counted, not sorted out
+    (:func:`~sarbridge.retrieval.rank_counting.positive_ranks`); a torch ``dist`` on a CUDA
+    device is evaluated there.
 
     Args:
         dist: ``(Q, G)`` distances (numpy array or torch tensor); smaller = more similar.
@@ -248,103 +351,90 @@ def evaluate(
             non-integer pids, an exclusion flag without its labels, a bad ``max_rank`` /
             ``chunk_size``, or no query with a remaining gallery match.
     """
-    d = to_numpy(dist, "dist")
+    on_device = isinstance(dist, torch.Tensor) and dist.device.type != "cpu"
+    if on_device:
+        t = dist.detach()
+        if t.is_complex() or t.dtype == torch.bool:
+            raise RetrievalInputError(f"dist must be real-valued, got dtype {t.dtype}")
+        d: np.ndarray | torch.Tensor = t if t.dtype in (torch.float32, torch.float64) else t.to(
+            torch.float64 if not t.is_floating_point() else torch.float32)
+    else:
+        d = to_numpy(dist, "dist")
+        if d.ndim == 2 and d.dtype.kind not in "fiu":
+            raise RetrievalInputError(f"dist must be real-valued, got dtype {d.dtype}")
+        if d.ndim == 2 and d.dtype.kind != "f":
+            d = d.astype(np.float64)
+        elif d.ndim == 2 and d.dtype.itemsize < 4:
+            d = d.astype(np.float32)
     if d.ndim != 2:
         raise RetrievalInputError(
-            f"dist must be a 2-D (num_query, num_gallery) array, got shape {d.shape}"
+            f"dist must be a 2-D (num_query, num_gallery) array, got shape {tuple(d.shape)}"
         )
-    if d.dtype.kind not in "fiu":
-        raise RetrievalInputError(f"dist must be real-valued, got dtype {d.dtype}")
-    if d.dtype.kind != "f":
-        d = d.astype(np.float64)
-    elif d.dtype.itemsize < 4:
-        d = d.astype(np.float32)
     num_q, num_g = d.shape
     _check_positive_int(max_rank, "max_rank")
     _check_positive_int(chunk_size, "chunk_size", allow_none=True)
-
-    qp = _labels(q_pids, "q_pids", integer=True)
-    gp = _labels(g_pids, "g_pids", integer=True)
-    if qp.shape[0] != num_q or gp.shape[0] != num_g:
-        raise RetrievalInputError(
-            f"dist has shape {d.shape} but there are {qp.shape[0]} query pids and "
-            f"{gp.shape[0]} gallery pids"
-        )
-    # Shared pid codes; gallery distractors (-1) get code -1 and query -1 gets -2, so neither
-    # ever matches anything.
-    qp_c, gp_c = _codes(qp, gp, "pid")
-    qp_c = np.where(qp == -1, -2, qp_c)
-    gp_c = np.where(gp == -1, -1, gp_c)
-
-    qm_c, gm_c = _optional_codes(q_mods, g_mods, exclude_same_modality, "mods", "modality", num_q, num_g)
-    qc_c, gc_c = _optional_codes(q_camids, g_camids, exclude_same_camera, "camids", "camera", num_q, num_g)
-    remove_mod = bool(exclude_same_modality)
-    remove_cam = bool(exclude_same_camera)
-
+    proto = _Protocol(num_q, num_g, q_pids, g_pids, q_mods, g_mods, exclude_same_modality,
+                      q_camids, g_camids, exclude_same_camera)
     rows = int(chunk_size) if chunk_size is not None else max(1, _CHUNK_PAIRS // max(num_g, 1))
-    valid = np.zeros(num_q, dtype=bool)
-    first_rank = np.zeros(num_q, dtype=np.int64)  # r_1 of every valid query, 0 for the others
-    aps: list[np.ndarray] = []
-    inps: list[np.ndarray] = []
+    blocks = ((s, d[s:s + rows] if isinstance(d, torch.Tensor) else torch.from_numpy(d[s:s + rows]))
+              for s in range(0, num_q, rows))
+    return _evaluate_blocks(blocks, proto, max_rank)
 
-    for start in range(0, num_q, rows):
-        stop = min(start + rows, num_q)
-        dc = d[start:stop]
-        if np.isnan(dc).any():
-            raise RetrievalInputError(
-                "dist contains NaN values", "check the features / distance computation"
-            )
-        # Match and removal masks in gallery order.
-        match = gp_c[None, :] == qp_c[start:stop, None]
-        removed = None
-        if remove_mod:
-            assert qm_c is not None and gm_c is not None  # _optional_codes gives codes when excluding
-            removed = gm_c[None, :] == qm_c[start:stop, None]
-        if remove_cam:
-            assert qc_c is not None and gc_c is not None
-            same_cam = match & (gc_c[None, :] == qc_c[start:stop, None])
-            removed = same_cam if removed is None else removed | same_cam
-        if removed is not None:
-            match &= ~removed
-        has_match = match.any(axis=1)
-        valid[start:stop] = has_match
-        if not has_match.any():
-            continue
-        sel = np.flatnonzero(has_match)
-        match = match[sel]
-        if removed is not None:
-            # Fancy indexing copies, so dist itself is never modified.
-            ranked = rank_matches(dc[sel], match, removed[sel])
-        else:
-            ranked = rank_matches(dc if sel.size == dc.shape[0] else dc[sel], match, None)
-        del match, removed
-        first, ap, inp = match_statistics(ranked)  # every selected row has a match
-        del ranked
-        aps.append(ap)
-        inps.append(inp)
-        first_rank[start + sel] = first
 
-    num_valid = int(valid.sum())
-    if num_valid == 0:
-        raise RetrievalInputError(
-            f"no query has a matching gallery item (out of {num_q} queries"
-            + (", after same-modality removal" if remove_mod else "")
-            + (", after same-camera removal" if remove_cam else "")
-            + ")",
-            "check that query and gallery share identities (pid -1 is a distractor)",
-        )
-    all_ap = np.concatenate(aps)
-    all_inp = np.concatenate(inps)
-    cmc = cmc_from_ranks(first_rank[valid], max_rank)
-    return {
-        "cmc": cmc,
-        "mAP": float(all_ap.mean()),
-        "mINP": float(all_inp.mean()),
-        "num_valid_queries": num_valid,
-        "all_AP": all_ap,
-        "all_INP": all_inp,
-        "valid_queries": valid,
-    }
+def evaluate_features(
+    query: Any,
+    gallery: Any,
+    q_pids: Any,
+    g_pids: Any,
+    q_mods: Any | None = None,
+    g_mods: Any | None = None,
+    max_rank: int = 50,
+    exclude_same_modality: bool = False,
+    q_camids: Any | None = None,
+    g_camids: Any | None = None,
+    exclude_same_camera: bool = False,
+    metric: str = "sqeuclidean",
+    normalize: bool = True,
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate` of ``pairwise_distance(query, gallery, metric, normalize)``, without the matrix.
+
+    The distances are computed one block of query rows at a time
+    (:func:`~sarbridge.retrieval.distance_blocks.distance_blocks`) and each block is evaluated
+    and dropped, so memory stays bounded by a block (about 8M distances) whatever ``Q x G`` is.
+    On the CPU with the default ``chunk_size`` the distances are bitwise those of
+    :func:`~sarbridge.retrieval.distance.pairwise_distance`, so the result equals
+    ``evaluate(pairwise_distance(query, gallery, metric, normalize), ...)``.
+
+    Args:
+        query: ``(Q, D)`` query features (numpy array or torch tensor).
+        gallery: ``(G, D)`` gallery features.
+        q_pids, g_pids, q_mods, g_mods, max_rank, exclude_same_modality, q_camids, g_camids,
+            exclude_same_camera: as for :func:`evaluate`.
+        metric: ``"sqeuclidean"`` (default), ``"euclidean"`` or ``"cosine"``.
+        normalize: L2-normalise the features first (default True).
+        chunk_size: query rows per block; None (default) uses ``pairwise_distance``'s blocks.
+        device: where to compute: None (default: CUDA when a feature tensor is on CUDA, else
+            the CPU), ``"cpu"`` or a torch device such as ``"cuda"``. On CUDA the distances
+            agree with the CPU ones to float rounding only.
+
+    Returns:
+        The dict of :func:`evaluate`.
+
+    Raises:
+        RetrievalInputError: (a :class:`ValueError`) invalid features or labels (see
+            :func:`evaluate` and ``pairwise_distance``), or no query with a match.
+    """
+    _check_positive_int(max_rank, "max_rank")
+    _check_positive_int(chunk_size, "chunk_size", allow_none=True)
+    num_q = int(query.shape[0] if hasattr(query, "shape") else len(query))
+    num_g = int(gallery.shape[0] if hasattr(gallery, "shape") else len(gallery))
+    proto = _Protocol(num_q, num_g, q_pids, g_pids, q_mods, g_mods, exclude_same_modality,
+                      q_camids, g_camids, exclude_same_camera)
+    blocks = distance_blocks(query, gallery, metric=metric, normalize=normalize, chunk_size=chunk_size,
+                             device=device)
+    return _evaluate_blocks(blocks, proto, max_rank)
 
 
 def cmc_to_ranks(cmc: Any, ranks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
