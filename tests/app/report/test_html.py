@@ -227,3 +227,17 @@ def test_report_of_a_real_tiny_reid_run(tmp_path: Path) -> None:
     check_self_contained(page)
     assert html.escape("ALL->ALL") in page and "SAR-&gt;Optical" in page
     assert json.loads((tmp_path / "rankings.json").read_text())["protocols"]["all2all"]["num_queries"] == 31
+
+
+def test_ranked_list_heading_counts_queries_as_the_metrics_table(tmp_path: Path) -> None:
+    """A listed query without a gallery match (AP null) is not counted as the table does not (issue 16.8)."""
+    run, metrics = reid_run(tmp_path)
+    rk_path = run / "rankings.json"
+    rk = json.loads(rk_path.read_text())
+    rk["protocols"]["opt2sar"]["queries"][0]["ap"] = None
+    rk_path.write_text(json.dumps(rk))
+    page = write_report(run, samples=2, worst=2, seed=1).read_text(encoding="utf-8")
+    assert "(3 queries; 1 more without a gallery match, not scored)" in page
+    # the metrics table shows the cosine of matching / non-matching pairs and their gap
+    sim = metrics["opt2sar"]["similarity"]
+    assert "<th>cos gap</th>" in page and f"<td>{sim['gap']:.3f}</td>" in page

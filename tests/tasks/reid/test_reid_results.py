@@ -43,12 +43,25 @@ def test_write_reid_results(tmp_path: Path) -> None:
 
 def test_report_texts() -> None:
     header, rows = report_table(METRICS)
-    assert header == ["protocol", "R1", "R5", "R10", "mAP", "mINP", "queries", "note"]
-    assert rows == [["ALL->ALL", 16.0, 45.0, 58.0, 20.25, 10.5, 31, ""],
-                    ["Optical->SAR", None, None, None, None, None, 0, "empty query or gallery"],
-                    ["SAR->Optical", None, None, None, None, None, None, ""]]
+    assert header == ["protocol", "R1", "R5", "R10", "mAP", "mINP", "queries", "cos match", "cos non-match",
+                      "cos gap", "note"]
+    na = ["n/a"] * 3  # no similarity measured
+    assert rows == [["ALL->ALL", 16.0, 45.0, 58.0, 20.25, 10.5, 31, *na, ""],
+                    ["Optical->SAR", None, None, None, None, None, 0, *na, "empty query or gallery"],
+                    ["SAR->Optical", None, None, None, None, None, None, *na, ""]]
+    sim = {"positive_mean": 0.62345, "negative_mean": 0.2, "gap": 0.42345, "auc": 0.8}
+    _, rows = report_table({"all2all": {**METRICS["all2all"], "similarity": sim}})
+    assert rows == [["ALL->ALL", 16.0, 45.0, 58.0, 20.25, 10.5, 31, "0.623", "0.200", "0.423", ""]]
     assert report_note(METRICS).startswith("Optical->SAR / SAR->Optical protocols: derived. Percentages;")
     assert report_note({}) == ""
     assert query_caption({"id": 7, "ap": 0.256}) == "id 7 AP 0.26" and query_caption({"id": 7}) == "id 7 (no match)"
     assert candidate_caption(3, {"score": 0.12345}, {"id": 9}) == "#3 id 9 d=0.123"
     assert candidate_caption(1, {"score": None}, {}) == "#1 id None d=n/a"
+
+
+def test_results_md_lists_the_similarity_gap(tmp_path: Path) -> None:
+    sim = {"positive_mean": 0.5, "negative_mean": 0.125, "gap": 0.375}
+    write_reid_results(tmp_path, {"all2all": {**METRICS["all2all"], "similarity": sim}, "meta": {}})
+    md = (tmp_path / "results.md").read_text()
+    assert "| protocol | cos match | cos non-match | cos gap |\n|---|---|---|---|\n| ALL->ALL | 0.500 | 0.125 | 0.375 |" in md
+    assert json.loads((tmp_path / "metrics.json").read_text())["all2all"]["similarity"] == sim

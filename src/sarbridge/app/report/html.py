@@ -331,7 +331,7 @@ def _ranked_section(run: Path, rankings: dict[str, Any] | None, report: ReportSp
     for name, proto in rankings["protocols"].items():
         queries = proto.get("queries") or []
         title = titles.get(name, proto.get("title", name))
-        parts.append(f"<h3>{_e(title)} <span class='note'>({len(queries)} queries)</span></h3>")
+        parts.append(f"<h3>{_e(title)} <span class='note'>({_e(_query_count(queries))})</span></h3>")
         sampled, bad = select_queries(queries, samples, worst, seed, need_thumb=report.need_thumb)
         for label, picks in (("sampled queries", sampled), ("worst queries (lowest AP)", bad)):
             if not picks:
@@ -344,6 +344,14 @@ def _ranked_section(run: Path, rankings: dict[str, Any] | None, report: ReportSp
             parts.append(_query_details(proto, picks, report, images.missing[before:]))
     parts.append("</section>")
     return "".join(parts)
+
+
+def _query_count(queries: list[Any]) -> str:
+    """The ranked-list heading's count, as the metrics table counts: queries with a gallery match
+    (a scored AP), and how many more are listed without one."""
+    scored = sum(1 for q in queries if isinstance(q, dict) and q.get("ap") is not None)
+    unmatched = len(queries) - scored
+    return f"{scored} queries" + (f"; {unmatched} more without a gallery match, not scored" if unmatched else "")
 
 
 def _query_details(proto: dict[str, Any], picks: list[int], report: ReportSpec, missing: list[str]) -> str:
@@ -365,6 +373,28 @@ def _query_details(proto: dict[str, Any], picks: list[int], report: ReportSpec, 
     return out + "</details>"
 
 
+def _figures_section(run: Path, report: ReportSpec) -> str:
+    """The task's own figures of the run folder (e.g. the registration's matching surfaces), when present."""
+    found = [(run / name, caption) for name, caption in report.figures if (run / name).is_file()]
+    if not found:
+        return ""
+    parts = ['<section id="figures"><h2>Task figures</h2>']
+    for path, caption in found:
+        parts.append(f"<h4>{_e(path.name)}</h4>" + _img(_data_uri(path.read_bytes()), path.name)
+                     + f'<p class="note">{_e(caption)}</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _unit_panels(title: str, keys: list[str]) -> list[tuple[str, list[str]]]:
+    """Split a panel's keys by unit: metres (``*_m``) get their own panel, never an axis shared with percentages."""
+    metres = [k for k in keys if k.endswith("_m")]
+    rest = [k for k in keys if k not in metres]
+    if not metres or not rest:
+        return [(f"{title} (metres)" if metres else title, keys)]
+    return [(title, rest), (f"{title} (metres)", metres)]
+
+
 def _curves_figure(log: list[dict[str, Any]], title: str) -> str | None:
     numeric = [k for k in dict.fromkeys(k for r in log for k in r)
                if k not in ("epoch", "steps") and any(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool)
@@ -372,8 +402,8 @@ def _curves_figure(log: list[dict[str, Any]], title: str) -> str | None:
     counters = ("step", "time", "seconds", "samples", "images")
     losses = [k for k in numeric if not k.startswith("val_") and k != "lr" and not any(c in k for c in counters)]
     vals = [k for k in numeric if k.startswith("val_")]
-    panels = [(t, ks) for t, ks in (("loss terms", losses), ("validation", vals), ("learning rate", ["lr"] if "lr" in numeric else []))
-              if ks]
+    panels = [(t, ks) for t, ks in (("loss terms", losses), *_unit_panels("validation", vals),
+                                    ("learning rate", ["lr"] if "lr" in numeric else [])) if ks]
     if not panels:
         return None
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - lazy: matplotlib
@@ -515,6 +545,7 @@ def build_report_html(run_dir: str | Path, samples: int = 8, worst: int = 8, see
         _metrics_section(metrics, report),
         _cmc_section(metrics, rankings, report),
         _ranked_section(run, rankings, report, samples, worst, seed, thumb),
+        _figures_section(run, report),
         _training_section(run),
         _analysis_section(run),
         _config_section(run),

@@ -113,7 +113,8 @@ function render(data) {
     fig.appendChild(el('img', {src: `api/thumb/${m.index}`, alt: `match ${m.rank}`, loading: 'lazy'}));
     const cap = el('figcaption');
     cap.appendChild(el('div', {}, `#${m.rank}`));
-    cap.appendChild(el('div', {class: 'score'}, `score ${m.score.toFixed(4)}`));
+    // re-ID: cosine of the centred, L2-normalised embeddings (ReIDModel.embed)
+    cap.appendChild(el('div', {class: 'score'}, `${data.kind === 'geo' ? 'score' : 'cosine'} ${m.score.toFixed(4)}`));
     const what = data.kind === 'geo' ? `patch r${m.row} c${m.col} - ${m.lon.toFixed(5)}, ${m.lat.toFixed(5)}`
       : `id ${m.identity} - ${m.modality} - ${m.name}`;
     cap.appendChild(el('div', {class: 'what'}, what));

@@ -23,7 +23,7 @@ from sarbridge.data.cache import build_cache
 from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.retrieval.distance import pairwise_distance
-from sarbridge.retrieval.metrics import evaluate, summarize
+from sarbridge.retrieval.metrics import evaluate, evaluate_features, summarize
 from sarbridge.retrieval.rankings import QueryRankings, rank_lists
 from sarbridge.retrieval.rerank import (
     GNNMode,
@@ -33,6 +33,7 @@ from sarbridge.retrieval.rerank import (
     k_reciprocal_rerank_features,
     k_reciprocal_rerank_topk,
 )
+from sarbridge.retrieval.similarity import similarity_gap
 from sarbridge.tasks.reid.dataset import ImageDataset
 
 
@@ -184,12 +185,17 @@ class ReIDEvaluator:
         self._mods.append(np.asarray(modalities).reshape(-1))
         self._cams.append(np.zeros(len(self._pids[-1]), int) if camids is None else np.asarray(camids).reshape(-1))
 
+    def _expand_queries(self, qf: torch.Tensor, gf: torch.Tensor) -> torch.Tensor:
+        """Query features after the configured query expansion (unchanged with ``"none"``)."""
+        if self.query_expansion == "aqe":
+            return average_query_expansion(qf, gf, k=self.qe_k)
+        if self.query_expansion == "alpha":
+            return alpha_query_expansion(qf, gf, k=self.qe_k, alpha=self.qe_alpha)
+        return qf
+
     def distances(self, qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
         """``(M, N)`` ranking distances after query expansion and re-ranking (see the class)."""
-        if self.query_expansion == "aqe":
-            qf = average_query_expansion(qf, gf, k=self.qe_k)
-        elif self.query_expansion == "alpha":
-            qf = alpha_query_expansion(qf, gf, k=self.qe_k, alpha=self.qe_alpha)
+        qf = self._expand_queries(qf, gf)
         if self.rerank == "none":
             return pairwise_distance(qf, gf, metric=self.metric, normalize=self.normalize)
         if self.rerank in ("gnn", "gnn-features"):
@@ -207,7 +213,9 @@ class ReIDEvaluator:
         return dist
 
     def evaluate(self) -> dict[str, Any]:
-        """Ranks queries against the gallery; returns the summary (percentages) plus raw ``cmc``."""
+        """Ranks queries against the gallery; returns the summary (percentages) plus raw ``cmc``
+        and ``similarity`` (:func:`~sarbridge.retrieval.similarity.similarity_gap` of the
+        features: cosine of matching versus non-matching pairs)."""
         return self._evaluate(0)[0]
 
     def evaluate_with_rankings(self, top_k: int = 10) -> tuple[dict[str, Any], QueryRankings]:
@@ -225,10 +233,19 @@ class ReIDEvaluator:
         feats = torch.cat(self._feats)
         pids, mods = np.concatenate(self._pids), np.concatenate(self._mods)
         q, g = slice(0, self.num_query), slice(self.num_query, None)
+        # do scores separate matches from non-matches? cosine of the features, before any re-ranking
+        similarity = similarity_gap(feats[q], feats[g], pids[q], pids[g], mods[q], mods[g],
+                                    self.exclude_same_modality)
+        if top_k <= 0 and self.rerank == "none":  # plain distances, no lists: never hold the (M, N) matrix
+            res = evaluate_features(self._expand_queries(feats[q], feats[g]), feats[g], pids[q], pids[g],
+                                    q_mods=mods[q], g_mods=mods[g], max_rank=self.max_rank,
+                                    exclude_same_modality=self.exclude_same_modality, metric=self.metric,
+                                    normalize=self.normalize)
+            return {**summarize(res), "similarity": similarity, "cmc": res["cmc"].tolist()}, None
         dist = self.distances(feats[q], feats[g])
         res = evaluate(dist, pids[q], pids[g], q_mods=mods[q], g_mods=mods[g], max_rank=self.max_rank,
                        exclude_same_modality=self.exclude_same_modality)
-        out = summarize(res)
+        out: dict[str, Any] = {**summarize(res), "similarity": similarity}
         out["cmc"] = res["cmc"].tolist()
         if top_k <= 0:
             return out, None

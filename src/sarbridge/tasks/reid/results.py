@@ -27,8 +27,15 @@ RESULT_KEYS = ("protocol_source",)
 REPORT_TITLE = "ship re-identification (reid)"
 #: Y axis of the report's CMC curves.
 CMC_YLABEL = "matching rate (%)"
+#: Columns of the report's metrics table from ``similarity`` (column -> key), see
+#: :func:`sarbridge.retrieval.similarity.similarity_gap`.
+SIMILARITY_KEYS = {"cos match": "positive_mean", "cos non-match": "negative_mean", "cos gap": "gap"}
 #: What the captions of the report's ranked lists say.
-RANKED_NOTE = "Query caption: identity and average precision; candidate caption: rank, identity, distance."
+RANKED_NOTE = ("Query caption: identity and average precision; candidate caption: rank, identity, distance "
+               "d = 2 - 2 cos (0 = same direction, 2 = orthogonal).")
+_SIMILARITY_NOTE = ("cos match / cos non-match: mean cosine similarity of the (centred, L2-normalised) features "
+                    "of query/gallery pairs of the same / of different identities, before any re-ranking; "
+                    "cos gap: their difference (0 = scores do not tell a match from a non-match).")
 _FOOTER = "Percentages; features L2-normalised, squared Euclidean distance, queries without a gallery match skipped.\n"
 
 
@@ -61,17 +68,33 @@ def write_reid_results(out_dir: str | Path, metrics: dict[str, Any], title: str 
     notes = []
     if "protocol_source" in metrics:
         notes.append(f"Optical->SAR / SAR->Optical protocols: {metrics['protocol_source']}.\n")
+    sims = [[title, *similarity_cells(m)] for key, title in PROTOCOL_TITLES.items()
+            if isinstance(m := metrics.get(key), dict) and isinstance(m.get("similarity"), dict)]
+    if sims:
+        notes.append(markdown_table(sims, ["protocol", *SIMILARITY_KEYS]) + "\n" + _SIMILARITY_NOTE + "\n")
     write_results(out_dir, metrics, title, protocol_table, curve_keys=PROTOCOL_TITLES, notes=notes, footer=_FOOTER)
 
 
+def _cos(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "n/a"
+
+
+def similarity_cells(protocol: dict[str, Any]) -> list[str]:
+    """A protocol's :data:`SIMILARITY_KEYS` cells (three decimals; ``n/a`` when not measured)."""
+    sim = protocol.get("similarity")
+    sim = sim if isinstance(sim, dict) else {}
+    return [_cos(sim.get(k)) for k in SIMILARITY_KEYS.values()]
+
+
 def report_table(metrics: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """``(header, rows)`` of the report's metrics table: one row per protocol, with its note."""
+    """``(header, rows)`` of the report's metrics table: one row per protocol with the
+    matching / non-matching cosine similarity and their gap, and its note."""
     rows = []
     for k, title in PROTOCOL_TITLES.items():
         v = metrics.get(k)
         if isinstance(v, dict):
-            rows.append([title, *[v.get(c) for c in REPORT_KEYS], v.get("note", "")])
-    return ["protocol", *REPORT_KEYS, "note"], rows
+            rows.append([title, *[v.get(c) for c in REPORT_KEYS], *similarity_cells(v), v.get("note", "")])
+    return ["protocol", *REPORT_KEYS, *SIMILARITY_KEYS, "note"], rows
 
 
 def report_note(metrics: dict[str, Any]) -> str:
@@ -79,7 +102,8 @@ def report_note(metrics: dict[str, Any]) -> str:
     if "protocol_source" not in metrics:
         return ""
     return (f"Optical->SAR / SAR->Optical protocols: {metrics['protocol_source']}. "
-            "Percentages; CMC (R1/R5/R10), mAP and mINP over queries with a gallery match.")
+            "Percentages; CMC (R1/R5/R10), mAP and mINP over queries with a gallery match. "
+            f"{_SIMILARITY_NOTE}")
 
 
 def query_caption(query: dict[str, Any]) -> str:
@@ -97,6 +121,6 @@ def candidate_caption(rank: int, top: dict[str, Any], item: dict[str, Any]) -> s
 
 __all__ = [
     "CMC_YLABEL", "METRIC_KEYS", "RANKED_NOTE", "REPORT_KEYS", "REPORT_TITLE", "RESULT_KEYS", "RUN_CHECKPOINT",
-    "TASK", "candidate_caption", "protocol_table", "query_caption", "report_note", "report_table",
-    "write_reid_results",
+    "SIMILARITY_KEYS", "TASK", "candidate_caption", "protocol_table", "query_caption", "report_note", "report_table",
+    "similarity_cells", "write_reid_results",
 ]
