@@ -117,18 +117,18 @@ def test_geo_export_matches_pytorch_on_mixed_batches(geo_ckpt: Path, tmp_path: P
 
 def test_cli_exports_and_reports(geo_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli.onnx"
-    assert main(["export", "--checkpoint", str(geo_ckpt), "--onnx", str(out), "--no-verify"]) == 0
+    assert main(["export", "--model", str(geo_ckpt), "--out", str(out), "--no-verify"]) == 0
     assert out.is_file() and str(out) in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "x.onnx"
-    assert main(["export", "--checkpoint", str(tmp_path / "missing.pt"), "--onnx", str(out)]) == 2
+    assert main(["export", "--model", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "not found" in err and err.count("\n") == 1 and not out.exists()
     bogus = tmp_path / "bogus.pt"
     torch.save({"weights": 1}, bogus)
-    assert main(["export", "--checkpoint", str(bogus), "--onnx", str(out)]) == 2
+    assert main(["export", "--model", str(bogus), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "not a sarbridge checkpoint" in err and err.count("\n") == 1
 

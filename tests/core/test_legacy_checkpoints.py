@@ -29,7 +29,7 @@ CENTRED = {"all2all": {"mAP": 15.9268, "R1": 19.3548, "R5": 25.8065, "R10": 35.4
 
 def test_legacy_best_checkpoint_evaluates_with_centred_features(tmp_path):
     out = tmp_path / "eval"
-    assert main(["eval", "--checkpoint", str(LEGACY / "best.pt"), "--data", str(HOSS_SAMPLE), "--out", str(out),
+    assert main(["evaluate", "--model", str(LEGACY / "best.pt"), "--data", str(HOSS_SAMPLE), "--out", str(out),
                  "--no-report"]) == 0
     got = json.loads((out / "metrics.json").read_text())
     want = json.loads((LEGACY / "metrics.json").read_text())

@@ -152,7 +152,7 @@ def test_diffusion_extra(monkeypatch, capsys, tmp_path):
 
 def test_onnx_extra(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)
-    rc, err = _cli(capsys, ["export", "--checkpoint", str(tmp_path / "best.pt"), "--onnx", str(tmp_path / "m.onnx")])
+    rc, err = _cli(capsys, ["export", "--model", str(tmp_path / "best.pt"), "--out", str(tmp_path / "m.onnx")])
     assert (rc, err) == (2, _line("onnx", "onnx"))
 
 

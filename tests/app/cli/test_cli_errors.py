@@ -99,10 +99,10 @@ def test_eval_with_checkpoint_of_other_architecture_and_nothing_damaged(capsys, 
     state = torch.load(out / "best.pt", weights_only=True)
     state["config"]["model"]["backbone_kwargs"]["embed_dim"] = 48
     torch.save(state, tmp_path / "other.pt")
-    code, err = run_cli(capsys, "eval", "--checkpoint", str(tmp_path / "other.pt"), "--out", str(out))
+    code, err = run_cli(capsys, "evaluate", "--model", str(tmp_path / "other.pt"), "--out", str(out))
     assert_one_line_error(code, err, "other.pt", "does not fit")
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 64)
-    code, err = run_cli(capsys, "eval", "--checkpoint", str(tmp_path / "junk.pt"), "--out", str(out))
+    code, err = run_cli(capsys, "evaluate", "--model", str(tmp_path / "junk.pt"), "--out", str(out))
     assert_one_line_error(code, err, "junk.pt", "cannot be read")
     # training again into the same folder without --resume is refused
     code, err = run_cli(capsys, "train", "--config", CONFIG, *tiny_args(), "--out", str(out))
@@ -114,7 +114,7 @@ def test_eval_with_checkpoint_of_other_architecture_and_nothing_damaged(capsys, 
 def test_console_script_prints_no_traceback(tmp_path):
     exe = Path(sys.executable).with_name("sarbridge")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sarbridge.app.cli"]
-    proc = subprocess.run(cmd + ["eval", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)],
+    proc = subprocess.run(cmd + ["evaluate", "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr

@@ -29,7 +29,7 @@ def test_single_file_to_file_and_into_folder(tmp_path, capsys):
     arr = _sar(src)
     before = src.read_bytes()
     out = tmp_path / "out" / "a_filtered.tif"
-    assert main(["despeckle", str(src), str(out), "--method", "kuan", "--window", "5", "--looks", "2", "--quiet"]) == 0
+    assert main(["despeckle", "--input", str(src), "--out", str(out), "--method", "kuan", "--window", "5", "--looks", "2", "--quiet"]) == 0
     got = tifffile.imread(out)
     assert got.dtype == np.float32 and got.shape == arr.shape
     np.testing.assert_allclose(got, despeckle(arr, "kuan", 5, 2.0), rtol=1e-6)
@@ -38,9 +38,9 @@ def test_single_file_to_file_and_into_folder(tmp_path, capsys):
     assert "despeckled 1 image(s) with kuan" in capsys.readouterr().out
     folder = tmp_path / "dst"
     folder.mkdir()
-    assert main(["despeckle", str(src), str(folder), "--quiet"]) == 0
+    assert main(["despeckle", "--input", str(src), "--out", str(folder), "--quiet"]) == 0
     assert tifffile.imread(folder / "a_SAR.tif").shape == arr.shape
-    assert main(["despeckle", str(src), str(tmp_path / "new_folder"), "--quiet"]) == 0  # no suffix: a folder
+    assert main(["despeckle", "--input", str(src), "--out", str(tmp_path / "new_folder"), "--quiet"]) == 0  # no suffix: a folder
     assert tifffile.imread(tmp_path / "new_folder" / "a_SAR.tif").shape == arr.shape
 
 
@@ -53,7 +53,7 @@ def test_folder_mode_keeps_relative_names_recursively(tmp_path):
     }
     (src / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    assert main(["despeckle", str(src), str(out), "--method", "gamma_map", "--quiet"]) == 0
+    assert main(["despeckle", "--input", str(src), "--out", str(out), "--method", "gamma_map", "--quiet"]) == 0
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == sorted(arrays)
     for rel, arr in arrays.items():
@@ -61,7 +61,7 @@ def test_folder_mode_keeps_relative_names_recursively(tmp_path):
         assert got.shape == arr.shape and got.dtype == np.float32
         np.testing.assert_allclose(got, despeckle(arr, "gamma_map", 7), rtol=1e-6)
     flat = tmp_path / "flat"
-    assert main(["despeckle", str(src), str(flat), "--no-recursive", "--quiet"]) == 0
+    assert main(["despeckle", "--input", str(src), "--out", str(flat), "--no-recursive", "--quiet"]) == 0
     assert [p.name for p in flat.rglob("*") if p.is_file()] == ["3_SAR.TIF"]
 
 
@@ -70,7 +70,7 @@ def test_glob_selects_sar_in_a_mixed_hoss_folder(tmp_path, write_rgb):
     _sar(src / "query" / "0001_s01c2_SAR.tif")
     write_rgb(src / "query" / "0001_s01c1_RGB.tif")
     out = tmp_path / "out"
-    assert main(["despeckle", str(src), str(out), "--glob", "*_SAR.tif", "--method", "frost",
+    assert main(["despeckle", "--input", str(src), "--out", str(out), "--glob", "*_SAR.tif", "--method", "frost",
                  "--damping", "2", "--quiet"]) == 0
     assert [p.name for p in out.rglob("*.tif")] == ["0001_s01c2_SAR.tif"]
 
@@ -79,9 +79,30 @@ def test_output_inside_input_folder_is_not_reprocessed(tmp_path):
     src = tmp_path / "in"
     _sar(src / "a.tif")
     out = src / "filtered"
-    assert main(["despeckle", str(src), str(out), "--quiet"]) == 0
-    assert main(["despeckle", str(src), str(out), "--quiet"]) == 0
+    assert main(["despeckle", "--input", str(src), "--out", str(out), "--quiet"]) == 0
+    assert main(["despeckle", "--input", str(src), "--out", str(out), "--quiet", "--overwrite"]) == 0
     assert [p.relative_to(src).as_posix() for p in sorted(src.rglob("*.tif"))] == ["a.tif", "filtered/a.tif"]
+
+
+def test_existing_outputs_are_not_replaced_without_overwrite(tmp_path, capsys):
+    src = tmp_path / "in"
+    _sar(src / "a.tif")
+    out = tmp_path / "out"
+    assert main(["despeckle", "--input", str(src), "--out", str(out), "--quiet"]) == 0
+    before = (out / "a.tif").read_bytes()
+    assert main(["despeckle", "--input", str(src), "--out", str(out), "--quiet", "--method", "kuan"]) == 2
+    err = _one_error_line(capsys)
+    assert "1 output file(s) exist already" in err and "--overwrite" in err
+    assert (out / "a.tif").read_bytes() == before
+
+
+def test_old_positional_form_still_works_with_a_note(tmp_path, capsys):
+    src = tmp_path / "a.tif"
+    _sar(src)
+    out = tmp_path / "o.tif"
+    assert main(["despeckle", str(src), str(out), "--quiet"]) == 0
+    assert out.is_file()
+    assert "'despeckle IN OUT' is deprecated" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -127,7 +148,7 @@ def test_errors_exit_2_with_one_line(tmp_path, capsys, write_rgb, case, match):
     if case == "not_tiff":
         (tmp_path / "a.png").write_bytes(b"png")
     before = src.read_bytes()
-    assert main(["despeckle", *argv, "--quiet"]) == 2
+    assert main(["despeckle", "--input", argv[0], "--out", argv[1], *argv[2:], "--quiet"]) == 2
     err = _one_error_line(capsys)
     assert re.search(match, err), err
     assert src.read_bytes() == before

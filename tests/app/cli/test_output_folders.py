@@ -39,10 +39,10 @@ def test_a_used_out_is_refused_with_one_line(argv: list[str], tmp_path: Path,
 def test_eval_refuses_a_used_out_after_reading_the_checkpoint(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = _used(tmp_path / "used")
-    assert main(["eval", "--checkpoint", str(tmp_path / "absent.pt"), "--out", str(out)]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "absent.pt"), "--out", str(out)]) == 2
     assert "absent.pt' not found" in capsys.readouterr().err  # the input is named first
     ckpt = sorted((Path(__file__).parents[2] / "fixtures" / "checkpoint-v1").rglob("*.pt"))[0]
-    assert main(["eval", "--checkpoint", str(ckpt), "--out", str(out)]) == 2
+    assert main(["evaluate", "--model", str(ckpt), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"error: results folder '{out}' is not empty (1 entries, e.g. old.txt); fix: pass --overwrite to "
                    "replace what it holds, or choose another --out")
@@ -71,7 +71,7 @@ def test_checkpoints_record_their_data_and_eval_warns_when_it_changed(tmp_path: 
     assert load_checkpoint(run / "last.pt")["data_fingerprint"] == fp
     capsys.readouterr()
 
-    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "e1"), "--quiet",
+    assert main(["evaluate", "--model", str(run / "best.pt"), "--out", str(tmp_path / "e1"), "--quiet",
                  "--no-report"]) == 0
     assert "warning" not in capsys.readouterr().err  # the same data: nothing to say
 
@@ -82,7 +82,7 @@ def test_checkpoints_record_their_data_and_eval_warns_when_it_changed(tmp_path: 
         if q.name.split("_")[0] in gone:
             q.unlink()
     left = len(pids) - len(gone)
-    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path / "e2"), "--quiet",
+    assert main(["evaluate", "--model", str(run / "best.pt"), "--out", str(tmp_path / "e2"), "--quiet",
                  "--no-report"]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: the data")]
     assert len(err) == 1

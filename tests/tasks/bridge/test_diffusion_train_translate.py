@@ -188,7 +188,7 @@ def test_translator_inputs_and_errors(trained):
 
 def test_translate_cli_writes_k_pngs(trained, toy_pairs, tmp_path):
     out = tmp_path / "gen"
-    rc = main(["translate", "--checkpoint", str(trained / "best.pt"), "--input", str(toy_pairs / "opt"),
+    rc = main(["translate", "--model", str(trained / "best.pt"), "--input", str(toy_pairs / "opt"),
                "--direction", "opt2sar", "--samples", "2", "--steps", "3", "--out", str(out), "--quiet",
                "--batch-size", "3"])
     assert rc == 0
@@ -203,7 +203,7 @@ def test_translate_cli_writes_k_pngs(trained, toy_pairs, tmp_path):
     # batch size (seen: 3 of 384 pixels off by one grey level), so allow off-by-one rounding on a few pixels;
     # another noise draw or a mixed-up sample changes most pixels by far more than one level.
     out2 = tmp_path / "gen2"
-    assert main(["translate", "--checkpoint", str(trained / "best.pt"), "--input", str(toy_pairs / "opt"),
+    assert main(["translate", "--model", str(trained / "best.pt"), "--input", str(toy_pairs / "opt"),
                  "--samples", "2", "--steps", "3", "--out", str(out2), "--quiet", "--batch-size", "8"]) == 0
     for name in pngs:
         a = np.asarray(Image.open(out / name)).astype(np.int16)
@@ -222,7 +222,7 @@ def test_translate_cli_errors(trained, toy_pairs, tmp_path, capsys):
     common = ["--samples", "1", "--steps", "2", "--quiet"]
 
     def run(*args):
-        rc = main(["translate", "--checkpoint", *args, *common])
+        rc = main(["translate", "--model", *args, *common])
         return rc, capsys.readouterr().err.strip()
 
     rc, err = run(ckpt, "--input", str(toy_pairs / "opt"), "--direction", "sar2opt", "--out", str(tmp_path / "a"))
@@ -243,7 +243,7 @@ def test_translate_cli_errors(trained, toy_pairs, tmp_path, capsys):
             (mixed / p.name).write_bytes(p.read_bytes())
     rc, err = run(ckpt, "--input", str(mixed), "--out", str(tmp_path / "e"))
     assert rc == 2 and "2 of 4 inputs" in err
-    assert main(["translate", "--checkpoint", ckpt, "--input", str(mixed), "--out", str(tmp_path / "e"),
+    assert main(["translate", "--model", ckpt, "--input", str(mixed), "--out", str(tmp_path / "e"),
                  "--skip-mismatched", *common]) == 0
     assert len(list((tmp_path / "e").glob("*.png"))) == 2
     # a checkpoint of another task

@@ -148,7 +148,7 @@ def test_imported_checkpoint_evaluates(tmp_path: Path, tiny_hoss: Path) -> None:
     import_released_checkpoint(tmp_path / "rel.pth", ckpt, overrides=[*TINY_SET, "data.cache=false",
                                                                       "data.num_workers=0", "device=cpu"])
     out = tmp_path / "eval"
-    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(tiny_hoss), "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["evaluate", "--model", str(ckpt), "--data", str(tiny_hoss), "--out", str(out), "--device", "cpu"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["meta"]["checkpoint"] == str(ckpt)
     assert {"all2all", "opt2sar", "sar2opt"} <= set(metrics) and metrics["opt2sar"]["queries"] == 1

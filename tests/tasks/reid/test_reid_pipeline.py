@@ -64,7 +64,7 @@ def test_train_then_eval_on_generated_set(tmp_path, synth_root, capsys):
     assert len(log) == 2 and "val_selection" in log[-1]
     assert "model:" in (tmp_path / "run" / "config.yaml").read_text()
     # evaluate the checkpoint again through `sarbridge eval`, on the same data: same numbers
-    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(synth_root),
+    assert main(["evaluate", "--model", str(tmp_path / "run" / "best.pt"), "--data", str(synth_root),
                  "--out", str(tmp_path / "ev"), "--quiet"]) == 0
     m2 = check_metrics_file(tmp_path / "ev" / "metrics.json", "subset folders")
     for name in ("all2all", "opt2sar", "sar2opt"):

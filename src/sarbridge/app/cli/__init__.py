@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for torch (default: SARBRIDGE_THREADS, else OMP_NUM_THREADS, else the CPUs "
                         "this process may use); idle threads always sleep instead of spinning")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(f"sarbridge.app.cli.{name}") is not None:
             importlib.import_module(f"sarbridge.app.cli.{name}").register(sub)

@@ -34,9 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("analyze", help="measure and picture the optical/SAR modality gap before and after training")
     a.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run folder(s) of 'sarbridge train' or 'geo train', or an ablation folder")
-    a.add_argument("--split", default="test", choices=("test", "val", "train"))
-    a.add_argument("--max-samples", type=int, default=2000, help="images per run, stratified by modality")
-    a.add_argument("--method", default="tsne", choices=("tsne", "pca"), help="2-D projection of the picture")
+    a.add_argument("--split", default="test", choices=("test", "val", "train"),
+                   help="which images of the run's data to embed (default: %(default)s)")
+    a.add_argument("--max-samples", type=int, default=2000, help="images per run, stratified by modality (default: %(default)s)")
+    a.add_argument("--method", default="tsne", choices=("tsne", "pca"), help="2-D projection of the picture (default: %(default)s)")
     a.add_argument("--data", help="data folder or manifest CSV (default: the one recorded in the run)")
     a.add_argument("--out", help="folder for comparison.md/.json with several runs (default: the first run's parent)")
     add_common(a)

@@ -10,17 +10,51 @@ from typing import Any, TypeVar
 _C = TypeVar("_C")
 
 
-def add_common(sp: argparse.ArgumentParser) -> None:
+#: What ``--quiet`` means in every command.
+QUIET_HELP = "no progress bars or per-epoch lines; warnings and the final summary are still printed (default: off)"
+
+
+def add_common(sp: argparse.ArgumentParser, device: bool = True) -> None:
     """``--device`` and ``--quiet``."""
-    sp.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
-    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    if device:
+        sp.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    sp.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+
+
+def add_model_arg(sp: argparse.ArgumentParser, help_text: str, required: bool = True) -> None:
+    """``--model`` (a trained model file), with the old ``--checkpoint`` as a hidden, deprecated spelling."""
+    from sarbridge.app.cli.aliases import add_deprecated_option
+
+    group = sp.add_mutually_exclusive_group(required=required)
+    group.add_argument("--model", dest="model", metavar="MODEL", help=help_text)
+    add_deprecated_option(group, "--checkpoint", "--model", dest="model", metavar="MODEL")
+
+
+def add_top_k(sp: argparse.ArgumentParser, default: int, what: str) -> None:
+    """``--top-k`` / ``-k``: how many results to list."""
+    sp.add_argument("--top-k", "-k", dest="top_k", type=int, default=default, metavar="K",
+                    help=f"{what} (default: %(default)s)")
+
+
+def add_overwrite(sp: argparse.ArgumentParser, what: str = "what a non-empty OUT holds") -> None:
+    """``--overwrite``: replace what a previous run wrote."""
+    sp.add_argument("--overwrite", action="store_true", help=f"replace {what} (default: refuse)")
+
+
+def add_rerank(sp: argparse.ArgumentParser) -> None:
+    """``--rerank``: the re-ranking method (the config key ``eval.rerank``)."""
+    from sarbridge.core.config import RERANK_METHODS
+
+    sp.add_argument("--rerank", choices=RERANK_METHODS, default=None,
+                    help="re-rank the rankings: " + ", ".join(RERANK_METHODS) + " (default: the config's eval.rerank, "
+                         "none); sets eval.rerank")
 
 
 def add_run_args(sp: argparse.ArgumentParser, config_help: str, data_help: str) -> None:
     """``--config``, ``--set``, ``--data``, ``--out``, ``--resume``, ``--overwrite`` of a training command."""
     sp.add_argument("--config", required=True, help=config_help)
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    sp.add_argument("--data", help=data_help)
+    sp.add_argument("--data", help=f"{data_help}; default: the config's data.root")
     sp.add_argument("--out", required=True, help="run folder for checkpoints and results")
     sp.add_argument("--resume", action="store_true",
                     help="continue the run in OUT from its last.pt with OUT/config.yaml (default: off); a --set "
@@ -83,7 +117,8 @@ def demo_complete(out: str | Path, args: argparse.Namespace) -> bool:
 
 def add_report_flag(sp: argparse.ArgumentParser) -> None:
     """``--no-report`` of a command that ends by writing ``OUT/report.html``."""
-    sp.add_argument("--no-report", action="store_true", help="do not write OUT/report.html at the end")
+    sp.add_argument("--no-report", action="store_true",
+                    help="do not write OUT/report.html at the end (default: write it)")
 
 
 def write_run_report(out: str | Path, args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""``sarbridge despeckle IN OUT``: classical speckle filtering of float SAR TIFFs.
+"""``sarbridge despeckle --input IN --out OUT``: classical speckle filtering of float SAR TIFFs.
 
 IN is one TIFF or a folder. A folder is searched recursively for ``*.tif`` / ``*.tiff`` (or the
 ``--glob`` pattern, e.g. ``'*_SAR.tif'`` in a HOSS folder that also holds optical chips; add
@@ -7,15 +7,17 @@ relative path. A single file goes to OUT when OUT ends in .tif/.tiff and is not 
 the folder OUT under its own name. Outputs are float32 single-band TIFFs, each written atomically.
 Every input is checked to be single-band before anything is written. Without --looks, L is
 estimated per image (homogeneous pixels only); pass it when the data's number of looks is known.
+Existing output files are never replaced without --overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import cast
 
-from sarbridge.app.cli.common import add_common
+from sarbridge.app.cli.common import add_common, add_overwrite
 from sarbridge.core.errors import ConfigError, DataError, SarbridgeError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -65,12 +67,20 @@ def _write_tiff(path: Path, arr) -> None:  # noqa: ANN001
 def cmd_despeckle(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    from tqdm import tqdm
 
+    from sarbridge.app.cli.aliases import deprecation_note
+    from sarbridge.core.progress import progress_bar
     from sarbridge.core.utils import resolve_device
     from sarbridge.data.despeckle import available_despeckle, despeckle
     from sarbridge.data.io import read_image
 
+    if args.paths:  # the old positional form: despeckle IN OUT
+        if len(args.paths) != 2 or args.input or args.out:
+            raise ConfigError("give the input and output as --input IN --out OUT", "e.g. despeckle --input sar/ --out den/")
+        print(deprecation_note("despeckle IN OUT", "despeckle --input IN --out OUT"), file=sys.stderr)
+        args.input, args.out = args.paths
+    if not args.input or not args.out:
+        raise ConfigError("despeckle needs --input and --out", "e.g. sarbridge despeckle --input sar/ --out den/")
     if args.method not in available_despeckle():
         raise ConfigError(f"unknown despeckle method '{args.method}'",
                           f"use one of {', '.join(available_despeckle())}")
@@ -83,7 +93,7 @@ def cmd_despeckle(args: argparse.Namespace) -> int:
         if args.method != "frost":
             raise ConfigError("--damping applies to --method frost only")
         kw["damping"] = args.damping
-    src, out = Path(args.input), Path(args.output)
+    src, out = Path(args.input), Path(args.out)
     if not src.exists():
         raise SarbridgeError(f"input '{src}' not found", "check the path")
     if src.resolve() == out.resolve():
@@ -106,14 +116,18 @@ def cmd_despeckle(args: argparse.Namespace) -> int:
         targets = [out / src.name if into_folder else out]
         if targets[0].resolve() == src.resolve():
             raise SarbridgeError(f"output '{targets[0]}' is the input", "choose another output path")
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        raise SarbridgeError(f"{len(existing)} output file(s) exist already, e.g. '{existing[0]}'",
+                             "pass --overwrite to replace them, or choose another --out")
     for f in files:
         nb = _bands(f)
         if nb is not None and nb != 1:
             raise DataError(f"'{f}' has {nb} bands; despeckling needs single-band SAR intensity",
                             "select the SAR files (e.g. --glob '*_SAR.tif')")
     device = resolve_device(args.device or "auto")
-    for f, dst in tqdm(list(zip(files, targets)), desc=f"despeckle {args.method}", unit="img",
-                       disable=args.quiet or len(files) < 2):
+    for f, dst in progress_bar(list(zip(files, targets)), desc=f"despeckle {args.method}", unit="img",
+                               enabled=not args.quiet and len(files) > 1):
         img = read_image(f)
         if img.ndim != 2:
             raise DataError(f"'{f}' has shape {img.shape}; despeckling needs a single-band image",
@@ -136,14 +150,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="filter SAR speckle (Lee, Frost, Kuan, Gamma-MAP) in one TIFF or a folder of them",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
-    d.add_argument("input", metavar="IN", help="a float SAR TIFF, or a folder searched for TIFFs")
-    d.add_argument("output", metavar="OUT", help="output TIFF (or folder); never the input")
+    d.add_argument("--input", metavar="IN", help="a float SAR TIFF, or a folder searched for TIFFs (required)")
+    d.add_argument("--out", metavar="OUT", help="output TIFF (or folder); never the input (required)")
+    d.add_argument("paths", nargs="*", metavar="IN OUT", help=argparse.SUPPRESS)  # deprecated positional form
+    add_overwrite(d, "existing output files")
     d.add_argument("--method", default="lee", help="lee (default), frost, kuan or gamma_map")
-    d.add_argument("--window", type=int, default=7, help="odd window size (default 7)")
+    d.add_argument("--window", type=int, default=7, help="odd window size (default: %(default)s)")
     d.add_argument("--looks", type=float, default=None,
                    help="number of looks L (Cu = 1/sqrt(L)); default: estimated per image")
-    d.add_argument("--damping", type=float, default=None, help="Frost damping K (default 1.0)")
+    d.add_argument("--damping", type=float, default=None, help="Frost damping K (default: 1.0)")
     d.add_argument("--glob", default=None, help="file pattern inside a folder (default: *.tif and *.tiff)")
-    d.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    d.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders (default: descend)")
     add_common(d)
     d.set_defaults(func=cmd_despeckle)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarbridge.app.cli.common import add_common, add_run_args, run_config
+from sarbridge.app.cli.common import add_common, add_model_arg, add_overwrite, add_run_args, run_config
 
 
 def cmd_diffusion_train(args: argparse.Namespace) -> int:
@@ -50,19 +50,21 @@ def _collect_inputs(path: str) -> list[Path]:
 def cmd_translate(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
-    from tqdm.auto import tqdm
 
     from sarbridge.core.errors import DataError, SarbridgeError
+    from sarbridge.core.progress import progress_bar
+    from sarbridge.core.run import check_output_folder
     from sarbridge.core.utils import atomic_write, atomic_write_json
     from sarbridge.tasks.bridge.translate import BridgeTranslator, modality_from_name
 
     if args.samples < 1 or (args.steps is not None and args.steps < 1) or args.batch_size < 1:
         raise SarbridgeError("--samples, --steps and --batch-size must be >= 1")
-    files = _collect_inputs(args.input)  # check the input before loading the model
-    tr = BridgeTranslator.from_checkpoint(args.checkpoint, device=args.device or "auto", use_ema=not args.no_ema)
+    files = _collect_inputs(args.input)  # check the input and the output before loading the model
+    check_output_folder(args.out, args.overwrite, what="output folder")
+    tr = BridgeTranslator.from_checkpoint(args.model, device=args.device or "auto", use_ema=not args.no_ema)
     if args.direction and args.direction != tr.direction:
         raise SarbridgeError(
-            f"checkpoint '{args.checkpoint}' translates {tr.direction}, not {args.direction}",
+            f"model '{args.model}' translates {tr.direction}, not {args.direction}",
             f"pass --direction {tr.direction} or a {args.direction} checkpoint",
         )
     wrong = [f for f in files if modality_from_name(f) not in (None, tr.source_modality)]
@@ -84,7 +86,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     steps = tr.sample_steps if args.steps is None else args.steps
-    bar = tqdm(total=len(files), desc=f"translate {tr.direction}", unit="img", disable=args.quiet, dynamic_ncols=True)
+    bar = progress_bar(total=len(files), desc=f"translate {tr.direction}", unit="img", enabled=not args.quiet)
     written: list[str] = []
     try:
         for s in range(0, len(files), args.batch_size):
@@ -105,7 +107,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     atomic_write_json(out / "translate.json", {
-        "checkpoint": str(args.checkpoint), "direction": tr.direction, "input": str(args.input),
+        "checkpoint": str(args.model), "direction": tr.direction, "input": str(args.input),
         "inputs": len(files), "skipped": [f.name for f in wrong], "samples": args.samples, "steps": steps,
         "seed": args.seed, "eta": tr.eta if args.eta is None else args.eta, "ema": tr.info.get("ema"),
         "resolution": tr.resolution, "device": str(tr.device), "outputs": written,
@@ -120,22 +122,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("diffusion-train", help="train a Brownian Bridge diffusion model on paired optical/SAR images")
     add_run_args(t, "YAML diffusion config (see configs/bbdm_demo.yaml)",
                  "HOSS folder, synthetic set (pairs.csv) or folder with opt/ + sar/")
-    t.add_argument("--direction", choices=("opt2sar", "sar2opt"), help="translation direction (overrides direction)")
+    t.add_argument("--direction", choices=("opt2sar", "sar2opt"),
+                   help="translation direction (default: the config's direction)")
     add_common(t)
     t.set_defaults(func=cmd_diffusion_train)
 
     r = sub.add_parser("translate", help="translate optical images to pseudo-SAR (or back) with a trained bridge")
-    r.add_argument("--checkpoint", required=True, help="best.pt of diffusion-train")
+    add_model_arg(r, "best.pt of 'diffusion-train'")
     r.add_argument("--input", required=True, help="an image file or a folder of images")
-    r.add_argument("--direction", choices=("opt2sar", "sar2opt"), help="must match the checkpoint (checked)")
-    r.add_argument("--samples", type=int, default=1, help="samples per input (K)")
-    r.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's, 200)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--eta", type=float, default=None, help="stochasticity (default: the checkpoint's, 1.0)")
-    r.add_argument("--batch-size", type=int, default=8, help="inputs per network batch")
+    r.add_argument("--direction", choices=("opt2sar", "sar2opt"),
+                   help="must match the model's (checked; default: the model's)")
+    r.add_argument("--samples", type=int, default=1, help="samples per input, K (default: %(default)s)")
+    r.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's, 200)")
+    r.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: %(default)s)")
+    r.add_argument("--eta", type=float, default=None, help="stochasticity (default: the model's, 1.0)")
+    r.add_argument("--batch-size", type=int, default=8, help="inputs per network batch (default: %(default)s)")
     r.add_argument("--skip-mismatched", action="store_true",
-                   help="skip inputs whose _RGB/_SAR name suffix is the wrong modality instead of failing")
-    r.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA")
-    r.add_argument("--out", required=True, help="output folder for {stem}_k{j}.png")
+                   help="skip inputs whose _RGB/_SAR name suffix is the wrong modality (default: fail)")
+    r.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA (default: EMA)")
+    r.add_argument("--out", required=True, help="output folder for {stem}_k{j}.png and translate.json")
+    add_overwrite(r)
     add_common(r)
     r.set_defaults(func=cmd_translate)

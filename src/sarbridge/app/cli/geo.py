@@ -9,8 +9,12 @@ from pathlib import Path
 from sarbridge.app.cli.common import (
     add_common,
     add_demo_folder_args,
+    add_model_arg,
+    add_overwrite,
     add_report_flag,
+    add_rerank,
     add_run_args,
+    add_top_k,
     config_overrides,
     demo_complete,
     finish_demo,
@@ -57,14 +61,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides
+    from sarbridge.core.run import check_output_folder
     from sarbridge.tasks.geo.bundle import load_geo_model
-    from sarbridge.tasks.geo.config import validate_geo
+    from sarbridge.tasks.geo.config import GeoConfig, validate_geo
     from sarbridge.tasks.geo.run import evaluate_geo
 
     cfg = load_geo_model(args.model).cfg
-    from sarbridge.core.config import config_from_dict, config_to_dict, merge_dicts, parse_overrides
-    from sarbridge.tasks.geo.config import GeoConfig
-
+    check_output_folder(args.out, args.overwrite, what="results folder")
     cfg = config_from_dict(merge_dicts(config_to_dict(cfg), parse_overrides(config_overrides(args, format="data.format"))),
                            GeoConfig)
     validate_geo(cfg)
@@ -104,7 +108,7 @@ def cmd_build_index(args: argparse.Namespace) -> int:
 def cmd_locate(args: argparse.Namespace) -> int:
     from sarbridge.tasks.geo.locate import locate
 
-    res = locate(args.index, args.query, k=args.k, device=args.device or "auto", register=args.register)
+    res = locate(args.index, args.query, k=args.top_k, device=args.device or "auto", register=args.register)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -185,12 +189,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def _register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("synth", help="generate a georeferenced optical/SAR scene pair (GeoTIFFs)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--size", type=int, default=1024, help="scene side in pixels")
-    s.add_argument("--gsd", type=float, default=0.5, help="metres per pixel")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--looks", type=int, default=1, help="SAR speckle looks")
-    s.add_argument("--overwrite", action="store_true", help="replace the scene in an OUT that is not empty (default: off)")
+    s.add_argument("--out", required=True, help="scene folder to write (optical.tif, sar.tif)")
+    s.add_argument("--size", type=int, default=1024, help="scene side in pixels (default: %(default)s)")
+    s.add_argument("--gsd", type=float, default=0.5, help="metres per pixel (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    s.add_argument("--looks", type=int, default=1, help="SAR speckle looks (default: %(default)s)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the scene in an OUT that is not empty (default: refuse)")
+    add_common(s, device=False)
     s.set_defaults(func=cmd_synth)
 
     t = sub.add_parser("train", help="train the coarse model and the graph refiner, evaluate on test queries")
@@ -200,13 +206,17 @@ def _register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate geo_model.pt on a dataset (e.g. --format bigearthnet)")
-    e.add_argument("--model", required=True, help="geo_model.pt")
-    e.add_argument("--data", help="data root (default: the training data)")
-    e.add_argument("--format", choices=("scene", "map", "sn6", "manifest", "bigearthnet"))
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--rerank", choices=("none", "k-reciprocal", "gnn", "gnn-features"))
-    e.add_argument("--set", action="append", metavar="KEY=VALUE")
-    e.add_argument("--out", required=True)
+    add_model_arg(e, "geo_model.pt of 'geo train'")
+    e.add_argument("--data", help="data root (default: the data the model was trained on)")
+    e.add_argument("--format", choices=("scene", "map", "sn6", "manifest", "bigearthnet"),
+                   help="data layout (sets data.format; default: the model's)")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="which queries to evaluate; val also reports the stage choice (default: %(default)s)")
+    add_rerank(e)
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="evaluation-time override, e.g. eval.register.top_k=10 (repeatable)")
+    e.add_argument("--out", required=True, help="results folder (refused when not empty, unless --overwrite)")
+    add_overwrite(e)
     add_report_flag(e)
     add_common(e)
     e.set_defaults(func=cmd_evaluate)
@@ -236,10 +246,10 @@ def _register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=cmd_build_index)
 
     lo = sub.add_parser("locate", help="locate a SAR patch on an indexed map")
-    lo.add_argument("--index", required=True)
+    lo.add_argument("--index", required=True, help="map index folder of 'sarbridge index build --map'")
     lo.add_argument("--query", required=True, help="SAR patch (GeoTIFF or image)")
-    lo.add_argument("-k", type=int, default=10, help="candidates to list")
-    lo.add_argument("--json", action="store_true", help="print JSON")
+    add_top_k(lo, 10, "candidates to list")
+    lo.add_argument("--json", action="store_true", help="print JSON (default: text)")
     lo.add_argument("--register", action=argparse.BooleanOptionalAction, default=None,
                     help="register the query in the indexed map around its best cells (metre-level position, "
                          "shift from the cell centre, confidence, error radius); --no-register: never. Default: "
@@ -259,38 +269,40 @@ def _register(sub: argparse._SubParsersAction) -> None:
                     help="SAR image: GeoTIFF in the map's CRS and pixel size, or a plain image; 1 or 2 bands")
     where = rg.add_mutually_exclusive_group()
     where.add_argument("--around", metavar="LON,LAT,RADIUS_M",
-                       help="search the square of half-side RADIUS_M metres around a WGS84 point "
+                       help="search the square of half-side RADIUS_M metres around a WGS84 point (default: see --window) "
                             "(a negative longitude needs the = form: --around=-83.95,54.78,500)")
     where.add_argument("--window", metavar="COL0,ROW0,COL1,ROW1",
                        help="search these map pixels (end exclusive). Default: the query's georeferenced "
                             "footprint plus --margin, else the whole map (at most 4096 px a side)")
     rg.add_argument("--method", choices=("cfog", "ncc"), default="cfog",
                     help="cfog: oriented-gradient descriptor (default); ncc: intensity correlation baseline")
-    rg.add_argument("--margin", type=int, default=32, help="pixels searched around a georeferenced query's footprint")
+    rg.add_argument("--margin", type=int, default=32, help="pixels searched around a georeferenced query's footprint (default: %(default)s)")
     rg.add_argument("--threshold", type=float, default=None,
                     help="confidence (peak ratio) from which the match is trusted (default: the stage's, 1.05)")
     rg.add_argument("--sar-units", choices=("auto", "db", "linear"), default="auto",
-                    help="auto: negative values mean dB, otherwise linear backscatter converted to dB")
-    rg.add_argument("--json", action="store_true", help="print JSON")
+                    help="auto (default): negative values mean dB, otherwise linear backscatter converted to dB")
+    rg.add_argument("--json", action="store_true", help="print JSON (default: text)")
     add_common(rg)
     rg.set_defaults(func=cmd_register)
 
     d = sub.add_parser("demo", help="generate a scene, train, index, locate and evaluate on CPU (minutes)")
-    d.add_argument("--out", default="runs/geo_demo")
-    d.add_argument("--size", type=int, default=1024, help="scene side in pixels")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of configs/geo_demo.yaml")
+    d.add_argument("--out", default="runs/geo_demo", help="demo folder (default: %(default)s)")
+    d.add_argument("--size", type=int, default=1024, help="scene side in pixels (default: %(default)s)")
+    d.add_argument("--seed", type=int, default=0, help="random seed of the scene (default: %(default)s)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key of configs/geo_demo.yaml (repeatable)")
     add_demo_folder_args(d)
     add_common(d)
     d.set_defaults(func=cmd_demo)
 
     a = sub.add_parser("ablate", help="triplet only, + Wasserstein, + refinement, k-reciprocal instead of refinement")
-    a.add_argument("--config", required=True)
-    a.add_argument("--set", action="append", metavar="KEY=VALUE")
-    a.add_argument("--data", help="data root (overrides data.root)")
-    a.add_argument("--out", required=True)
-    a.add_argument("--seeds", type=int, default=1)
-    a.add_argument("--overwrite", action="store_true")
+    a.add_argument("--config", required=True, help="geo YAML (see configs/geo_demo.yaml)")
+    a.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    a.add_argument("--data", help="data root (default: the config's data.root)")
+    a.add_argument("--out", required=True, help="ablation folder: one run per row and seed, ablation.json/.md")
+    a.add_argument("--seeds", type=int, default=1,
+                   help="repeat over this many seeds; mean and std reported (default: %(default)s)")
+    add_overwrite(a)
     add_common(a)
     a.set_defaults(func=cmd_ablate)
 

@@ -39,6 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="contrastive (CLIP-style) optical/SAR pretraining of the ReID backbone")
     add_run_args(p, "YAML pretraining file (see configs/pretrain_demo.yaml)",
                  "pair data: a folder, or the manifest CSV (overrides data.root)")
-    p.add_argument("--layout", choices=LAYOUT_CHOICES, help="how the pairs are laid out (overrides data.layout)")
+    p.add_argument("--layout", choices=LAYOUT_CHOICES, help="how the pairs are laid out (default: the config's data.layout)")
     add_common(p)
     p.set_defaults(func=cmd_pretrain)

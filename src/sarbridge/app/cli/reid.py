@@ -1,14 +1,18 @@
-"""Ship re-identification commands: train, eval, demo, synth."""
+"""Ship re-identification commands: train, evaluate, demo, synth."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from sarbridge.app.cli.aliases import deprecated_command
 from sarbridge.app.cli.common import (
     add_common,
     add_demo_folder_args,
+    add_model_arg,
+    add_overwrite,
     add_report_flag,
+    add_rerank,
     add_run_args,
     demo_complete,
     finish_demo,
@@ -45,8 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from sarbridge.tasks.reid.task import evaluate_reid
 
-    metrics = evaluate_reid(args.checkpoint, args.out, data=args.data, device=args.device or "auto",
-                            progress=not args.quiet, overrides=args.set, overwrite=args.overwrite)
+    overrides = list(args.set or []) + ([f"eval.rerank={args.rerank}"] if args.rerank else [])
+    metrics = evaluate_reid(args.model, args.out, data=args.data, device=args.device or "auto",
+                            progress=not args.quiet, overrides=overrides, overwrite=args.overwrite)
     _print_summary(metrics, Path(args.out))
     write_run_report(args.out, args)
     return 0
@@ -88,33 +93,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint under ALL->ALL, Optical->SAR, SAR->Optical")
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--data", help="HOSS folder or manifest CSV (default: the training data)")
-    e.add_argument("--out", required=True, help="results folder (refused when not empty, unless --overwrite)")
-    e.add_argument("--overwrite", action="store_true", help="write into an OUT that is not empty (default: off)")
-    e.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="evaluation-time override, e.g. fusion.enabled=true fusion.opt2sar_checkpoint=CKPT")
-    add_report_flag(e)
-    add_common(e)
-    e.set_defaults(func=cmd_eval)
+    for name in ("evaluate", "eval"):  # 'eval': the old name, hidden and deprecated
+        kw = {"help": "evaluate a re-ID model under ALL->ALL, Optical->SAR, SAR->Optical"} if name == "evaluate" else {}
+        e = sub.add_parser(name, description="Evaluate a re-ID model (best.pt of 'sarbridge train') under ALL->ALL, "
+                                             "Optical->SAR and SAR->Optical.", **kw)
+        add_model_arg(e, "best.pt of 'sarbridge train' (or of 'import-checkpoint')")
+        e.add_argument("--data", help="HOSS folder or manifest CSV (default: the data the model was trained on)")
+        e.add_argument("--out", required=True, help="results folder (refused when not empty, unless --overwrite)")
+        add_overwrite(e)
+        add_rerank(e)
+        e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="evaluation-time override, e.g. fusion.enabled=true fusion.opt2sar_checkpoint=CKPT "
+                            "(repeatable)")
+        add_report_flag(e)
+        add_common(e)
+        e.set_defaults(func=cmd_eval if name == "evaluate" else deprecated_command("eval", "evaluate", cmd_eval))
 
     d = sub.add_parser("demo", help="train + evaluate on the embedded HOSS sample (or --data synthetic)")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--data", default="hoss", help="hoss (embedded sample), synthetic, or a folder")
-    d.add_argument("--ids", type=int, default=100, help="identities of the synthetic set")
-    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a demo config key")
+    d.add_argument("--out", default="runs/demo", help="demo folder (default: %(default)s)")
+    d.add_argument("--data", default="hoss",
+                   help="hoss (the embedded sample), synthetic (generated), or a HOSS folder (default: %(default)s)")
+    d.add_argument("--ids", type=int, default=100, help="identities of the synthetic set (default: %(default)s)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key of the demo config (repeatable)")
     add_demo_folder_args(d)
     add_common(d)
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("synth", help="generate a synthetic optical/SAR ship set in the HOSS layout")
-    s.add_argument("--out", required=True)
-    s.add_argument("--ids", type=int, default=100)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--looks", type=float, default=4.0)
-    s.add_argument("--distractors", type=int, default=10)
+    s.add_argument("--out", required=True, help="dataset folder to write (HOSS layout)")
+    s.add_argument("--ids", type=int, default=100, help="ship identities (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    s.add_argument("--looks", type=float, default=4.0, help="SAR speckle looks L (default: %(default)s)")
+    s.add_argument("--distractors", type=int, default=10,
+                   help="gallery images of ships that are never queried (default: %(default)s)")
     s.add_argument("--overwrite", action="store_true",
-                   help="replace the set in an OUT that is not empty (its images are removed; default: off)")
-    s.add_argument("--quiet", action="store_true")
+                   help="replace the set in an OUT that is not empty (its images are removed; default: refuse)")
+    add_common(s, device=False)
     s.set_defaults(func=cmd_synth)

@@ -45,11 +45,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sarbridge serve``."""
     s = sub.add_parser("serve", help="web viewer: upload a chip, see the top-k matches (and the map position)")
-    s.add_argument("--index", required=True, help="folder of 'sarbridge index build' or 'sarbridge geo build-index'")
+    s.add_argument("--index", required=True, help="folder of 'sarbridge index build' (a re-ID gallery or a geo map index)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    s.add_argument("--top-k", type=int, default=10, help="matches shown by default (1..100)")
+    s.add_argument("--top-k", "-k", dest="top_k", type=int, default=10, metavar="K",
+                   help="matches shown by default, 1..100 (default: %(default)s)")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload in MB (default 20)")
     s.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
-    s.add_argument("--quiet", action="store_true", help="log only warnings")
+    s.add_argument("--quiet", action="store_true",
+                   help="no per-request log lines; warnings and errors are still printed (default: off)")
     s.set_defaults(func=cmd_serve)

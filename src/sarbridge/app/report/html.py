@@ -123,7 +123,7 @@ def _load_metrics(run: Path) -> dict[str, Any]:
                              "run sarbridge train/eval first (or sarbridge geo train/evaluate) with --out pointing there")
     data = _read_json(path)
     if not isinstance(data, dict):
-        raise SarbridgeError(f"'{path}' is not a JSON object", "re-run sarbridge eval (or geo evaluate) to rewrite it")
+        raise SarbridgeError(f"'{path}' is not a JSON object", "re-run sarbridge evaluate (or geo evaluate) to rewrite it")
     return data
 
 
@@ -312,7 +312,7 @@ def _ranked_section(run: Path, rankings: dict[str, Any] | None, report: ReportSp
     if rankings is None:
         parts.append('<p class="warn">Ranked lists are unavailable: this run folder has no (readable) rankings.json '
                      "-- it was evaluated before sarbridge saved per-query rankings. Re-run the evaluation "
-                     "(sarbridge eval --checkpoint RUN/best.pt --out RUN, or sarbridge geo evaluate) and then "
+                     "(sarbridge evaluate --model RUN/best.pt --out RUN --overwrite, or sarbridge geo evaluate) and then "
                      "sarbridge report again.</p></section>")
         return "".join(parts)
     score = rankings.get("score") or {}

@@ -148,7 +148,7 @@ def import_released_checkpoint(path: str | Path, out: str | Path, source: str = 
                                config: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Convert a released TransOSS / MOS checkpoint into a sarbridge re-ID checkpoint.
 
-    ``sarbridge eval --checkpoint OUT --data HOSS`` then re-evaluates the published weights under
+    ``sarbridge evaluate --model OUT --data HOSS`` then re-evaluates the published weights under
     this package's protocol (features before the BNNeck, ImageNet normalisation as released).
 
     Args:
