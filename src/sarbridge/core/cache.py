@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from sarbridge.core.distributed import barrier, current_context
 from sarbridge.core.errors import DataError
+from sarbridge.core.progress import progress_bar
 
 INDEX_NAME, IMAGES_NAME = "index.json", "images.npy"
 _T = TypeVar("_T")
@@ -118,7 +118,7 @@ def map_with_progress(fn: Callable[[_A], _T], items: Sequence[_A], num_workers: 
     Yields:
         ``(index, result)`` pairs in the order of ``items``.
     """
-    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=len(items), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     try:
         if num_workers > 0:
             with ThreadPoolExecutor(num_workers) as pool:

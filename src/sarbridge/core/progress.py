@@ -131,7 +131,8 @@ class PlainProgress:
 
 
 def progress_bar(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "",
-                 unit: str = "it", enabled: bool = True, leave: bool = False, **tqdm_kwargs: Any) -> Any:
+                 unit: str = "it", enabled: bool = True, leave: bool = False, disable: bool | None = None,
+                 **tqdm_kwargs: Any) -> Any:
     """A progress display for a loop: a tqdm bar on a terminal, plain lines otherwise.
 
     Args:
@@ -141,12 +142,16 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, total: int | None = N
         unit: what an item is (``img``, ``patch``...).
         enabled: ``False`` shows nothing (``--quiet``).
         leave: keep the finished bar on the terminal.
-        **tqdm_kwargs: passed to tqdm when a bar is shown.
+        disable: tqdm's spelling of ``not enabled`` (wins when given).
+        **tqdm_kwargs: passed to tqdm when a bar is shown (``dynamic_ncols`` is always on).
 
     Returns:
         A tqdm bar or a :class:`PlainProgress`; both iterate, ``update``, ``set_postfix``, ``write``
         and ``close``.
     """
+    if disable is not None:
+        enabled = not disable
+    tqdm_kwargs.pop("dynamic_ncols", None)
     if use_bars():
         return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, leave=leave,
                     dynamic_ncols=True, **tqdm_kwargs)

@@ -94,9 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_train)
 
     for name in ("evaluate", "eval"):  # 'eval': the old name, hidden and deprecated
-        kw = {"help": "evaluate a re-ID model under ALL->ALL, Optical->SAR, SAR->Optical"} if name == "evaluate" else {}
-        e = sub.add_parser(name, description="Evaluate a re-ID model (best.pt of 'sarbridge train') under ALL->ALL, "
-                                             "Optical->SAR and SAR->Optical.", **kw)
+        description = "Evaluate a re-ID model (best.pt of 'sarbridge train') under ALL->ALL, Optical->SAR and SAR->Optical."
+        if name == "evaluate":
+            e = sub.add_parser(name, help="evaluate a re-ID model under ALL->ALL, Optical->SAR, SAR->Optical",
+                               description=description)
+        else:
+            e = sub.add_parser(name, description=description)
         add_model_arg(e, "best.pt of 'sarbridge train' (or of 'import-checkpoint')")
         e.add_argument("--data", help="HOSS folder or manifest CSV (default: the data the model was trained on)")
         e.add_argument("--out", required=True, help="results folder (refused when not empty, unless --overwrite)")

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import tifffile
-from tqdm import tqdm
 
 from sarbridge.core.errors import ConfigError, DataError
+from sarbridge.core.progress import progress_bar
 from sarbridge.core.resources import check_disk, check_memory
 from sarbridge.data.synthetic.optical import render_optical
 from sarbridge.data.synthetic.pose import sample_pose
@@ -162,7 +162,7 @@ def generate_hoss_dataset(
         gsd_optical: metres per optical pixel.
         gsd_sar: metres per SAR pixel.
         subsets: also write the O2S and S2O protocols.
-        progress: show a tqdm progress bar.
+        progress: show progress (a bar on a terminal).
         heading_jitter_deg: per-image heading jitter.
         paired_poses: optical image k and SAR image k of an id share their pose (for k below
             ``min(optical_per_id, sar_per_id)``, when both land in the same split: a query
@@ -237,8 +237,7 @@ def generate_hoss_dataset(
     pairs: list[tuple[str, str, int]] = []
     bar = None
     if progress:
-
-        bar = tqdm(total=len(jobs), desc="synthetic HOSS", unit="img")
+        bar = progress_bar(total=len(jobs), desc="synthetic HOSS", unit="img")
     try:
         for job in jobs:
             pid, mod, k = job["pid"], job["modality"], job["index"]

@@ -36,10 +36,10 @@ from typing import Any, Literal, cast
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from sarbridge.core.errors import ConfigError, SarbridgeError
 from sarbridge.core.optional import require
+from sarbridge.core.progress import progress_bar
 from sarbridge.data.records import OPTICAL, SAR
 
 DIRECTIONS: dict[str, tuple[str, str]] = {"opt2sar": (OPTICAL, SAR), "sar2opt": (SAR, OPTICAL)}
@@ -482,7 +482,7 @@ class BrownianBridge:
         ts = self.skip_steps(steps, skip_type)
         yk = y.float().repeat_interleave(samples, dim=0)
         x = yk.clone()  # x_T = y
-        for i in tqdm(range(len(ts)), desc="sampling", disable=not progress, leave=False, dynamic_ncols=True):
+        for i in progress_bar(range(len(ts)), desc="sampling", disable=not progress, leave=False, dynamic_ncols=True):
             n = ts[i + 1] if i + 1 < len(ts) else None
             noise = None
             if n is not None and eta > 0:

@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler
-from tqdm.auto import tqdm
 
 from sarbridge.core.checkpoint import load_checkpoint
 from sarbridge.core.config import config_to_dict
 from sarbridge.core.distributed import current_context
 from sarbridge.core.errors import CheckpointError, DataError
+from sarbridge.core.progress import progress_bar
 from sarbridge.core.run import TrainingRun
 from sarbridge.core.trainer import StepCallback
 from sarbridge.core.utils import atomic_write_json
@@ -353,7 +353,7 @@ class DiffusionTask:
     def preload(self) -> None:
         """Decode every image once (fills the cache; a corrupt file stops the run here)."""
         for ds, what in ((self.dataset, "training pairs"), (self.val_dataset, "validation pairs")):
-            for i in tqdm(range(len(ds)), desc=f"loading {what}", disable=not self.progress, leave=False,
+            for i in progress_bar(range(len(ds)), desc=f"loading {what}", disable=not self.progress, leave=False,
                           dynamic_ncols=True):
                 ds.load_uint8(i)
 

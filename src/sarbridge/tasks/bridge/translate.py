@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from sarbridge.core.checkpoint import load_checkpoint, load_model_state
 from sarbridge.core.errors import CheckpointError, DataError, SarbridgeError
+from sarbridge.core.progress import progress_bar
 from sarbridge.core.utils import resolve_device
 from sarbridge.data.io import read_image
 from sarbridge.data.records import SAR, parse_modality
@@ -250,7 +250,7 @@ class BridgeTranslator:
         out = np.zeros((len(prepared), samples, h, w, 3), np.uint8)
 
         starts = range(0, len(prepared), batch_size)
-        for s in tqdm(starts, desc=f"{self.direction} ({steps} steps)", disable=not progress, leave=False,
+        for s in progress_bar(starts, desc=f"{self.direction} ({steps} steps)", disable=not progress, leave=False,
                       dynamic_ncols=True):
             chunk = prepared[s:s + batch_size]
             y = uint8_to_tensor(chunk).to(self.device)

@@ -31,7 +31,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
-from tqdm.auto import tqdm
 
 from sarbridge.core.cache import (
     IMAGES_NAME,
@@ -42,6 +41,7 @@ from sarbridge.core.cache import (
 )
 from sarbridge.core.distributed import current_context, gather_rows, shard_range
 from sarbridge.core.errors import DataError
+from sarbridge.core.progress import progress_bar
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, ImageLoader
@@ -260,7 +260,7 @@ class PatchImages(Dataset):
         if self.cache_dir is not None:
             self.open_disk_cache(desc, progress)
             return
-        for i in tqdm(range(len(self)), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        for i in progress_bar(range(len(self)), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
             self[i]
 
 
@@ -304,7 +304,7 @@ def embed_patches(model: GeoEmbeddingNet, images: PatchImages, device: torch.dev
     out = []
     modality = MODALITY_INDEX[images.modality]
     loader = DataLoader(source, batch_size=batch_size, shuffle=False, num_workers=0)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         x = batch.to(device, non_blocking=True)
         m = torch.full((x.shape[0],), modality, dtype=torch.long, device=device)
         out.append(model.embed(x, m).float().cpu())

@@ -45,10 +45,10 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from sarbridge.core.distributed import barrier, broadcast_object, init_distributed
 from sarbridge.core.errors import ConfigError, DataError, SarbridgeError
+from sarbridge.core.progress import progress_bar
 from sarbridge.core.utils import atomic_write, atomic_write_json, atomic_write_text, file_digest
 from sarbridge.data.georaster import GeoRaster
 from sarbridge.data.map_source import MapSource, open_map
@@ -312,7 +312,7 @@ def _embed_chunks(source: MapSource, grid: MapGrid, model: Any, chunks: list[int
     modality = MODALITY_INDEX[OPTICAL]
     pause = float(os.environ.get(PAUSE_ENV) or 0)
     total = sum(min((c + 1) * size, n) - c * size for c in chunks)
-    bar = tqdm(total=total, desc="embedding map patches", unit="patch", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=total, desc="embedding map patches", unit="patch", disable=not progress, dynamic_ncols=True)
     ids_acc: list[np.ndarray] = []
     vec_acc: list[np.ndarray] = []
     seen, current = 0, chunks[0]

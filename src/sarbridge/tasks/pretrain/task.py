@@ -34,12 +34,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm.auto import tqdm
 
 from sarbridge.core.checkpoint import load_checkpoint, load_model_state
 from sarbridge.core.config import config_from_dict, config_to_dict
 from sarbridge.core.distributed import current_context
 from sarbridge.core.errors import ConfigError, DataError
+from sarbridge.core.progress import progress_bar
 from sarbridge.core.run import TrainingRun
 from sarbridge.core.trainer import StepCallback
 from sarbridge.data.pairs import SCENE_LAYOUTS, PairDataset, PairItem, read_pairs, split_pairs
@@ -225,7 +225,7 @@ class PretrainTask:
         for ds in (self.train_ds, self.val_ds):
             if ds is None:
                 continue
-            for i in tqdm(range(len(ds)), desc="reading pairs", disable=not progress, leave=False, dynamic_ncols=True):
+            for i in progress_bar(range(len(ds)), desc="reading pairs", disable=not progress, leave=False, dynamic_ncols=True):
                 ds._load(i)
 
     def train_batches(self, epoch: int) -> DataLoader:

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
+from sarbridge.core.progress import progress_bar
 from sarbridge.data.cache import build_cache
 from sarbridge.data.io import read_image
 from sarbridge.data.records import Sample
@@ -122,7 +122,7 @@ def verify_images(samples: Sequence[Sample], progress: bool = True, desc: str = 
         DataError: naming the first unreadable, empty or non-finite image.
     """
 
-    for s in tqdm(samples, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    for s in progress_bar(samples, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
         read_image(s.path)
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
 
 from sarbridge.core.errors import ConfigError
+from sarbridge.core.progress import progress_bar
 from sarbridge.core.utils import atomic_write, file_digest
 from sarbridge.data.io import read_image
 from sarbridge.data.records import MODALITY_INDEX, OPTICAL, SAR, Sample
@@ -128,7 +128,7 @@ def generated_features(
     ffile = cache.feature_file(reid_key)
     known: dict[str, torch.Tensor] = torch.load(ffile, weights_only=True) if ffile.is_file() else {}
     todo = [s for s in samples if s.path not in known]
-    bar = tqdm(total=len(todo), desc="generating cross-modal twins", disable=not progress or not todo,
+    bar = progress_bar(total=len(todo), desc="generating cross-modal twins", disable=not progress or not todo,
                leave=False, dynamic_ncols=True)
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]

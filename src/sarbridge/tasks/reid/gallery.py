@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from sarbridge.core.errors import DataError, SarbridgeError
+from sarbridge.core.progress import progress_bar
 from sarbridge.core.utils import file_digest
 from sarbridge.data.hoss import load_hoss
 from sarbridge.data.manifest import read_manifest
@@ -102,7 +102,7 @@ def build_gallery_index(
     samples, root = read_gallery_samples(data, split)
     embedder = load_embedder(ckpt, device)
     feats = []
-    for start in tqdm(range(0, len(samples), batch_size), desc="gallery embeddings", disable=not progress,
+    for start in progress_bar(range(0, len(samples), batch_size), desc="gallery embeddings", disable=not progress,
                       leave=False, dynamic_ncols=True):
         chunk = samples[start: start + batch_size]
         feats.append(embedder.embed([s.path for s in chunk], [s.modality for s in chunk], batch_size=batch_size))
