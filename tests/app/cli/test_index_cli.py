@@ -61,7 +61,24 @@ def test_build_and_query_json(built_index, tiny_checkpoint, hoss_sample_root, ca
     assert main(["index", "query", "--index", str(built_index), "--image", str(query), "-k", "3",
                  "--modality", "SAR", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"query: {query} (sar)") and len(out.strip().splitlines()) == 2 + 3
+    assert out.startswith(f"query: {query} (sar)") and len(out.strip().splitlines()) == 3 + 3
+    assert out.splitlines()[1] == "search: flat, exact search"
+    assert res["search"] == {"kind": "flat", "exact": True, "tuned": None}
+
+
+def test_build_with_target_recall_stores_the_tuning(tiny_checkpoint, hoss_sample_root, tmp_path, capsys):
+    out = tmp_path / "tuned"
+    args = ["index", "build", "--model", str(tiny_checkpoint), "--data", str(hoss_sample_root),
+            "--out", str(out), "--kind", "ivfsq", "--device", "cpu", "--quiet"]
+    assert main([*args, "--target-recall", "1.5"]) == 2
+    assert "target recall must be a number in (0, 1], got 1.5" in _one_error_line(capsys)
+    assert not (out / "manifest.json").exists()
+    assert main([*args, "--target-recall", "0.9"]) == 0
+    printed = capsys.readouterr().out
+    tuning = json.loads((out / "manifest.json").read_text())["tuning"]
+    assert tuning["target_recall"] == 0.9 and tuning["k"] == 10 and tuning["kind"] == "ivfsq"
+    assert tuning["reached"] is True and tuning["recall_at_k"] >= 0.9
+    assert "search: ivfsq" in printed and "(tuned: recall@10" in printed
 
 
 def test_query_errors(built_index, hoss_sample_root, tmp_path, capsys):

@@ -3,7 +3,9 @@
 The package, by concept: :mod:`~sarbridge.retrieval.index.index` (the public :class:`EmbeddingIndex`),
 :mod:`~sarbridge.retrieval.index.kinds` (the kind registry and backend choice),
 :mod:`~sarbridge.retrieval.index.stores` (the store protocol, exact faiss / torch-matmul search),
-:mod:`~sarbridge.retrieval.index.approximate` (IVF-PQ, HNSW), :mod:`~sarbridge.retrieval.index.gpu`
+:mod:`~sarbridge.retrieval.index.approximate` (HNSW), :mod:`~sarbridge.retrieval.index.ivf` (IVF-PQ, IVF-SQ),
+:mod:`~sarbridge.retrieval.index.tune` (tuning to a recall target),
+:mod:`~sarbridge.retrieval.index.settings` (the settings in use), :mod:`~sarbridge.retrieval.index.gpu`
 (faiss GPU search), :mod:`~sarbridge.retrieval.index.format` (the on-disk format),
 :mod:`~sarbridge.retrieval.index.inputs` (input checks) and :mod:`~sarbridge.retrieval.index.backends`
 (the optional faiss import).
@@ -37,20 +39,33 @@ naming ``pip install faiss-cpu``). Their tuning parameters are passed as ``param
 * ``"ivfpq"`` -- ``faiss.IndexIVFPQ`` over an inner-product coarse quantiser. Parameters ``nlist``
   (inverted lists; ``"auto"`` = about ``4 * sqrt(N)`` of the training set), ``m`` (sub-quantisers,
   must divide ``dim``; default the divisor of ``dim`` nearest below ``dim // 16``), ``nbits`` (8),
-  ``nprobe`` (16, lists visited per query) and ``rerank`` (4: the ``k * rerank`` PQ candidates are
+  ``nprobe`` (16, lists visited per query), ``rerank`` (4: the ``k * rerank`` PQ candidates are
   re-scored exactly against the stored float32 vectors, so the returned scores are exact inner
-  products; 0 returns the raw PQ scores). It needs training: the first ``add`` that brings the
+  products; 0 returns the raw PQ scores) and ``rescore`` (None; when set, the number of candidates
+  re-scored exactly, at least ``k``, instead of ``k * rerank``; 0 returns the raw PQ scores). It needs training: the first ``add`` that brings the
   index to at least ``2 ** nbits`` vectors trains it on everything added so far (an untrained index
   answers queries exactly). When the training set has fewer than ``39 * nlist`` vectors, ``nlist`` is
   lowered to ``N // 39`` and the value used is recorded in :attr:`EmbeddingIndex.params`.
   :meth:`EmbeddingIndex.train` trains explicitly on a chosen sample. Later adds are encoded with
   the trained quantisers.
+* ``"ivfsq"`` -- ``faiss.IndexIVFScalarQuantizer``: the same inverted lists with one byte per
+  dimension (``qtype`` ``"8bit"``; ``"6bit"`` or ``"fp16"`` also) instead of PQ codes. Its scores
+  are nearly exact, so a shallow re-scoring reaches a high recall where IVF-PQ needs hundreds of
+  candidates (see docs/benchmarks.md). Parameters ``nlist`` (``"auto"`` = about ``sqrt(N)``),
+  ``qtype``, ``nprobe`` (16), ``rerank`` (4) and ``rescore`` (None), as for ``"ivfpq"``; it trains
+  on the first ``add`` reaching 256 vectors.
 * ``"hnsw"`` -- ``faiss.IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT``; parameters ``M`` (32),
   ``ef_construction`` (200) and ``ef_search`` (64). Scores are exact, the candidate set approximate.
 
 Both may return fewer than ``k`` hits for a query (e.g. IVF with a small ``nprobe``); missing slots
 hold id ``-1`` and score ``-inf``, at the end of the row. :meth:`EmbeddingIndex.set_search_params`
-changes ``nprobe`` / ``ef_search`` after construction (saved with the index).
+changes ``nprobe`` / ``rescore`` / ``ef_search`` after construction (saved with the index), and
+:meth:`EmbeddingIndex.search_settings` reports them (:func:`describe_search_settings` as one line).
+
+**Tuning to a recall target.** :func:`tune_search` measures recall@k against exact search on a
+held-out sample over a grid of ``nprobe`` x ``rescore`` (IVF kinds) or ``ef_search`` (HNSW), applies
+the cheapest setting reaching the target and records how it was chosen in
+:attr:`EmbeddingIndex.tuning`; both are saved, so a reloaded index searches with them.
 
 **GPU.** When faiss is a GPU build (``faiss.get_num_gpus() > 0``; the function is absent from some
 faiss-cpu builds) and ``backend`` is ``"auto"`` or ``"faiss-gpu"``, ``flat`` and ``ivfpq`` indexes
@@ -66,12 +81,13 @@ This path cannot be exercised by the CPU test suite.
   an index saved with faiss loads with torch and vice versa;
 * ``metadata.json`` -- the list of per-item metadata dicts;
 * any extra state files of the kind (none for ``"flat"``; ``index.faiss``, the
-  ``faiss.serialize_index`` bytes, for a trained ``"ivfpq"`` and for ``"hnsw"``, so loading needs no
+  ``faiss.serialize_index`` bytes, for a trained ``"ivfpq"`` / ``"ivfsq"`` and for ``"hnsw"``, so loading needs no
   retraining or graph rebuild);
 * ``manifest.json`` -- ``{"format": "sarbridge-index", "version": 1, "kind", "metric", "dim",
-  "count", "backend", "normalize", "params", "sha256": {file: hex digest}, "created_at", "info"}``,
-  where ``params`` are the kind's effective parameters (absent for kinds without any) and
-  ``info`` is a free JSON dict of the caller (model checkpoint hash, CRS, ...).
+  "count", "backend", "normalize", "params", "tuning", "sha256": {file: hex digest}, "created_at",
+  "info"}``, where ``params`` are the kind's effective parameters (absent for kinds without any),
+  ``tuning`` the record of :func:`tune_search` (absent unless tuned) and ``info`` is a free JSON
+  dict of the caller (model checkpoint hash, CRS, ...).
 
 Every file is written atomically (temporary file + rename). ``save`` first removes an existing
 manifest and writes the manifest last, so an interrupted save leaves a directory that ``load``
@@ -82,10 +98,19 @@ off raises :class:`~sarbridge.core.errors.DataError`. A damaged index is never u
 
 from sarbridge.retrieval.index.approximate import FAISS_STATE_FILE
 from sarbridge.retrieval.index.backends import BACKENDS, faiss_available
-from sarbridge.retrieval.index.format import FORMAT, FORMAT_VERSION, MANIFEST_FILE, METADATA_FILE, VECTORS_FILE
+from sarbridge.retrieval.index.format import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    METADATA_FILE,
+    VECTORS_FILE,
+    read_search_settings,
+)
 from sarbridge.retrieval.index.index import EmbeddingIndex
 from sarbridge.retrieval.index.kinds import IndexKind, available_kinds, register_kind
+from sarbridge.retrieval.index.settings import describe_search_settings
 from sarbridge.retrieval.index.stores import VectorStore
+from sarbridge.retrieval.index.tune import tune_search
 
 __all__ = [
     "BACKENDS",
@@ -99,6 +124,9 @@ __all__ = [
     "IndexKind",
     "VectorStore",
     "available_kinds",
+    "describe_search_settings",
     "faiss_available",
+    "read_search_settings",
     "register_kind",
+    "tune_search",
 ]

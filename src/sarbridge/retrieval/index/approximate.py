@@ -1,8 +1,7 @@
-"""The approximate index kinds (faiss only): ``ivfpq`` and ``hnsw``.
+"""The shared base of the approximate index kinds (faiss only) and the ``hnsw`` kind.
 
-* :class:`IVFPQStore` -- ``faiss.IndexIVFPQ`` over an inner-product coarse quantiser, trained on
-  the first vectors (or explicitly), with optional exact re-ranking of the PQ candidates against
-  the stored float32 vectors;
+* :class:`FaissApproxStore` -- the float32 vectors plus a faiss index (the IVF kinds ``ivfpq`` and
+  ``ivfsq`` built on it live in :mod:`sarbridge.retrieval.index.ivf`);
 * :class:`HNSWStore` -- ``faiss.IndexHNSWFlat`` with ``METRIC_INNER_PRODUCT`` (exact scores, an
   approximate candidate set; CPU only).
 
@@ -14,7 +13,6 @@ rebuild. The parameters are documented in :mod:`sarbridge.retrieval.index`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -22,10 +20,9 @@ import numpy as np
 
 from sarbridge.retrieval.distance import RetrievalInputError
 from sarbridge.retrieval.index.backends import import_faiss
-from sarbridge.retrieval.index.gpu import GpuCopyMixin
 from sarbridge.retrieval.index.stores import TorchFlatStore
 
-__all__ = ["FAISS_STATE_FILE", "FaissApproxStore", "HNSWStore", "IVFPQStore", "default_m", "positive_int"]
+__all__ = ["FAISS_STATE_FILE", "FaissApproxStore", "HNSWStore", "default_m", "positive_int"]
 
 #: State file of the faiss-based approximate kinds (the ``faiss.serialize_index`` bytes).
 FAISS_STATE_FILE: Final[str] = "index.faiss"
@@ -103,6 +100,9 @@ class FaissApproxStore(TorchFlatStore):
         scores, ids = self._index.search(queries, k)
         return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
 
+    def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return TorchFlatStore.search(self, queries, k)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.is_trained:
             return super().search(queries, k)
@@ -142,114 +142,6 @@ class FaissApproxStore(TorchFlatStore):
 
     def _apply_search_params(self) -> None:
         """Hook: push the search-time parameters into ``self._index``."""
-
-
-class IVFPQStore(GpuCopyMixin, FaissApproxStore):
-    """``faiss.IndexIVFPQ`` (inner-product quantiser) with optional exact re-ranking."""
-
-    kind = "ivfpq"
-
-    def __init__(self, dim: int, metric: str, nlist: int | str = "auto", m: int | None = None, nbits: int = 8,
-                 nprobe: int = 16, rerank: int = 4) -> None:
-        super().__init__(dim, metric)
-        if nlist != "auto":
-            nlist = positive_int(nlist, "nlist", self.kind)
-        m = default_m(dim) if m is None else positive_int(m, "m", self.kind)
-        if dim % m:
-            raise RetrievalInputError(
-                f"index kind 'ivfpq' needs m (sub-quantisers) dividing the dimension {dim}, got m={m}",
-                f"use m={default_m(dim)} or another divisor of {dim}",
-            )
-        nbits = positive_int(nbits, "nbits", self.kind)
-        if nbits > 16:
-            raise RetrievalInputError(f"index kind 'ivfpq' supports nbits up to 16, got {nbits}")
-        if isinstance(rerank, bool) or not isinstance(rerank, (int, np.integer)) or rerank < 0:
-            raise RetrievalInputError(f"index kind 'ivfpq' needs a non-negative integer rerank, got {rerank!r}")
-        self.params = {"nlist": nlist, "m": m, "nbits": nbits,
-                       "nprobe": positive_int(nprobe, "nprobe", self.kind), "rerank": int(rerank)}
-
-    @property
-    def min_train(self) -> int:
-        """Fewest training vectors: one per PQ centroid (``2 ** nbits``)."""
-        return 2 ** int(self.params["nbits"])
-
-    def _nlist_for(self, n: int) -> int:
-        nlist = self.params["nlist"]
-        if nlist == "auto":
-            nlist = max(1, round(4 * math.sqrt(n)))
-        return int(max(1, min(nlist, n // 39)))
-
-    def train(self, vectors: np.ndarray) -> None:
-        if self.is_trained:
-            raise RetrievalInputError("the ivfpq index is already trained", "build a new index to retrain it")
-        n = vectors.shape[0]
-        if n < self.min_train:
-            raise RetrievalInputError(
-                f"index kind 'ivfpq' needs at least {self.min_train} training vectors (2**nbits), got {n}",
-                "train on more vectors, or lower params['nbits']",
-            )
-        f = self._faiss
-        nlist = self._nlist_for(n)
-        quantizer = f.IndexFlatIP(self.dim)
-        index = f.IndexIVFPQ(quantizer, self.dim, nlist, int(self.params["m"]), int(self.params["nbits"]),
-                             f.METRIC_INNER_PRODUCT)
-        index.cp.min_points_per_centroid = 1  # nlist was already lowered to keep >= 39 points per list
-        index.pq.cp.min_points_per_centroid = 1  # small training sets are legal; no C++ warning spam
-        index.train(np.ascontiguousarray(vectors, dtype=np.float32))
-        self._index = index  # faiss' Python wrapper keeps a reference to the quantiser
-        self.params["nlist"] = nlist  # record what was actually used
-        self._apply_search_params()
-        if self._n:  # vectors buffered before training
-            self._index.add(self._buf[: self._n])
-        self._dirty()
-
-    def _maybe_autotrain(self, start: int) -> None:
-        del start
-        if self._n >= self.min_train:
-            self.train(self._buf[: self._n])
-
-    def _index_add(self, vectors: np.ndarray) -> None:
-        self._index.add(vectors)
-        self._dirty()
-
-    def _check_restored(self, index: Any) -> None:
-        ivf = self._faiss.try_extract_index_ivf(index)
-        pq = getattr(index, "pq", None)
-        if ivf is None or pq is None or int(pq.M) != int(self.params["m"]):
-            raise ValueError(f"{FAISS_STATE_FILE} is not the IVF-PQ index its manifest describes")
-        self.params["nlist"] = int(ivf.nlist)
-
-    def _apply_search_params(self) -> None:
-        if self._index is not None:
-            self._index.nprobe = int(self.params["nprobe"])
-
-    def set_search_params(self, **values: int) -> None:
-        unknown = set(values) - {"nprobe"}
-        if unknown:
-            raise RetrievalInputError(f"index kind 'ivfpq' has no search parameter {', '.join(sorted(unknown))}",
-                                      "use nprobe")
-        if "nprobe" in values:
-            self.params["nprobe"] = positive_int(values["nprobe"], "nprobe", self.kind)
-            self._apply_search_params()
-
-    def _faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        searcher = self._searcher()
-        if searcher is not self._index:
-            params = getattr(self._faiss, "GpuParameterSpace", None)
-            if params is not None:
-                params().set_index_parameter(searcher, "nprobe", int(self.params["nprobe"]))
-        rerank = int(self.params["rerank"])
-        kk = min(self._n, k * rerank) if rerank else k
-        scores, ids = searcher.search(queries, kk)
-        ids = ids.astype(np.int64, copy=False)
-        if not rerank:
-            return scores.astype(np.float32, copy=False), ids
-        # Exact re-scoring of the PQ candidates against the stored vectors.
-        cand = self._buf[np.maximum(ids, 0)]
-        exact = np.einsum("qd,qkd->qk", queries, cand, dtype=np.float64).astype(np.float32)
-        exact[ids < 0] = -np.inf
-        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(exact, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
 class HNSWStore(FaissApproxStore):

@@ -5,8 +5,13 @@ A folder holds ``vectors.npy`` (the ``(count, dim)`` float32 embeddings, plain `
 trained ``ivfpq`` and for ``hnsw``) and, written last, ``manifest.json``::
 
     {"format": "sarbridge-index", "version": 1, "kind", "metric", "dim", "count", "backend",
-     "normalize", "params" (only for kinds with parameters), "sha256": {file: hex digest},
-     "created_at", "info"}
+     "normalize", "params" (only for kinds with parameters), "tuning" (only after tune_search),
+     "sha256": {file: hex digest}, "created_at", "info"}
+
+``tuning`` records how the search settings in ``params`` (``nprobe``, ``rescore``, ``ef_search``)
+were chosen by :func:`~sarbridge.retrieval.index.tune.tune_search` (target, recall reached, sample
+size ...). Both it and ``params["rescore"]`` are optional additions to version 1: folders without
+them load with the kind's defaults, as before.
 
 Every file is written atomically; :func:`write_index` removes an existing manifest first, so an
 interrupted save leaves a folder that :func:`read_index` reports as incomplete. :func:`read_index`
@@ -31,8 +36,10 @@ import numpy as np
 
 from sarbridge.core.errors import DataError
 from sarbridge.core.utils import atomic_write, atomic_write_json, file_digest
+from sarbridge.retrieval.index.approximate import FAISS_STATE_FILE
 from sarbridge.retrieval.index.inputs import json_default
 from sarbridge.retrieval.index.kinds import available_kinds, get_kind
+from sarbridge.retrieval.index.settings import search_settings
 
 __all__ = [
     "FORMAT",
@@ -44,6 +51,7 @@ __all__ = [
     "StoredIndex",
     "damaged",
     "read_index",
+    "read_search_settings",
     "write_index",
 ]
 
@@ -77,6 +85,7 @@ class StoredIndex:
         vectors: ``(count, dim)`` float32 embeddings.
         metadata: ``count`` metadata dicts.
         state_files: the kind's extra files (name -> content), checksums verified.
+        tuning: the record of :func:`~sarbridge.retrieval.index.tune.tune_search`, or None.
     """
 
     kind: str
@@ -90,6 +99,7 @@ class StoredIndex:
     vectors: np.ndarray
     metadata: list[dict[str, Any]]
     state_files: dict[str, bytes] = field(default_factory=dict)
+    tuning: dict[str, Any] | None = None
 
 
 def damaged(directory: Path, what: str) -> DataError:
@@ -135,6 +145,7 @@ def write_index(
     vectors: np.ndarray,
     metadata: Sequence[Mapping[str, Any]],
     state_files: Mapping[str, bytes],
+    tuning: Mapping[str, Any] | None = None,
 ) -> str:
     """Write an index folder: data files first, each atomically, then the manifest.
 
@@ -146,6 +157,7 @@ def write_index(
         vectors: ``(count, dim)`` float32 embeddings.
         metadata: one JSON-serialisable dict per vector.
         state_files: the kind's extra files (name -> content).
+        tuning: how the search settings were chosen (left out of the manifest when None).
 
     Returns:
         The ``created_at`` time stamp written into the manifest (ISO-8601, UTC, seconds).
@@ -184,6 +196,7 @@ def write_index(
         "backend": backend,
         "normalize": normalize,
         **({"params": dict(params)} if params else {}),
+        **({"tuning": dict(tuning)} if tuning else {}),
         "sha256": sha,
         "created_at": created_at,
         "info": dict(info),
@@ -293,6 +306,9 @@ def read_index(directory: str | Path) -> StoredIndex:
     params = manifest.get("params")
     if params is not None and not isinstance(params, dict):
         raise damaged(d, f"{MANIFEST_FILE} has a non-dict params entry")
+    tuning = manifest.get("tuning")
+    if tuning is not None and not isinstance(tuning, dict):
+        raise damaged(d, f"{MANIFEST_FILE} has a non-dict tuning entry")
     created = manifest.get("created_at")
     return StoredIndex(
         kind=spec.name,
@@ -306,4 +322,28 @@ def read_index(directory: str | Path) -> StoredIndex:
         vectors=np.ascontiguousarray(vectors),
         metadata=metadata,
         state_files={name: (d / name).read_bytes() for name in sha if name not in (VECTORS_FILE, METADATA_FILE)},
+        tuning=tuning,
     )
+
+
+def read_search_settings(directory: str | Path) -> dict[str, Any]:
+    """The search settings of an index folder, from its manifest alone (no vectors are read).
+
+    Args:
+        directory: the index folder.
+
+    Returns:
+        The dict of :func:`~sarbridge.retrieval.index.settings.search_settings`.
+
+    Raises:
+        DataError: the folder or its manifest is missing or is not a supported ``sarbridge-index``,
+            or its params / tuning entries are not dicts.
+    """
+    d = Path(directory)
+    manifest = _read_manifest(d)
+    params, tuning = manifest.get("params") or {}, manifest.get("tuning")
+    if not isinstance(params, dict) or (tuning is not None and not isinstance(tuning, dict)):
+        raise damaged(d, f"{MANIFEST_FILE} has a non-dict params or tuning entry")
+    sha = manifest.get("sha256")
+    trained = isinstance(sha, dict) and FAISS_STATE_FILE in sha
+    return search_settings(str(manifest.get("kind")), params, tuning, trained=trained)

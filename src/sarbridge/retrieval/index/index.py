@@ -21,6 +21,7 @@ from sarbridge.retrieval.index.format import damaged, read_index, write_index
 from sarbridge.retrieval.index.gpu import faiss_num_gpus
 from sarbridge.retrieval.index.inputs import as_matrix, l2_normalized, to_json
 from sarbridge.retrieval.index.kinds import resolve
+from sarbridge.retrieval.index.settings import search_settings
 
 __all__ = ["EmbeddingIndex"]
 
@@ -46,6 +47,8 @@ class EmbeddingIndex:
         backend: the resolved backend (``"faiss"`` or ``"torch"``).
         gpu: whether searches run on faiss GPUs.
         info: the free info dict (also filled by :meth:`load`).
+        tuning: how :func:`~sarbridge.retrieval.index.tune.tune_search` chose the search settings
+            (saved in the manifest), or None.
         created_at: ISO-8601 UTC time of the last :meth:`save` / of the loaded manifest, else None.
 
     Raises:
@@ -95,6 +98,7 @@ class EmbeddingIndex:
         if info is not None:
             self.info = self._checked_info(info)
         self.created_at: str | None = None
+        self.tuning: dict[str, Any] | None = None
         self._store = spec.stores[resolved](self.dim, metric, **given)
         self._metadata: list[dict[str, Any]] = []
         self.gpu = False
@@ -145,18 +149,36 @@ class EmbeddingIndex:
             x = l2_normalized(x)
         self._store.train(x)
 
-    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None,
+                          rescore: int | None = None) -> None:
         """Change search-time parameters (kept in :attr:`params` and saved).
 
         Args:
-            nprobe: inverted lists visited per query (``"ivfpq"``); more is slower and more exact.
+            nprobe: inverted lists visited per query (``"ivfpq"``, ``"ivfsq"``); more is slower
+                and more exact.
             ef_search: candidate list size of the graph search (``"hnsw"``).
+            rescore: candidates re-scored exactly per query (IVF kinds; at least ``k`` are; 0
+                returns the compressed scores), replacing ``k * rerank``.
+
+        A change drops :attr:`tuning` (it no longer describes the settings in use).
 
         Raises:
             RetrievalInputError: a parameter the kind does not have, or not a positive integer.
         """
-        values = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
+        values = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search), ("rescore", rescore))
+                  if v is not None}
         self._store.set_search_params(**values)
+        if values:
+            self.tuning = None
+
+    def search_settings(self) -> dict[str, Any]:
+        """The settings searches use now, for reports (see :func:`describe_search_settings`).
+
+        Returns:
+            ``{"kind", "exact": bool, "tuned": the tune_search record or None}`` plus
+            ``"nprobe"``, ``"rescore"``, ``"rerank"`` (IVF kinds) or ``"ef_search"`` (``hnsw``).
+        """
+        return search_settings(self.kind, self._store.params, self.tuning, trained=self._store.is_trained)
 
     @property
     def metadata(self) -> list[dict[str, Any]]:
@@ -229,6 +251,9 @@ class EmbeddingIndex:
             RetrievalInputError: (a :class:`ValueError`) the index is empty, ``k`` is not a
                 positive integer, or the queries are malformed (see :meth:`add`).
         """
+        return self._search(queries, k, exact=False)
+
+    def _search(self, queries: Any, k: int, exact: bool) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise RetrievalInputError(f"k must be a positive integer, got {k!r}")
         n = len(self)
@@ -238,13 +263,29 @@ class EmbeddingIndex:
         if self.normalize:
             q = l2_normalized(q)
         k = min(int(k), n)
-        scores, ids = self._store.search(q, k)
+        scores, ids = self._store.exact_search(q, k) if exact else self._store.search(q, k)
         if k > 1 and scores.shape[0]:
             # Deterministic order inside the list: descending score, then ascending id.
             order = np.lexsort((ids, -scores.astype(np.float64)), axis=1)
             scores = np.take_along_axis(scores, order, axis=1)
             ids = np.take_along_axis(ids, order, axis=1)
         return np.ascontiguousarray(scores), np.ascontiguousarray(ids)
+
+    def exact_search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` over all stored vectors, whatever the kind (the ground truth of the
+        approximate kinds; the same as :meth:`search` for ``"flat"``).
+
+        Args:
+            queries: ``(M, dim)`` queries, as for :meth:`search`.
+            k: results per query; clamped to ``len(self)``.
+
+        Returns:
+            ``(scores, ids)`` as for :meth:`search`.
+
+        Raises:
+            RetrievalInputError: as for :meth:`search`.
+        """
+        return self._search(queries, k, exact=True)
 
     def embeddings(self, ids: Any = None) -> np.ndarray:
         """The stored embeddings as a new ``(len, dim)`` float32 array (row ``i`` = id ``i``), or
@@ -309,6 +350,7 @@ class EmbeddingIndex:
             vectors=self._store.reconstruct(),
             metadata=self._metadata,
             state_files=self._store.state_files(),
+            tuning=self.tuning,
         )
         return d
 
@@ -346,4 +388,5 @@ class EmbeddingIndex:
         index._metadata = stored.metadata
         index.info = stored.info
         index.created_at = stored.created_at
+        index.tuning = stored.tuning
         return index

@@ -2,7 +2,7 @@
 
 An :class:`IndexKind` names the metrics it supports and one store factory per backend
 (``"faiss"``, ``"torch"``). The registry starts with the built-in kinds :data:`BUILT_IN_KINDS`:
-``"flat"`` (exact; faiss or torch), ``"ivfpq"`` and ``"hnsw"`` (approximate; faiss only);
+``"flat"`` (exact; faiss or torch), ``"ivfpq"``, ``"ivfsq"`` and ``"hnsw"`` (approximate; faiss only);
 :func:`register_kind` adds more.
 :func:`resolve` validates a ``kind`` / ``metric`` / ``backend`` triple and resolves ``"auto"``.
 """
@@ -15,8 +15,9 @@ from typing import Any
 
 from sarbridge.core.errors import SarbridgeError
 from sarbridge.retrieval.distance import RetrievalInputError
-from sarbridge.retrieval.index.approximate import HNSWStore, IVFPQStore
+from sarbridge.retrieval.index.approximate import HNSWStore
 from sarbridge.retrieval.index.backends import BACKENDS, faiss_available, import_faiss
+from sarbridge.retrieval.index.ivf import IVFPQStore, IVFSQStore
 from sarbridge.retrieval.index.stores import FaissFlatStore, TorchFlatStore, VectorStore
 
 __all__ = ["BUILT_IN_KINDS", "IndexKind", "available_kinds", "get_kind", "register_kind", "resolve"]
@@ -55,7 +56,14 @@ BUILT_IN_KINDS: tuple[IndexKind, ...] = (
         metrics=("ip",),
         stores={"faiss": IVFPQStore},
         description="approximate search: faiss IVF-PQ (needs training), exact re-ranking of candidates",
-        params={"nlist": "auto", "m": None, "nbits": 8, "nprobe": 16, "rerank": 4},
+        params={"nlist": "auto", "m": None, "nbits": 8, "nprobe": 16, "rerank": 4, "rescore": None},
+    ),
+    IndexKind(
+        name="ivfsq",
+        metrics=("ip",),
+        stores={"faiss": IVFSQStore},
+        description="approximate search: faiss IVF with 8-bit (or float16) scalar codes, exact re-scoring",
+        params={"nlist": "auto", "qtype": "8bit", "nprobe": 16, "rerank": 4, "rescore": None},
     ),
     IndexKind(
         name="hnsw",

@@ -84,6 +84,11 @@ class VectorStore:
         """Top-``k`` ``(scores, ids)`` of every query, best first."""
         raise NotImplementedError
 
+    def exact_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` ``(scores, ids)`` over all stored vectors (the ground truth of the
+        approximate kinds; :meth:`search` itself for the exact ones)."""
+        return self.search(queries, k)
+
     def reconstruct(self) -> np.ndarray:
         """All stored vectors as a new ``(ntotal, dim)`` float32 array, in id order."""
         raise NotImplementedError
