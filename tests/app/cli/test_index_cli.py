@@ -46,7 +46,7 @@ def test_build_and_query_json(built_index, tiny_checkpoint, hoss_sample_root, ca
     assert manifest["count"] == len(gallery) and manifest["kind"] == "flat"
     assert manifest["info"]["task"] == "reid" and manifest["info"]["checkpoint"] == str(tiny_checkpoint.resolve())
     query = sorted((hoss_sample_root / "query").glob("*_SAR.tif"))[0]
-    assert main(["index", "query", "--index", str(built_index), "--image", str(query), "-k", "5",
+    assert main(["index", "query", "--index", str(built_index), "--query", str(query), "-k", "5",
                  "--json", "--device", "cpu"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["query"] == str(query) and res["modality"] == "sar"
@@ -58,7 +58,7 @@ def test_build_and_query_json(built_index, tiny_checkpoint, hoss_sample_root, ca
     for r in results:
         assert isinstance(r["id"], int) and r["modality"] in ("optical", "sar") and Path(r["path"]).name in names
     # Table output, explicit modality.
-    assert main(["index", "query", "--index", str(built_index), "--image", str(query), "-k", "3",
+    assert main(["index", "query", "--index", str(built_index), "--query", str(query), "-k", "3",
                  "--modality", "SAR", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"query: {query} (sar)") and len(out.strip().splitlines()) == 3 + 3
@@ -83,11 +83,11 @@ def test_build_with_target_recall_stores_the_tuning(tiny_checkpoint, hoss_sample
 
 def test_query_errors(built_index, hoss_sample_root, tmp_path, capsys):
     query = sorted((hoss_sample_root / "query").iterdir())[0]
-    assert main(["index", "query", "--index", str(built_index), "--image", str(query), "--modality", "lidar"]) == 2
+    assert main(["index", "query", "--index", str(built_index), "--query", str(query), "--modality", "lidar"]) == 2
     assert "unknown modality 'lidar'" in _one_error_line(capsys)
     odd = tmp_path / "ship.tif"
     odd.write_bytes(query.read_bytes())
-    assert main(["index", "query", "--index", str(built_index), "--image", str(odd)]) == 2
+    assert main(["index", "query", "--index", str(built_index), "--query", str(odd)]) == 2
     assert "--modality" in _one_error_line(capsys)
 
 
@@ -108,5 +108,5 @@ def test_changed_checkpoint_is_refused(tiny_checkpoint, hoss_sample_root, tmp_pa
         fh.write(b"\0")  # same path, different bytes
     capsys.readouterr()
     query = sorted((hoss_sample_root / "query").iterdir())[0]
-    assert main(["index", "query", "--index", str(out), "--image", str(query), "--device", "cpu"]) == 2
+    assert main(["index", "query", "--index", str(out), "--query", str(query), "--device", "cpu"]) == 2
     assert "built with another model" in _one_error_line(capsys)

@@ -147,7 +147,7 @@ def test_build_index_and_locate(trained: tuple[Path, Path, dict], tmp_path: Path
                                 capsys: pytest.CaptureFixture[str]) -> None:
     scene, run, _ = trained
     index = tmp_path / "index"
-    assert main(["geo", "build-index", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
+    assert main(["index", "build", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
                  "--out", str(index), "--quiet", "--device", "cpu"]) == 0
     manifest = json.loads((index / "manifest.json").read_text())
     assert manifest["count"] == 36 and manifest["info"]["crs"] == GEO_CRS
@@ -165,7 +165,7 @@ def test_build_index_and_locate(trained: tuple[Path, Path, dict], tmp_path: Path
     for c in res["candidates"]:  # patch names in full, never cut from the left
         assert str(c["source"]) in text
     # rebuilding into the same folder needs --overwrite; the index is unchanged
-    assert main(["geo", "build-index", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
+    assert main(["index", "build", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
                  "--out", str(index), "--quiet"]) == 2
     assert "already holds an index" in capsys.readouterr().err
 
@@ -174,7 +174,7 @@ def test_locate_errors_are_one_line(trained: tuple[Path, Path, dict], tmp_path: 
                                     capsys: pytest.CaptureFixture[str]) -> None:
     scene, run, _ = trained
     index = tmp_path / "index"
-    main(["geo", "build-index", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
+    main(["index", "build", "--map", str(scene / "optical.tif"), "--model", str(run / "geo_model.pt"),
           "--out", str(index), "--quiet"])
     outside = geo_write(tmp_path / "far.tif", bands=1, height=32, width=32, dtype="float32", origin=(600000.0, 5800000.0))
     optical = geo_write(tmp_path / "rgb.tif", bands=3, height=32, width=32)
@@ -201,7 +201,7 @@ def test_build_index_refuses_a_map_without_crs(trained: tuple[Path, Path, dict],
     _, run, _ = trained
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
-    assert main(["geo", "build-index", "--map", str(plain), "--model", str(run / "geo_model.pt"),
+    assert main(["index", "build", "--map", str(plain), "--model", str(run / "geo_model.pt"),
                  "--out", str(tmp_path / "i")]) == 2
     assert "no" in capsys.readouterr().err and not (tmp_path / "i" / "manifest.json").exists()
 

@@ -1,4 +1,4 @@
-"""geo build-index: streamed windows, no-data cells, chunked commits, resume, workers, the CLI.
+"""index build --map: streamed windows, no-data cells, chunked commits, resume, workers, the CLI.
 
 Reference: the pre-streaming build (whole map in memory, every cell prepared and embedded in one
 batch) written out here in a few lines; the streamed index must hold the same vectors (1e-5) and
@@ -210,7 +210,7 @@ def test_interrupted_build_resumes_refuses_changes_and_ends_identical(tmp_path: 
 def test_killed_cli_build_resumes_to_the_same_index(tmp_path: Path, geo_map_path: Path, tiny_model: Path) -> None:
     """A real process killed with SIGKILL between chunks (slowed by the test-only pause variable)."""
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "sarbridge", "geo", "build-index", "--map", str(geo_map_path), "--model",
+    args = [sys.executable, "-m", "sarbridge", "index", "build", "--map", str(geo_map_path), "--model",
             str(tiny_model), "--out", str(out), "--chunk-size", "5", "--workers", "0", "--device", "cpu", "--quiet"]
     env = {**os.environ, PAUSE_ENV: "60", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -262,7 +262,7 @@ def test_cli_build_index_reports_throughput_and_refuses_in_one_line(tmp_path: Pa
                                                                     tiny_model: Path, capsys) -> None:
     from sarbridge.app.cli import main
 
-    base = ["geo", "build-index", "--map", str(geo_map_path), "--model", str(tiny_model), "--out",
+    base = ["index", "build", "--map", str(geo_map_path), "--model", str(tiny_model), "--out",
             str(tmp_path / "idx"), "--workers", "0", "--device", "cpu", "--quiet"]
     assert main(base) == 0
     printed = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""geo build-index under torchrun: 2 gloo processes build the same index as one process."""
+"""index build --map under torchrun: 2 gloo processes build the same index as one process."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_two_processes_build_the_single_process_index(tmp_path: Path, tiny_model
 
     map_path = geo_write(tmp_path / "map.tif", height=80, width=112)  # 5 x 7 cells: chunks of 4, uneven shares
     build_map_index(map_path, tiny_model, tmp_path / "one", chunk_size=4, workers=0, device="cpu", progress=False)
-    proc = torchrun(["-m", "sarbridge", "geo", "build-index", "--map", str(map_path), "--model", str(tiny_model),
+    proc = torchrun(["-m", "sarbridge", "index", "build", "--map", str(map_path), "--model", str(tiny_model),
                      "--out", str(tmp_path / "two"), "--chunk-size", "4", "--workers", "0", "--device", "cpu",
                      "--quiet", "--json"], cwd=tmp_path)
     facts = json.loads(proc.stdout[proc.stdout.index("{"):])  # printed once, by rank 0

@@ -1,4 +1,8 @@
-"""SAR patch -> optical map localisation (CMPC): ``sarbridge geo synth|train|evaluate|build-index|locate|register|demo|ablate``."""
+"""SAR patch -> optical map localisation (CMPC): ``sarbridge geo synth|train|evaluate|locate|register|demo|ablate``.
+
+Map indexes are built by ``sarbridge index build --map`` (:func:`cmd_build_index`; the old ``geo
+build-index`` is a hidden, deprecated spelling).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sarbridge.app.cli.aliases import deprecated_command
 from sarbridge.app.cli.common import (
     add_common,
     add_demo_folder_args,
@@ -103,6 +108,32 @@ def cmd_build_index(args: argparse.Namespace) -> int:
         print(f"search settings: {json.dumps(res.search)}")
     print(f"index: {res.path}")
     return 0
+
+
+def add_map_index_args(b: argparse.ArgumentParser, required: bool) -> None:
+    """The options of a map index build (``sarbridge index build --map``)."""
+    b.add_argument("--map", required=required,
+                   help="optical GeoTIFF/COG with a CRS, a .vrt, or a folder of GeoTIFF tiles: build a map index "
+                        "for 'geo locate' (then --model is a geo_model.pt)" + ("" if required else "; default: none"))
+    if required:
+        b.add_argument("--model", required=True, help="geo_model.pt from 'geo train'")
+        b.add_argument("--out", required=True, help="index folder")
+    b.add_argument("--patch-size", type=int, default=None, help="map index: grid cell in pixels (default: the model's)")
+    b.add_argument("--stride", type=int, default=None, help="map index: grid step in pixels (default: the patch size)")
+    b.add_argument("--overwrite", action="store_true",
+                   help="start over in an OUT that holds an index or an interrupted build (default: refuse)")
+    b.add_argument("--resume", action="store_true",
+                   help="map index: continue the interrupted build in OUT (default: off; refused if map/model/grid "
+                        "differ)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="map index: DataLoader processes reading map windows (default: min(4, CPUs - 1))")
+    b.add_argument("--chunk-size", type=int, default=4096,
+                   help="map index: patches per committed chunk (default: %(default)s)")
+    if required:
+        b.add_argument("--target-recall", type=float, default=None, metavar="R",
+                       help="tune the approximate search to recall@10 >= R on a sample of the index's own vectors "
+                            "and store the settings (default: no tuning)")
+        b.add_argument("--json", action="store_true", help="print the build summary as JSON (default: text)")
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
@@ -221,29 +252,11 @@ def _register(sub: argparse._SubParsersAction) -> None:
     add_common(e)
     e.set_defaults(func=cmd_evaluate)
 
-    b = sub.add_parser("build-index", help="grid a map, embed the patches, save a searchable index",
-                       description="Grid an optical map (GeoTIFF/COG, VRT or folder of GeoTIFF tiles), read it "
-                                   "window by window, embed the patches and save a searchable index. Progress is "
-                                   "committed in chunks (OUT/.build), so a killed build continues with --resume. "
-                                   "Under torchrun each process embeds its share of the chunks.")
-    b.add_argument("--map", required=True, help="optical GeoTIFF/COG with a CRS, a .vrt, or a folder of GeoTIFF tiles")
-    b.add_argument("--model", required=True, help="geo_model.pt from 'geo train'")
-    b.add_argument("--out", required=True, help="index folder")
-    b.add_argument("--patch-size", type=int, default=None, help="grid cell in pixels (default: the model's)")
-    b.add_argument("--stride", type=int, default=None, help="grid step in pixels (default: the patch size)")
-    b.add_argument("--overwrite", action="store_true",
-                   help="start over in an OUT that holds an index or an interrupted build (default: refuse)")
-    b.add_argument("--resume", action="store_true",
-                   help="continue the interrupted build in OUT (default: off; refused if map/model/grid differ)")
-    b.add_argument("--workers", type=int, default=None,
-                   help="DataLoader processes reading map windows (default: min(4, CPUs - 1))")
-    b.add_argument("--chunk-size", type=int, default=4096, help="patches per committed chunk (default: 4096)")
-    b.add_argument("--target-recall", type=float, default=None,
-                   help="tune the approximate search to this recall@10 on a sample of the map's own patches "
-                        "(default: off)")
-    b.add_argument("--json", action="store_true", help="print the build summary as JSON (default: text)")
+    # 'geo build-index' is the old name of 'sarbridge index build --map' (hidden, deprecated)
+    b = sub.add_parser("build-index", description="Deprecated: use 'sarbridge index build --map MAP'.")
+    add_map_index_args(b, required=True)
     add_common(b)
-    b.set_defaults(func=cmd_build_index)
+    b.set_defaults(func=deprecated_command("geo build-index", "index build --map", cmd_build_index))
 
     lo = sub.add_parser("locate", help="locate a SAR patch on an indexed map")
     lo.add_argument("--index", required=True, help="map index folder of 'sarbridge index build --map'")

@@ -1,4 +1,5 @@
-"""Searchable re-ID galleries: ``sarbridge index build|query``."""
+"""Searchable indexes: ``sarbridge index build`` (a re-ID gallery with ``--data``, a map with ``--map``)
+and ``sarbridge index query`` (re-ID; a map index is queried by ``sarbridge geo locate``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import json
 import sys
 
-from sarbridge.app.cli.common import add_common
+from sarbridge.app.cli.aliases import add_deprecated_option
+from sarbridge.app.cli.common import add_common, add_top_k
+from sarbridge.app.cli.geo import add_map_index_args, cmd_build_index
 
 #: Results per query the build-time tuning (--target-recall) measures recall at.
 TUNE_K = 10
@@ -14,8 +17,25 @@ TUNE_K = 10
 TUNE_SAMPLE = 1000
 
 
+_MAP_ONLY = {"patch_size": None, "stride": None, "resume": False, "workers": None, "chunk_size": 4096}
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     import numpy as np
+
+    from sarbridge.core.errors import ConfigError
+
+    if (args.map is None) == (args.data is None):
+        raise ConfigError("index build needs either --data (a re-ID gallery) or --map (a geo map index)",
+                          "e.g. --model best.pt --data HOSS, or --model geo_model.pt --map optical.tif")
+    if args.map is not None:
+        if args.kind is not None or args.split != "gallery":
+            raise ConfigError("--kind and --split are for re-ID galleries (--data)", "drop them with --map")
+        return cmd_build_index(args)
+    used = [k.replace("_", "-") for k, v in _MAP_ONLY.items() if getattr(args, k) != v]
+    if used:
+        raise ConfigError(f"--{', --'.join(used)} are for map indexes (--map)", "drop them with --data")
+    args.kind = args.kind or "flat"
 
     from sarbridge.retrieval.index import EmbeddingIndex, describe_search_settings, tune_search
     from sarbridge.retrieval.index.tune import check_target_recall
@@ -44,14 +64,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     from sarbridge.retrieval.index import describe_search_settings, read_search_settings
     from sarbridge.tasks.reid.gallery import query_gallery_index
 
-    res = query_gallery_index(args.index, args.image, modality=args.modality, k=args.k,
+    res = query_gallery_index(args.index, args.query, modality=args.modality, k=args.top_k,
                               device=args.device or "auto")
     settings = read_search_settings(args.index)
     if args.json:
         print(json.dumps({**res, "search": settings}, indent=2))
         return 0
     print(f"query: {res['query']} ({res['modality']})")
-    print(f"search: {describe_search_settings(settings, k=args.k)}")
+    print(f"search: {describe_search_settings(settings, k=args.top_k)}")
     # the score is the cosine similarity of the centred, L2-normalised embeddings (ReIDModel.embed)
     print("rank  cosine   id      modality  path")
     for r in res["results"]:
@@ -61,31 +81,40 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sarbridge index build|query``."""
-    g = sub.add_parser("index", help="build and query a searchable re-ID gallery index")
-    gsub = g.add_subparsers(dest="index_command")
+    g = sub.add_parser("index", help="build a searchable index (re-ID gallery or map) and query a gallery")
+    gsub = g.add_subparsers(dest="index_command", metavar="COMMAND")
 
-    b = gsub.add_parser("build", help="embed a dataset's gallery with a checkpoint and save an index")
-    b.add_argument("--model", required=True, help="re-ID checkpoint (best.pt of 'sarbridge train')")
-    b.add_argument("--data", required=True, help="HOSS folder or manifest CSV")
+    b = gsub.add_parser("build", help="embed a re-ID gallery (--data) or a map (--map) with a model and save an index",
+                        description="Embed a dataset's gallery with a re-ID checkpoint (--data), or grid an optical "
+                                    "map (GeoTIFF/COG, VRT or folder of GeoTIFF tiles) and embed its patches with a "
+                                    "geo model (--map), and save a searchable index. A map is read window by window; "
+                                    "its progress is committed in chunks (OUT/.build), so a killed build continues "
+                                    "with --resume; under torchrun each process embeds its share.")
+    b.add_argument("--model", required=True,
+                   help="best.pt of 'sarbridge train' (with --data) or geo_model.pt of 'geo train' (with --map)")
+    b.add_argument("--data", default=None, help="HOSS folder or manifest CSV: build a re-ID gallery index (default: none)")
     b.add_argument("--out", required=True, help="index folder")
-    b.add_argument("--kind", default="flat", choices=("flat", "ivfpq", "ivfsq", "hnsw"),
-                   help="exact (flat, the default) or approximate (ivfpq, ivfsq, hnsw; need faiss) search")
+    b.add_argument("--kind", default=None, choices=("flat", "ivfpq", "ivfsq", "hnsw"),
+                   help="re-ID gallery: exact (flat, the default) or approximate (ivfpq, ivfsq, hnsw) search")
     b.add_argument("--target-recall", type=float, default=None, metavar="R",
                    help="tune the approximate search to recall@10 >= R (e.g. 0.95) on a sample of the "
-                        "gallery's own embeddings and store the settings in the index (default: no tuning, "
+                        "index's own embeddings and store the settings in the index (default: no tuning, "
                         "the kind's default settings)")
     b.add_argument("--split", default="gallery", choices=("gallery", "all"),
-                   help="index the gallery (bounding_box_test) or every image")
-    b.add_argument("--overwrite", action="store_true", help="replace an index already in OUT")
+                   help="re-ID gallery: index the gallery (bounding_box_test) or every image (default: %(default)s)")
+    add_map_index_args(b, required=False)
+    b.add_argument("--json", action="store_true", help="map index: print the build summary as JSON (default: text)")
     add_common(b)
     b.set_defaults(func=cmd_build)
 
-    q = gsub.add_parser("query", help="rank the indexed gallery for one query image")
-    q.add_argument("--index", required=True, help="index folder from 'index build'")
-    q.add_argument("--image", required=True, help="query image")
-    q.add_argument("-k", type=int, default=10, help="results to list")
+    q = gsub.add_parser("query", help="rank the indexed re-ID gallery for one query image")
+    q.add_argument("--index", required=True, help="index folder from 'index build --data'")
+    qq = q.add_mutually_exclusive_group(required=True)
+    qq.add_argument("--query", help="query image")
+    add_deprecated_option(qq, "--image", "--query", dest="query")
+    add_top_k(q, 10, "results to list")
     q.add_argument("--modality", help="optical or sar (default: from an _RGB/_SAR file name suffix)")
-    q.add_argument("--json", action="store_true", help="print JSON")
+    q.add_argument("--json", action="store_true", help="print JSON (default: text)")
     q.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     q.set_defaults(func=cmd_query)
 

@@ -66,8 +66,8 @@ def create_app(index_path: str | Path, top_k: int = 10, max_upload_mb: float = 2
     """Build the viewer application for one index, loading the index and its model once.
 
     Args:
-        index_path: folder of ``sarbridge index build`` (re-ID gallery) or ``sarbridge geo
-            build-index`` (map); the kind is detected from the index manifest.
+        index_path: folder of ``sarbridge index build`` (a re-ID gallery with ``--data`` or a map
+            with ``--map``); the kind is detected from the index manifest.
         top_k: matches returned when a query does not say (1 to :data:`MAX_K`).
         max_upload_mb: largest accepted upload in MiB.
         device: ``auto``, ``cpu``, ``cuda[:N]`` for the model.

@@ -1,8 +1,8 @@
 """What the web viewer serves: a re-ID gallery index or a geo map index, loaded once.
 
 :func:`load_backend` opens an index folder, asks the task registry which task built it (from the
-manifest's ``info``: ``task: "reid"`` from ``sarbridge index build``, ``kind: "geo"`` from ``sarbridge geo
-build-index``) and returns a :class:`ReidBackend` or :class:`GeoBackend`. Both answer ``query(path, filename,
+manifest's ``info``: ``task: "reid"`` from ``sarbridge index build``, ``kind: "geo"`` from ``sarbridge
+index build --map``) and returns a :class:`ReidBackend` or :class:`GeoBackend`. Both answer ``query(path, filename,
 modality, k)`` with a JSON-ready dict and render PNG thumbnails of indexed items.
 """
 
@@ -192,7 +192,7 @@ class ReidBackend(_Backend):
 
 
 class GeoBackend(_Backend):
-    """A geo map index (``sarbridge geo build-index``): locates SAR patches with a :class:`~sarbridge.tasks.geo.locate.GeoLocator` loaded once.
+    """A geo map index (``sarbridge index build --map``): locates SAR patches with a :class:`~sarbridge.tasks.geo.locate.GeoLocator` loaded once.
 
     The map named in the index info is read once, decimated to at most :data:`MAP_SIDE` pixels, for
     the overview (``map_png``); estimates are also returned in that overview's pixel coordinates.
@@ -319,7 +319,7 @@ def load_backend(index_dir: str | Path, device: str = "auto") -> ReidBackend | G
     """Open an index folder and its model, detecting whether it is a re-ID gallery or a geo map index.
 
     Args:
-        index_dir: folder written by ``sarbridge index build`` or ``sarbridge geo build-index``.
+        index_dir: folder written by ``sarbridge index build`` (``--data`` or ``--map``).
         device: ``auto``, ``cpu``, ``cuda[:N]``.
 
     Raises:
@@ -334,4 +334,4 @@ def load_backend(index_dir: str | Path, device: str = "auto") -> ReidBackend | G
     if backend is not None:
         return backend(d, index, device)
     raise DataError(f"index '{d}' is neither a re-ID gallery index nor a geo map index",
-                    "build one with 'sarbridge index build' or 'sarbridge geo build-index'")
+                    "build one with 'sarbridge index build'")

@@ -6,5 +6,5 @@
   :mod:`~sarbridge.tasks.geo.readers`: sarbridge JSON listing and geo CSV (own data), BigEarthNet;
 * :mod:`~sarbridge.tasks.geo.refine`: the location-aware graph refinement;
 * :mod:`~sarbridge.tasks.geo.train`, :mod:`~sarbridge.tasks.geo.run`: training and evaluation;
-* :mod:`~sarbridge.tasks.geo.map_index`: the map index (``build-index``); :mod:`~sarbridge.tasks.geo.locate`: ``locate``; :mod:`~sarbridge.tasks.geo.demo`, :mod:`~sarbridge.tasks.geo.ablation`.
+* :mod:`~sarbridge.tasks.geo.map_index`: the map index (``index build --map``); :mod:`~sarbridge.tasks.geo.locate`: ``locate``; :mod:`~sarbridge.tasks.geo.demo`, :mod:`~sarbridge.tasks.geo.ablation`.
 """

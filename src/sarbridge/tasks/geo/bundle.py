@@ -1,6 +1,6 @@
 """The trained localisation model as one file: encoder + graph refiner + config + preprocessing.
 
-``sarbridge geo train`` writes ``geo_model.pt`` (task ``geo``) in the run folder; ``geo build-index``,
+``sarbridge geo train`` writes ``geo_model.pt`` (task ``geo``) in the run folder; ``index build --map``,
 ``geo locate`` and ``geo evaluate`` read it. It uses the one checkpoint format of
 :mod:`sarbridge.core.checkpoint`.
 """

@@ -99,7 +99,7 @@ class GeoLocator:
         model_file = self.index_dir / MODEL_FILE
         if not model_file.is_file() or file_digest(model_file) != self.info.get("model_sha256"):
             raise DataError(f"index '{self.index_dir}' lacks its model or the model does not match the index",
-                            "rebuild it with 'sarbridge geo build-index'")
+                            "rebuild it with 'sarbridge index build --map'")
         self.model: GeoModel = load_geo_model(model_file)
         self.device = resolve_device(device)
         self.encoder = self.model.encoder.to(self.device).eval()
@@ -213,9 +213,9 @@ def locate_registration(locator: GeoLocator, res: dict[str, Any], pixels: np.nda
     info, model = locator.info, locator.model
     rcfg = model.cfg.eval.register
     map_path = info.get("map")
-    if not map_path or not Path(str(map_path)).is_file():
-        raise DataError(f"the index's map raster '{map_path}' is missing, so the query cannot be registered",
-                        "restore the map file or rebuild the index with 'sarbridge geo build-index'")
+    if not map_path or not Path(str(map_path)).exists():  # a raster file, a VRT or a folder of tiles
+        raise DataError(f"the index's map '{map_path}' is missing, so the query cannot be registered",
+                        "restore the map file or rebuild the index with 'sarbridge index build --map'")
     if locator.registrar is None:
         locator.registrar = MapRegistrar(str(map_path), rcfg.method, rcfg.margin, rcfg.coarse, locator.device,
                                          locator.encoder, model.spec)

@@ -1,4 +1,4 @@
-"""Reference index of a georeferenced optical map (``sarbridge geo build-index``), built by streaming.
+"""Reference index of a georeferenced optical map (``sarbridge index build --map``), built by streaming.
 
 :func:`build_map_index` lays the grid the model was trained with over a lazily-opened map
 (:class:`~sarbridge.data.map_source.MapSource`: a GeoTIFF / COG, a VRT or a folder of tiles), reads
