@@ -159,9 +159,10 @@ def test_build_index_and_locate(trained: tuple[Path, Path, dict], tmp_path: Path
     assert len(res["candidates"]) == 4 and res["error_radius_m"] >= 8.0 and 0 < res["confidence"] <= 1
     assert 2.999 < res["lon"] < 3.002 and 51.4 < res["lat"] < 51.5  # EPSG:32631 (500000, 5700000): 3°E, 51.44°N
     assert 0.0 <= res["check_error_m"] < 100.0
+    assert res["search"]["kind"] == manifest["kind"]  # the search settings the answer used
     assert main(["geo", "locate", "--index", str(index), "--query", str(query), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert "error radius" in text
+    assert "error radius" in text and "\nsearch: " in text
     for c in res["candidates"]:  # patch names in full, never cut from the left
         assert str(c["source"]) in text
     # rebuilding into the same folder needs --overwrite; the index is unchanged

@@ -137,13 +137,16 @@ def add_map_index_args(b: argparse.ArgumentParser, required: bool) -> None:
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
+    from sarbridge.retrieval.index import describe_search_settings, read_search_settings
     from sarbridge.tasks.geo.locate import locate
 
     res = locate(args.index, args.query, k=args.top_k, device=args.device or "auto", register=args.register)
+    settings = read_search_settings(args.index)
     if args.json:
-        print(json.dumps(res, indent=2))
+        print(json.dumps({**res, "search": settings}, indent=2))
         return 0
     print(f"query: {res['query']}")
+    print(f"search: {describe_search_settings(settings, k=args.top_k)}")
     print(f"position: lon {res['lon']:.6f}, lat {res['lat']:.6f}  ({res['crs']}: x {res['x']:.1f}, y {res['y']:.1f})")
     print(f"error radius: {res['error_radius_m']:.1f} m   confidence: {res['confidence']:.2f}")
     print(f"stage: {res['stage_note']}")
