@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,27 @@ def test_evaluate_command_with_re_ranking(trained: tuple[Path, Path, dict], tmp_
               "gnn-features": {"top5": 11.1111, "top10": 33.3333, "top20": 63.8889, "mAP": 8.4628},
               "gnn": GNN_ADJACENCY_PIN}
     assert_pinned(metrics, {"reranked": pinned[method]})
+
+
+def test_evaluate_warns_when_the_data_changed_since_training(trained: tuple[Path, Path, dict], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    scene, run, _ = trained
+    info = torch.load(run / "geo_model.pt", map_location="cpu", weights_only=False)["info"]
+    assert info["data_fingerprint"]["files"] >= 2  # recorded by geo train
+    capsys.readouterr()
+    assert main(["geo", "evaluate", "--model", str(run / "geo_model.pt"), "--out", str(tmp_path / "same"),
+                 "--quiet", "--device", "cpu"]) == 0
+    assert "differs" not in capsys.readouterr().err
+    assert "data_changed" not in json.loads((tmp_path / "same" / "metrics.json").read_text())["meta"]
+    changed = tmp_path / "scene"
+    shutil.copytree(scene, changed)
+    (changed / "notes.txt").write_text("an extra file in the data folder")
+    assert main(["geo", "evaluate", "--model", str(run / "geo_model.pt"), "--data", str(changed),
+                 "--out", str(tmp_path / "changed"), "--quiet", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the data of" in err and "files:" in err and "not comparable" in err
+    meta = json.loads((tmp_path / "changed" / "metrics.json").read_text())["meta"]
+    assert "files:" in meta["data_changed"]
 
 
 def test_bigearthnet_sanity_evaluation(trained: tuple[Path, Path, dict], tmp_path: Path) -> None:

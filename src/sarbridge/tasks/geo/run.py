@@ -7,6 +7,7 @@ A run folder holds ``config.yaml``, ``coarse/`` and ``refine/`` (trainer checkpo
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from sarbridge.tasks.geo.bundle import (
     save_geo_model,
 )
 from sarbridge.tasks.geo.config import GeoConfig, GeoEvalConfig, validate_geo
+from sarbridge.tasks.geo.data_fingerprint import geo_data_difference, geo_data_fingerprint
 from sarbridge.tasks.geo.datasets import PatchImages, embed_patches
 from sarbridge.tasks.geo.evaluate import (
     RankedResult,
@@ -142,7 +144,8 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     if cfg.refine.enabled:
         refiner, refine_info = _train_refiner(run, task, encoder, train_view)
     info = {"epoch": coarse.best_epoch, "patch_size_m": task.patch_m, "crs": data.crs, "data": data.name,
-            "coarse_selected_epoch": coarse.best_epoch, **refine_info}
+            "coarse_selected_epoch": coarse.best_epoch, "data_fingerprint": geo_data_fingerprint(cfg.data),
+            **refine_info}
     bundle_path = run.out / "geo_model.pt"
     run.write(lambda _: save_geo_model(bundle_path, cfg, encoder.cpu(), refiner.cpu() if refiner is not None else None,
                                        info))
@@ -203,13 +206,15 @@ def _train_refiner(run: TrainingRun, task: GeoCoarseTask, encoder: GeoEmbeddingN
 def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequence[Any], out: str | Path | None,
                        device: torch.device, progress: bool = True, title: str = "sarbridge localisation",
                        rerank: str | None = None, pictures: int = 6,
-                       eval_cfg: GeoEvalConfig | None = None, choose: bool = False) -> dict[str, Any]:
+                       eval_cfg: GeoEvalConfig | None = None, choose: bool = False,
+                       meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Embed references and queries with a bundle, rank, refine, register, and write the results (when ``out``).
 
     ``eval_cfg`` (default: the bundle's own) sets batch size, search depth, re-ranking, query expansion
     and the registration (``eval.register``). ``choose``: the queries are validation queries; decide
     which stages help and calibrate the registration threshold (``meta.stage_choice``,
     :mod:`sarbridge.tasks.geo.stages`); otherwise the bundle's recorded choice is used and reported.
+    ``meta``: more entries for ``metrics["meta"]`` (e.g. ``data_changed``).
     """
     cfg = model.cfg
     ev = eval_cfg if eval_cfg is not None else cfg.eval
@@ -230,6 +235,7 @@ def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequenc
         "setting": cfg.data.setting, "split": cfg.data.split, "patch_size_m": round(patch_size_m(view), 3),
         "checkpoint": str(model.path), "device": str(device), "query_expansion": ev.query_expansion,
         "selection": "validation top-1 (coarse: held-out training-area queries; refine: same)",
+        **(meta or {}),
     }
     choice = model.info.get("stage_choice") if isinstance(model.info.get("stage_choice"), dict) else None
     registered = add_registered_stage(metrics, results, view, queries, ev.register, device, enc, model.spec, choice,
@@ -323,10 +329,15 @@ def evaluate_geo(model_path: str | Path, cfg_data: GeoConfig | None, out_dir: st
     if cfg_data is None:
         cfg_data = model.cfg
     view, queries = split_queries(cfg_data, split)
+    changed = geo_data_difference(model.info, cfg_data.data)
+    if changed is not None:
+        print(f"warning: the data of {view.name} differs from what model {model_path} was trained on ({changed}); "
+              "results are not comparable with the training run's", file=sys.stderr)
     seed_everything(cfg_data.seed)
     return evaluate_geo_model(model, view, queries, out_dir, resolve_device(device_name), progress,
                               title=f"sarbridge localisation: evaluation of {Path(model_path).name}", rerank=rerank,
-                              eval_cfg=cfg_data.eval, choose=split == "val")
+                              eval_cfg=cfg_data.eval, choose=split == "val",
+                              meta={"data_changed": changed} if changed is not None else None)
 
 
 __all__ = ["evaluate_geo", "evaluate_geo_model", "load_localisation", "split_queries", "train_geo", "write_geo_results"]
