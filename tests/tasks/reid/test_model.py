@@ -48,3 +48,10 @@ def test_training_forward_learns_the_mean_that_embed_removes():
     cos = F.normalize(centred, dim=1) @ F.normalize(centred, dim=1).T
     off_diag = cos[~torch.eye(8, dtype=torch.bool)]
     assert off_diag.mean().abs() < 0.2
+
+
+def test_the_config_key_switches_centring_off():
+    from dataclasses import replace
+
+    assert build_reid_model(TINY, [32, 16], num_classes=0).centre_features is True
+    assert build_reid_model(replace(TINY, centre_features=False), [32, 16], num_classes=0).centre_features is False

@@ -221,7 +221,8 @@ def test_config_of_an_old_checkpoint_loads(tmp_path):
     old = yaml.safe_load((REPO / "tests" / "fixtures" / "config-v1" / "reid.yaml").read_text(encoding="utf-8"))
     cfg = config_from_dict(old, ExperimentConfig)
     # keys added since that layout take their defaults; nothing else changes
-    added = {"eval": {"gnn_k1": 26, "gnn_k2": 7, "gnn_layers": 2}, "data": {"mean": [0.5] * 3, "std": [0.5] * 3}}
+    added = {"eval": {"gnn_k1": 26, "gnn_k2": 7, "gnn_layers": 2}, "data": {"mean": [0.5] * 3, "std": [0.5] * 3},
+             "model": {"centre_features": True}, "optim": {"max_steps": None}}
     expected = {k: ({**v, **added[k]} if k in added else v) for k, v in old.items()}
     assert config_to_dict(cfg) == expected
     assert cfg.data.spec().to_dict()["image_size"] == [128, 64]

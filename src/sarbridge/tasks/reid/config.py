@@ -132,6 +132,9 @@ class ModelConfig:
     modality_embed_scale: float = 3.0
     size_token: bool = True
     drop_path: float = 0.1
+    #: retrieval embeddings minus the BNNeck's running mean before L2 normalisation (docs/reid.md,
+    #: "Scores"); false: the raw pre-neck feature, as TransOSS (and sarbridge before) ranked
+    centre_features: bool = True
 
     def validate(self, prefix: str = "model") -> None:
         """Raises ConfigError for a drop-path rate outside [0, 1)."""

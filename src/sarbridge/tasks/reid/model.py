@@ -26,7 +26,7 @@ class ReIDModel(nn.Module):
     """
 
     #: Subtract the BNNeck's running mean in :meth:`embed` (False: the raw backbone feature, as
-    #: sarbridge did before; rankings of L2-normalised features then differ slightly).
+    #: sarbridge did before; config key ``model.centre_features``).
     centre_features: bool = True
 
     def __init__(self, backbone: ModalityAwareBackbone, num_classes: int = 0) -> None:
@@ -82,4 +82,6 @@ def build_reid_model(model_cfg: ModelConfig, image_size: list[int], num_classes:
     )
     if model_cfg.pretrained:
         load_pretrained(backbone, model_cfg.pretrained)
-    return ReIDModel(backbone, num_classes)
+    model = ReIDModel(backbone, num_classes)
+    model.centre_features = bool(model_cfg.centre_features)
+    return model
