@@ -1,3 +1,4 @@
+import json
 import math
 import subprocess
 import sys
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from sarbridge.core.checkpoint import load_checkpoint
-from sarbridge.core.config import OptimConfig
-from sarbridge.core.errors import CheckpointError
+from sarbridge.core.config import OptimConfig, validate_optim
+from sarbridge.core.errors import CheckpointError, ConfigError
 from sarbridge.core.trainer import Trainer, lr_factor
 from sarbridge.tasks.reid.task import train_reid
 from tiny_setup import HOSS_SAMPLE, tiny_config, tiny_overrides
@@ -146,3 +147,94 @@ def test_tiny_overrides_are_valid():
     assert (cfg.data.root, cfg.optim.epochs, cfg.device, cfg.data.image_size) == (str(HOSS_SAMPLE), 2, "cpu", [32, 16])
     assert cfg.model.backbone == "vit_tiny_patch16_224" and cfg.model.backbone_kwargs["embed_dim"] == 32
     assert (cfg.data.sampler.num_ids, cfg.data.sampler.num_instances, cfg.optim.name) == (4, 2, "sgd")
+
+
+# --- optim.max_steps: a cap on optimiser steps in total -------------------------------------
+
+
+def _capped(out: Path, epochs: int = 5, max_steps: int | None = None, accumulate: int = 1, resume: bool = False,
+            callbacks=()) -> Trainer:
+    torch.manual_seed(123)
+    cfg = OptimConfig(name="sgd", lr=0.01, warmup_epochs=1, epochs=epochs, accumulate=accumulate, max_steps=max_steps)
+    tr = Trainer(ToyTask(), cfg, out, torch.device("cpu"), seed=7, callbacks=callbacks, progress=False)
+    if resume:
+        tr.resume()
+    tr.fit()
+    return tr
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_max_steps_stops_inside_an_epoch_and_saves_it_as_the_last(tmp_path):
+    snapshots = {}
+
+    def snap(trainer, epoch, step, logs):  # after the optimiser step of batch (epoch, step)
+        snapshots[(epoch, step)] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    _capped(tmp_path / "ref", epochs=5, callbacks=[snap])  # uncapped: 4 batches (= steps) per epoch
+    tr = _capped(tmp_path / "cap", epochs=5, max_steps=6)
+    # 4 steps in epoch 0, then 2 in epoch 1: the weights after the 6th step of the uncapped run
+    assert [(h["epoch"], h["steps"], h["optimizer_steps"]) for h in tr.history] == [(0, 4, 4), (1, 2, 2)]
+    assert tr.optimizer_steps == 6
+    for k, v in snapshots[(1, 1)].items():
+        assert torch.equal(tr.model.state_dict()[k], v), k
+    last = load_checkpoint(tmp_path / "cap" / "last.pt", task="toy")
+    assert last["epoch"] == 1
+    assert "val_selection" in tr.history[1]  # the capped epoch is validated although eval_every is not due
+    rows = _log(tmp_path / "cap")
+    assert [r.get("event", r.get("epoch")) for r in rows] == [0, 1, "max_steps reached"]
+    assert rows[2]["optimizer_steps"] == 6 and rows[2]["optim.max_steps"] == 6 and rows[2]["epoch"] == 1
+    # the LR schedule still follows optim.epochs (one scheduler step per epoch run)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * lr_factor(2, tr.cfg))
+
+
+def test_max_steps_counts_optimiser_steps_with_accumulation(tmp_path):
+    # accumulate=3 over 4 batches: groups [0, 1, 2] and [3] = 2 optimiser steps per epoch
+    tr = _capped(tmp_path, epochs=5, max_steps=3, accumulate=3)
+    assert [(h["steps"], h["optimizer_steps"]) for h in tr.history] == [(4, 2), (3, 1)]
+    assert tr.optimizer_steps == 3
+    # the same weights as the uncapped run after its third group (batch 2 of epoch 1)
+    snapshots = {}
+
+    def snap(trainer, epoch, step, logs):
+        snapshots[(epoch, step)] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    _capped(tmp_path / "ref", epochs=2, accumulate=3, callbacks=[snap])
+    for k, v in snapshots[(1, 2)].items():
+        assert torch.equal(tr.model.state_dict()[k], v), k
+
+
+def test_max_steps_then_resume_trains_nothing_more(tmp_path):
+    first = _capped(tmp_path, epochs=5, max_steps=6)
+    before = (tmp_path / "last.pt").read_bytes()
+    log_before = (tmp_path / "train_log.jsonl").read_text()
+    resumed = _capped(tmp_path, epochs=5, max_steps=6, resume=True)
+    assert resumed.optimizer_steps == 6 and resumed.start_epoch == 2
+    assert len(resumed.history) == 2
+    for (k, a), b in zip(first.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert (tmp_path / "train_log.jsonl").read_text() == log_before
+
+
+def test_max_steps_none_or_unreached_changes_nothing(tmp_path):
+    plain = _capped(tmp_path / "none", epochs=3)
+    high = _capped(tmp_path / "high", epochs=3, max_steps=1000)
+    assert plain.max_steps is None and plain.optimizer_steps == 12
+    assert [h["loss"] for h in plain.history] == [h["loss"] for h in high.history]
+    assert len(plain.history) == 3
+    for (k, a), b in zip(plain.model.state_dict().items(), high.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    for out in ("none", "high"):
+        assert all("event" not in r for r in _log(tmp_path / out))
+
+
+def test_max_steps_must_be_positive():
+    validate_optim(OptimConfig(max_steps=None))
+    validate_optim(OptimConfig(max_steps=1))
+    with pytest.raises(ConfigError, match=r"optim.max_steps must be >= 1 .*got 0; fix: "):
+        validate_optim(OptimConfig(max_steps=0))
+    with pytest.raises(ConfigError, match="optim.max_steps must be >= 1"):
+        Trainer(ToyTask(), OptimConfig(max_steps=-2), "unused", torch.device("cpu"), progress=False)

@@ -72,6 +72,9 @@ class OptimConfig:
     grad_clip: float | None = None
     #: gradient accumulation: optimiser step every this many batches (effective batch x this)
     accumulate: int = 1
+    #: stop after this many optimiser steps in total, a cap for trials; the LR schedule still
+    #: follows optim.epochs (the capped epoch is validated and saved as the last; None = no cap)
+    max_steps: int | None = None
 
 
 RERANK_METHODS: tuple[str, ...] = ("none", "k-reciprocal", "gnn", "gnn-features")
@@ -165,6 +168,9 @@ def validate_optim(o: OptimConfig, prefix: str = "optim") -> None:
         raise ConfigError(f"{prefix}.warmup_epochs must be >= 0, got {o.warmup_epochs}")
     if o.accumulate < 1:
         raise ConfigError(f"{prefix}.accumulate must be >= 1 (batches per optimiser step), got {o.accumulate}")
+    if o.max_steps is not None and o.max_steps < 1:
+        raise ConfigError(f"{prefix}.max_steps must be >= 1 (optimiser steps in total), got {o.max_steps}",
+                          f"set {prefix}.max_steps to a positive number, or null for no cap")
 
 
 def validate_device(device: str) -> None:

@@ -161,6 +161,14 @@ def _channels_last_inputs(module: nn.Module, args: tuple[Any, ...], kwargs: dict
     return tuple(_to_channels_last(a) for a in args), {k: _to_channels_last(v) for k, v in kwargs.items()}
 
 
+def _epoch_optimizer_steps(record: Mapping[str, Any], accumulate: int) -> int:
+    """Optimiser steps of one epoch record of the history (older records without
+    ``optimizer_steps``: its batches in groups of ``accumulate``)."""
+    if "optimizer_steps" in record:
+        return int(record["optimizer_steps"])
+    return -(-int(record.get("steps", 0)) // max(accumulate, 1))
+
+
 def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
     """``(item, is_last)`` pairs, looking one item ahead."""
     it = iter(items)
@@ -299,6 +307,14 @@ class Trainer:
         self.accumulate = int(getattr(optim, "accumulate", 1) or 1)
         if self.accumulate < 1:
             raise ConfigError(f"optim.accumulate must be >= 1, got {self.accumulate}")
+        max_steps = getattr(optim, "max_steps", None)
+        if max_steps is not None and int(max_steps) < 1:
+            raise ConfigError(f"optim.max_steps must be >= 1 (optimiser steps in total), got {max_steps}",
+                              "set optim.max_steps to a positive number, or null for no cap")
+        #: the cap on optimiser steps in total (``optim.max_steps``), None = none
+        self.max_steps: int | None = None if max_steps is None else int(max_steps)
+        #: optimiser steps taken so far, over all epochs (restored from the history on resume)
+        self.optimizer_steps = 0
         self.model = task.model.to(device)
         self.channels_last = use_channels_last(self.model, self.runtime.channels_last, device)
         if self.channels_last:
@@ -392,6 +408,7 @@ class Trainer:
         if callable(restore):  # optional: state the task owns (e.g. a critic's optimiser)
             restore(state)
         self.start_epoch = int(state["epoch"]) + 1
+        self.optimizer_steps = sum(_epoch_optimizer_steps(h, self.accumulate) for h in self.history)
         self.events = list(state.get("events") or [])
         self._resume_schedule(state.get("schedule"))
         return self.start_epoch
@@ -460,11 +477,14 @@ class Trainer:
 
     def _write_log(self) -> None:
         rows: list[dict[str, Any]] = []
-        events = sorted(self.events, key=lambda e: int(e.get("epoch", 0)))
+        after = [e for e in self.events if e.get("after_epoch")]  # e.g. "max_steps reached": after its epoch
+        events = sorted((e for e in self.events if not e.get("after_epoch")), key=lambda e: int(e.get("epoch", 0)))
         for h in self.history:  # each event before the first epoch it applies to
             while events and int(events[0].get("epoch", 0)) <= int(h.get("epoch", 0)):
                 rows.append(events.pop(0))
             rows.append(h)
+            rows.extend(e for e in after if int(e.get("epoch", -1)) == int(h.get("epoch", 0)))
+        events += [e for e in after if all(int(e.get("epoch", -1)) != int(h.get("epoch", 0)) for h in self.history)]
         text = "".join(json.dumps(r) + "\n" for r in [*rows, *events])
         atomic_write_text(self.out_dir / "train_log.jsonl", text)
 
@@ -495,27 +515,47 @@ class Trainer:
             if closes:
                 self._optimizer_step()
                 steps += 1
+                self.optimizer_steps += 1
             n += 1
             for k, v in terms.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
             for cb in self.callbacks:
                 cb(self, epoch, step, logs)
+            if closes and self.cap_reached:  # stop at an optimiser-step boundary (optim.max_steps)
+                break
         bar.close()
         record: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "steps": n,
                                   "optimizer_steps": steps}
         record.update({k: float(v) / max(n, 1) for k, v in sums.items()})
         return record
 
+    @property
+    def cap_reached(self) -> bool:
+        """True once ``optim.max_steps`` optimiser steps have been taken (never without a cap)."""
+        return self.max_steps is not None and self.optimizer_steps >= self.max_steps
+
     def fit(self) -> TrainResult:
-        """Train from ``start_epoch`` to the last epoch; returns where the checkpoints are."""
+        """Train from ``start_epoch`` to the last epoch; returns where the checkpoints are.
+
+        With ``optim.max_steps`` the epoch in which the cap is reached stops after that optimiser
+        step and is treated as the last one (validated, saved as ``last.pt``/``best.pt``, a
+        ``max_steps reached`` line in ``train_log.jsonl``); a run resumed after the cap trains no more.
+        """
         main = self.dist.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         for epoch in range(self.start_epoch, self.cfg.epochs):
+            if self.cap_reached:  # resumed after the cap: nothing more to train
+                break
             seed_everything(self._epoch_seed(epoch))
             record = self._train_epoch(epoch)
             self.scheduler.step()
-            last = epoch == self.cfg.epochs - 1
+            capped = self.cap_reached
+            if capped:
+                self.events.append({"event": "max_steps reached", "epoch": epoch, "after_epoch": True,
+                                    "optimizer_steps": self.optimizer_steps, "optim.max_steps": self.max_steps,
+                                    "note": "training stopped at the cap; this epoch is the last"})
+            last = epoch == self.cfg.epochs - 1 or capped
             if (epoch + 1) % self.eval_every == 0 or last:
                 self.model.eval()
                 broadcast_buffers_(self.model, ctx=self.dist)  # e.g. BatchNorm statistics of rank 0
@@ -537,6 +577,10 @@ class Trainer:
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float))
                 tqdm.write(f"[{self.task.name}] epoch {epoch + 1}/{self.cfg.epochs}: {shown}")
             barrier(self.dist)
+            if capped:
+                if self.progress:
+                    tqdm.write(f"[{self.task.name}] optim.max_steps={self.max_steps} reached: training stopped")
+                break
         return TrainResult(self.last_path, self.best_path, int(self.best["epoch"]), self.best["score"], self.history,
                            task=self.task.name)
 
