@@ -10,8 +10,9 @@ its peak memory is its own:
 * ``full sort (before)``: ``pairwise_distance`` of all queries (the dense Q x G matrix), then the
   evaluator as it was before issue 15 (chunked argsort of every row, ``rank_matches`` +
   ``match_statistics``).
-* ``counting + blocks (new)``: ``retrieval.metrics.evaluate_features`` -- distances one block of
-  queries at a time, the ranks of the matches counted, never the Q x G matrix.
+* ``counting + blocks (new)``: ``retrieval.metrics.evaluate_features`` -- products one block of
+  queries at a time, the ranks of the matches counted from the few items that can precede them
+  (only those get finished distances), never the Q x G matrix.
 
 Columns: seconds (distance part and ranking part where they are separate), peak memory above
 the features (max RSS of the process minus its max RSS once the features exist), speedup against

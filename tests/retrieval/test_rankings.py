@@ -113,3 +113,29 @@ def test_load_rankings_rejects_missing_or_foreign_files(tmp_path: Path) -> None:
     assert load_rankings(tmp_path) is None
     (tmp_path / "rankings.json").write_text(json.dumps({"version": 99, "protocols": {}}))
     assert load_rankings(tmp_path) is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [1, 3, 10, 40, 60])
+@pytest.mark.parametrize("with_removed", [False, True])
+def test_topk_stable_is_the_stable_sort_prefix_with_ties(seed: int, k: int, with_removed: bool) -> None:
+    from sarbridge.retrieval.rankings import topk_stable
+
+    rng = np.random.default_rng(seed)
+    key = rng.integers(0, 4, (25, 40)).astype(np.float64)  # ties at every k-th value
+    key[rng.random(key.shape) < 0.1] = np.inf
+    key[rng.random(key.shape) < 0.05] = -np.inf
+    key[0] = 1.0  # a row of one value
+    removed = rng.random(key.shape) < 0.3 if with_removed else None
+    ref = key.copy()
+    if removed is not None:
+        ref[removed] = np.nan  # NaN sorts after +inf: removed items last, by index
+    expected = np.argsort(ref, axis=1, kind="stable")[:, :k]
+    assert np.array_equal(topk_stable(key, k, removed), expected)
+
+
+def test_topk_stable_rows_with_nan_keys_fall_back_to_the_full_sort() -> None:
+    from sarbridge.retrieval.rankings import topk_stable
+
+    key = np.array([[np.nan, 2.0, np.nan, 1.0], [3.0, np.nan, np.nan, np.nan]])
+    assert topk_stable(key, 3).tolist() == [[3, 1, 0], [0, 1, 2]]

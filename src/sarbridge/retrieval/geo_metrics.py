@@ -42,7 +42,10 @@ import numpy as np
 
 from sarbridge.retrieval.distance import RetrievalInputError, to_numpy
 
-__all__ = ["CMPC_CURVE_POINTS", "CMPC_MAX_ERR", "EARTH_RADIUS_M", "cmpc_metrics", "haversine_m", "localisation_metrics"]
+__all__ = [
+    "CMPC_CURVE_POINTS", "CMPC_MAX_ERR", "EARTH_RADIUS_M", "cmpc_metrics", "haversine_m", "localisation_metrics",
+    "localisation_summary",
+]
 
 #: Mean Earth radius (IUGG, metres) used by :func:`haversine_m`.
 EARTH_RADIUS_M: Final[float] = 6_371_008.8
@@ -176,13 +179,7 @@ def localisation_metrics(
         raise RetrievalInputError(f"targets must have shape ({m},) (one per ranked row), got {t.shape}")
     q_xy = _coords(query_xy, "query_xy", m)
     p_xy = ref[r[:, 0]] if pred_xy is None else _coords(pred_xy, "pred_xy", m)
-    for k in topk:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise RetrievalInputError(f"topk entries must be positive integers, got {k!r}")
-    for thr in success_m:
-        if isinstance(thr, bool) or not isinstance(thr, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(thr) or thr < 0:
-            raise RetrievalInputError(f"success_m entries must be non-negative numbers, got {thr!r}")
+    _check_keys(topk, success_m)
     if k_list > 1:
         srt = np.sort(r, axis=1)
         dup = (srt[:, 1:] == srt[:, :-1]).any(axis=1)
@@ -207,18 +204,32 @@ def localisation_metrics(
         n_rel = np.bincount(keys // num_ref, minlength=m).astype(np.float64)
         hit = np.isin(np.arange(m, dtype=np.int64)[:, None] * num_ref + r, keys)
 
-    out: dict[str, float | int] = {}
     target_hit = r == t[:, None]
-    in_list = target_hit.any(axis=1)
-    first = target_hit.argmax(axis=1)  # 0-based rank of the target where in_list
-    for k in topk:
-        out[f"top{int(k)}"] = float(np.mean(in_list & (first < int(k))) * 100.0)
-
+    rank = np.where(target_hit.any(axis=1), target_hit.argmax(axis=1) + 1, 0)
     found = np.cumsum(hit, axis=1)  # i for the i-th relevant item found
     ranks = np.arange(1, k_list + 1, dtype=np.float64)[None, :]
     ap = np.where(hit, found / ranks, 0.0).sum(axis=1) / n_rel
-    out["mAP"] = float(ap.mean() * 100.0)
+    return _summary(rank, ap, p_xy, q_xy, topk, success_m, lonlat)
 
+
+def _check_keys(topk: Sequence[int], success_m: Sequence[float]) -> None:
+    """Validate the ``top<k>`` ranks and the ``succ_<t>m`` thresholds."""
+    for k in topk:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise RetrievalInputError(f"topk entries must be positive integers, got {k!r}")
+    for thr in success_m:
+        if isinstance(thr, bool) or not isinstance(thr, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(thr) or thr < 0:
+            raise RetrievalInputError(f"success_m entries must be non-negative numbers, got {thr!r}")
+
+
+def _summary(rank: np.ndarray, ap: np.ndarray, p_xy: np.ndarray, q_xy: np.ndarray, topk: Sequence[int],
+             success_m: Sequence[float], lonlat: bool) -> dict[str, float | int]:
+    """The metrics dict from per-query target ranks (0: not found), APs and predicted positions."""
+    out: dict[str, float | int] = {}
+    for k in topk:
+        out[f"top{int(k)}"] = float(np.mean((rank > 0) & (rank <= int(k))) * 100.0)
+    out["mAP"] = float(ap.mean() * 100.0)
     if lonlat:
         err = np.asarray(haversine_m(p_xy[:, 0], p_xy[:, 1], q_xy[:, 0], q_xy[:, 1]), dtype=np.float64)
     else:
@@ -227,8 +238,34 @@ def localisation_metrics(
     out["median_err_m"] = float(np.median(err))
     for thr in success_m:
         out[_threshold_key(thr)] = float(np.mean(err <= thr) * 100.0)
-    out["queries"] = int(m)
+    out["queries"] = int(rank.shape[0])
     return out
+
+
+def localisation_summary(
+    target_rank: Any, ap: Any, top1: Any, ref_xy: Any, query_xy: Any, pred_xy: Any | None = None,
+    topk: Sequence[int] = (1, 5, 10, 20), success_m: Sequence[float] = (50, 100, 150, 200), lonlat: bool = False,
+) -> dict[str, float | int]:
+    """:func:`localisation_metrics`' dict from per-query results instead of ranked lists.
+
+    Args:
+        target_rank: ``(M,)`` 1-based rank of every query's target (0: not ranked).
+        ap: ``(M,)`` average precision of every query's relevant set (fraction).
+        top1: ``(M,)`` index of every query's first-ranked reference (the default prediction).
+        ref_xy, query_xy, pred_xy, topk, success_m, lonlat: as :func:`localisation_metrics`.
+
+    Returns:
+        As :func:`localisation_metrics`.
+    """
+    ref = _coords(ref_xy, "ref_xy", None)
+    rank = np.asarray(target_rank, dtype=np.int64).reshape(-1)
+    m = rank.shape[0]
+    if m == 0:
+        raise RetrievalInputError("no queries to evaluate")
+    q_xy = _coords(query_xy, "query_xy", m)
+    p_xy = ref[_indices(top1, "top1", ref.shape[0])] if pred_xy is None else _coords(pred_xy, "pred_xy", m)
+    _check_keys(topk, success_m)
+    return _summary(rank, np.asarray(ap, dtype=np.float64), p_xy, q_xy, topk, success_m, lonlat)
 
 
 def cmpc_metrics(

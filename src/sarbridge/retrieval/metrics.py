@@ -25,14 +25,19 @@ gallery items:
 * ``AP = (1/n) * sum_i i / r_i``; ``mAP`` is the mean over valid queries.
 * ``INP = n / r_n`` (inverse negative penalty, Ye et al. 2021); ``mINP`` is the mean.
 
-The implementation never sorts a row's indices. It works on chunks of queries and, for each
-query, counts the 1-based rank of every match directly (``1 + #kept items with a smaller
-distance + #kept items with an equal distance and a smaller gallery index``,
-:func:`sarbridge.retrieval.rank_counting.positive_ranks`); CMC, AP and INP need nothing else.
-:func:`evaluate` takes a distance matrix (chunks of about 4M pairs);
-:func:`evaluate_features` takes the features and computes the distances one block of queries at
-a time, so a 10,000 x 100,000 evaluation never holds the 4 GB matrix (on a CUDA device when the
-features are there). :func:`rank_matches` (the full stable ordering) remains for ranked lists.
+The implementation never sorts a row. It works on blocks of queries and counts the 1-based rank
+of every match directly (``1 + #kept items with a smaller distance + #kept items with an equal
+distance and a smaller gallery index``): a query's matches come from the gallery indices
+grouped by pid, and only the items no farther than its farthest match -- the only ones that can
+precede a match -- are looked at (:mod:`sarbridge.retrieval.sparse_ranks`, one comparison pass
+per block); a block where most items would be looked at is counted densely
+(:func:`sarbridge.retrieval.rank_counting.positive_ranks`, also the CUDA path). CMC, AP and INP
+need nothing else. :func:`evaluate` takes a distance matrix (chunks of about 4M pairs);
+:func:`evaluate_features` takes the features and computes one block of queries at a time, so a
+10,000 x 100,000 evaluation never holds the 4 GB matrix; on the CPU it does not even finish
+each block's distances -- only the entries it looks at get ``pairwise_distance``'s last
+operations (bitwise the same values). :func:`rank_matches` (the full stable ordering) remains as
+the reference.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ import numpy as np
 import torch
 
 from sarbridge.retrieval.distance import RetrievalInputError, to_numpy
-from sarbridge.retrieval.distance_blocks import distance_blocks
-from sarbridge.retrieval.rank_counting import positive_ranks, rank_statistics, row_counts
+from sarbridge.retrieval.distance_blocks import ProductBlock, product_blocks
+from sarbridge.retrieval.eval_protocol import EvalProtocol, block_statistics
+from sarbridge.retrieval.eval_protocol import check_positive_int as _check_positive_int
+from sarbridge.retrieval.sparse_ranks import DenseBlock, RankBlock
 
 __all__ = [
     "cmc_from_ranks", "cmc_to_ranks", "evaluate", "evaluate_features", "match_statistics", "rank_matches", "summarize",
@@ -53,49 +60,6 @@ __all__ = [
 
 # Query x gallery pairs per chunk when ``chunk_size`` is None (about 100 MB of temporaries).
 _CHUNK_PAIRS: Final[int] = 2**22
-
-
-def _labels(x: Any, name: str, length: int | None = None, integer: bool = False) -> np.ndarray:
-    """Validate a 1-D label array (pids, modalities or camera ids)."""
-    a = to_numpy(x, name)
-    if a.ndim != 1:
-        raise RetrievalInputError(f"{name} must be 1-D, got shape {a.shape}")
-    if integer and a.dtype.kind not in "iu":
-        raise RetrievalInputError(f"{name} must hold integers, got dtype {a.dtype}")
-    if length is not None and a.shape[0] != length:
-        raise RetrievalInputError(f"{name} has {a.shape[0]} entries, expected {length}")
-    return a
-
-
-def _codes(q: np.ndarray, g: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Map query and gallery labels to shared int64 codes (equal labels <=> equal codes)."""
-    try:
-        _, inv = np.unique(np.concatenate([q, g]), return_inverse=True)
-    except TypeError as exc:  # e.g. mixed str / int object arrays
-        raise RetrievalInputError(f"{name} labels cannot be compared: {exc}") from exc
-    inv = inv.reshape(-1).astype(np.int64, copy=False)
-    return inv[: q.shape[0]], inv[q.shape[0]:]
-
-
-def _optional_codes(
-    q: Any, g: Any, exclude: bool, suffix: str, what: str, num_q: int, num_g: int
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Shared integer codes of optional query/gallery labels (modalities or cameras), or Nones."""
-    if q is None and g is None and not exclude:
-        return None, None
-    if q is None or g is None:
-        raise RetrievalInputError(
-            f"exclude_same_{what} needs both q_{suffix} and g_{suffix}"
-            if exclude else f"q_{suffix} and g_{suffix} must be given together"
-        )
-    return _codes(_labels(q, f"q_{suffix}", num_q), _labels(g, f"g_{suffix}", num_g), what)
-
-
-def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise RetrievalInputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def rank_matches(
@@ -203,79 +167,23 @@ def cmc_from_ranks(first_match_rank: Any, length: int) -> np.ndarray:
     return np.cumsum(hits) / float(r.size)
 
 
-class _Protocol:
-    """Validated label codes of one evaluation and the per-block match / removal masks."""
-
-    def __init__(
-        self, num_q: int, num_g: int, q_pids: Any, g_pids: Any, q_mods: Any, g_mods: Any,
-        exclude_same_modality: bool, q_camids: Any, g_camids: Any, exclude_same_camera: bool,
-    ) -> None:
-        qp = _labels(q_pids, "q_pids", integer=True)
-        gp = _labels(g_pids, "g_pids", integer=True)
-        if qp.shape[0] != num_q or gp.shape[0] != num_g:
-            raise RetrievalInputError(
-                f"there are {num_q} queries and {num_g} gallery items but {qp.shape[0]} query pids and "
-                f"{gp.shape[0]} gallery pids"
-            )
-        # Shared pid codes; gallery distractors (-1) get code -1 and query -1 gets -2, so neither
-        # ever matches anything.
-        qp_c, gp_c = _codes(qp, gp, "pid")
-        self.qp = torch.from_numpy(np.where(qp == -1, -2, qp_c))
-        self.gp = torch.from_numpy(np.where(gp == -1, -1, gp_c))
-        qm, gm = _optional_codes(q_mods, g_mods, exclude_same_modality, "mods", "modality", num_q, num_g)
-        qc, gc = _optional_codes(q_camids, g_camids, exclude_same_camera, "camids", "camera", num_q, num_g)
-        self.mods = (torch.from_numpy(qm), torch.from_numpy(gm)) if exclude_same_modality and qm is not None \
-            and gm is not None else None
-        self.cams = (torch.from_numpy(qc), torch.from_numpy(gc)) if exclude_same_camera and qc is not None \
-            and gc is not None else None
-        self.num_q = num_q
-        self.remove_mod, self.remove_cam = bool(exclude_same_modality), bool(exclude_same_camera)
-
-    def masks(self, start: int, stop: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(match, kept)`` of query rows ``start:stop`` (kept None when nothing is removed)."""
-        gp = self.gp.to(device)
-        match = gp[None, :] == self.qp[start:stop, None].to(device)
-        removed = None
-        if self.mods is not None:
-            removed = self.mods[1].to(device)[None, :] == self.mods[0][start:stop, None].to(device)
-        if self.cams is not None:
-            same_cam = match & (self.cams[1].to(device)[None, :] == self.cams[0][start:stop, None].to(device))
-            removed = same_cam if removed is None else removed | same_cam
-        if removed is None:
-            return match, None
-        return match & ~removed, ~removed
-
-    def no_match_error(self) -> RetrievalInputError:
-        return RetrievalInputError(
-            f"no query has a matching gallery item (out of {self.num_q} queries"
-            + (", after same-modality removal" if self.remove_mod else "")
-            + (", after same-camera removal" if self.remove_cam else "")
-            + ")",
-            "check that query and gallery share identities (pid -1 is a distractor)",
-        )
-
-
-def _evaluate_blocks(blocks: Iterable[tuple[int, torch.Tensor]], proto: _Protocol, max_rank: int) -> dict[str, Any]:
-    """CMC / mAP / mINP from distance blocks ``(start, (rows, G) tensor)`` in query order."""
+def _evaluate_blocks(
+    blocks: Iterable[tuple[int, RankBlock | torch.Tensor]], proto: EvalProtocol, max_rank: int,
+) -> dict[str, Any]:
+    """CMC / mAP / mINP from distance blocks ``(start, block)`` in query order."""
     num_q = proto.num_q
     valid = np.zeros(num_q, dtype=bool)
     first_rank = np.zeros(num_q, dtype=np.int64)  # r_1 of every valid query, 0 for the others
     aps: list[np.ndarray] = []
     inps: list[np.ndarray] = []
-    for start, dc in blocks:
-        stop = start + dc.shape[0]
-        if bool(np.isnan(dc.numpy()).any() if dc.device.type == "cpu" else torch.isnan(dc).any()):
-            raise RetrievalInputError("dist contains NaN values", "check the features / distance computation")
-        match, kept = proto.masks(start, stop, dc.device)
-        sel = np.flatnonzero(row_counts(match).cpu().numpy())
-        if sel.size == 0:
-            continue
-        if sel.size < dc.shape[0]:
-            rows = torch.from_numpy(sel).to(dc.device)
-            dc, match = dc[rows], match[rows]
-            kept = kept[rows] if kept is not None else None
-        ranks, npos = positive_ranks(dc, match, kept)
-        first, ap, inp = rank_statistics(ranks, npos)  # every selected row has a match
+    for start, block in blocks:
+        check_nan = True
+        if isinstance(block, ProductBlock):
+            if block.safe:
+                check_nan = False  # finite features and no overflow: no NaN distance
+            else:
+                block = torch.from_numpy(block.dense())
+        sel, first, ap, inp = block_statistics(start, block, proto, check_nan=check_nan)
         valid[start + sel] = True
         first_rank[start + sel] = first
         aps.append(ap)
@@ -373,10 +281,10 @@ def evaluate(
     num_q, num_g = d.shape
     _check_positive_int(max_rank, "max_rank")
     _check_positive_int(chunk_size, "chunk_size", allow_none=True)
-    proto = _Protocol(num_q, num_g, q_pids, g_pids, q_mods, g_mods, exclude_same_modality,
-                      q_camids, g_camids, exclude_same_camera)
+    proto = EvalProtocol(num_q, num_g, q_pids, g_pids, q_mods, g_mods, exclude_same_modality,
+                         q_camids, g_camids, exclude_same_camera)
     rows = int(chunk_size) if chunk_size is not None else max(1, _CHUNK_PAIRS // max(num_g, 1))
-    blocks = ((s, d[s:s + rows] if isinstance(d, torch.Tensor) else torch.from_numpy(d[s:s + rows]))
+    blocks = ((s, d[s:s + rows] if isinstance(d, torch.Tensor) else DenseBlock(d[s:s + rows]))
               for s in range(0, num_q, rows))
     return _evaluate_blocks(blocks, proto, max_rank)
 
@@ -430,10 +338,10 @@ def evaluate_features(
     _check_positive_int(chunk_size, "chunk_size", allow_none=True)
     num_q = int(query.shape[0] if hasattr(query, "shape") else len(query))
     num_g = int(gallery.shape[0] if hasattr(gallery, "shape") else len(gallery))
-    proto = _Protocol(num_q, num_g, q_pids, g_pids, q_mods, g_mods, exclude_same_modality,
-                      q_camids, g_camids, exclude_same_camera)
-    blocks = distance_blocks(query, gallery, metric=metric, normalize=normalize, chunk_size=chunk_size,
-                             device=device)
+    proto = EvalProtocol(num_q, num_g, q_pids, g_pids, q_mods, g_mods, exclude_same_modality,
+                         q_camids, g_camids, exclude_same_camera)
+    blocks = product_blocks(query, gallery, metric=metric, normalize=normalize, chunk_size=chunk_size,
+                            device=device)
     return _evaluate_blocks(blocks, proto, max_rank)
 
 

@@ -30,6 +30,8 @@ from typing import Final
 import numpy as np
 import torch
 
+from sarbridge.retrieval.sparse_ranks import flat_rank_statistics
+
 __all__ = ["positive_ranks", "rank_statistics", "row_counts"]
 
 # Query x gallery elements per sub-batch of the tie resolution (a few bool/int tensors of this size).
@@ -158,17 +160,6 @@ def rank_statistics(ranks: torch.Tensor, npos: torch.Tensor) -> tuple[np.ndarray
     r = ranks.cpu().numpy()
     n = npos.cpu().numpy().astype(np.int64)
     rows, width = r.shape
-    has = n > 0
-    first = np.zeros(rows, dtype=np.int64)
-    ap = np.full(rows, np.nan)
-    inp = np.full(rows, np.nan)
-    if width == 0 or not has.any():
-        return first, ap, inp
     valid = np.arange(width)[None, :] < n[:, None]
-    rf = np.where(valid, r, 1).astype(np.float64)
-    nth = np.arange(1, width + 1, dtype=np.float64)[None, :]
-    sums = np.where(valid, nth / rf, 0.0).sum(axis=1)
-    first[has] = r[has, 0]
-    ap[has] = sums[has] / n[has]
-    inp[has] = n[has] / rf[has, n[has] - 1]
-    return first, ap, inp
+    row_of, _ = np.nonzero(valid)
+    return flat_rank_statistics(row_of, r[valid], rows)  # the arithmetic of match_statistics

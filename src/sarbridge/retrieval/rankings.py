@@ -22,7 +22,8 @@ File layout (JSON, written atomically)::
 
 A gallery item is a ``match`` when it is a true answer to the query, a ``neighbour`` when it is
 close to one (localisation: it overlaps the query), else ``wrong``. ``ap`` and ``first_match_rank``
-follow :mod:`sarbridge.retrieval.metrics` (:func:`~sarbridge.retrieval.metrics.match_statistics`).
+follow :mod:`sarbridge.retrieval.metrics` (the same ranks and AP as
+:func:`~sarbridge.retrieval.metrics.evaluate`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ import numpy as np
 
 from sarbridge.core.utils import atomic_write_text
 from sarbridge.retrieval.distance import pairwise_distance
-from sarbridge.retrieval.metrics import cmc_from_ranks, match_statistics, rank_matches
+from sarbridge.retrieval.eval_protocol import EvalProtocol, block_statistics
+from sarbridge.retrieval.metrics import cmc_from_ranks
+from sarbridge.retrieval.sparse_ranks import DenseBlock
 
 #: File name of the rankings inside a run folder.
 RANKINGS_FILE = "rankings.json"
@@ -73,33 +76,56 @@ class QueryRankings:
     description: str = ""
 
 
-def _topk_stable(key: np.ndarray, k: int, removed: np.ndarray | None) -> np.ndarray:
-    """First ``k`` columns of a stable ascending argsort of every row of ``key`` (removed last).
+def topk_stable(key: np.ndarray, k: int, removed: np.ndarray | None = None) -> np.ndarray:
+    """First ``k`` columns of a stable ascending argsort of every row of ``key`` (removed items last).
 
-    Uses ``argpartition`` and sorts only the ``k`` selected items; rows where the ``k``-th value
-    ties with an unselected item (or is not finite) fall back to a full stable sort, so the result
-    always equals ``np.argsort(row, kind="stable")[:k]`` with removed items placed after all others.
+    Equals ``np.argsort(row, kind="stable")[:k]`` with removed items placed after all others,
+    without sorting any row: ``argpartition`` selects ``k`` items and only those are sorted by
+    ``(value, column)``. In a row whose ``k``-th value ties with an unselected item the selection
+    is completed exactly: every item below that value, then the tied items by column (kept before
+    removed ones). Only rows whose ``k``-th value is NaN are sorted in full.
+
+    Args:
+        key: ``(R, G)`` values (smaller first).
+        k: items per row, ``1 <= k``; more than ``G`` gives all ``G``.
+        removed: optional ``(R, G)`` bool, True for items placed after all kept ones.
+
+    Returns:
+        ``(R, min(k, G))`` int64 column indices.
     """
     n = key.shape[1]
+    k = min(int(k), n)
     work = key.astype(np.float64, copy=True)
     if removed is not None:
         work[removed] = np.inf
-    if k >= n:
-        ambiguous = np.ones(work.shape[0], dtype=bool)
-        top = np.zeros((work.shape[0], n), dtype=np.int64)
+    if k <= 0:
+        return np.zeros((work.shape[0], 0), dtype=np.int64)
+    if k == n:
+        part = np.broadcast_to(np.arange(n, dtype=np.int64), work.shape).copy()
     else:
         part = np.argpartition(work, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(work, part, axis=1)
-        kth = vals.max(axis=1)
-        ambiguous = ((work <= kth[:, None]).sum(axis=1) > k) | ~np.isfinite(kth)
-        order = np.lexsort((part, vals), axis=-1)
-        top = np.take_along_axis(part, order, axis=1)
-    redo = np.flatnonzero(ambiguous)
-    if redo.size:
-        rows = work[redo]
+    vals = np.take_along_axis(work, part, axis=1)
+    order = np.lexsort((part, vals), axis=-1)
+    top = np.take_along_axis(part, order, axis=1).astype(np.int64, copy=False)
+    kth = np.take_along_axis(vals, order[:, -1:], axis=1)[:, 0]
+    if k < n:
+        ambiguous = (np.count_nonzero(work <= kth[:, None], axis=1) > k) | np.isnan(kth)
+    else:
+        ambiguous = np.isnan(kth) if removed is None else (kth == np.inf) | np.isnan(kth)
+    for i in np.flatnonzero(ambiguous):
+        row = work[i]
+        if np.isnan(kth[i]):  # NaN keys: the full stable sort (NaN after +inf, removed after NaN)
+            r = row.copy()
+            if removed is not None:
+                r[removed[i]] = np.nan
+            top[i] = np.argsort(r, kind="stable")[:k]
+            continue
+        below = top[i][work[i, top[i]] < kth[i]]
+        tied = np.flatnonzero(row == kth[i])
         if removed is not None:
-            rows[removed[redo]] = np.nan  # NaN sorts after +inf: removed items come last
-        top[redo] = np.argsort(rows, axis=1, kind="stable")[:, :k]
+            gone = removed[i, tied]
+            tied = np.concatenate([tied[~gone], tied[gone]])
+        top[i] = np.concatenate([below, tied[: k - below.size]])
     return top
 
 
@@ -117,11 +143,11 @@ def rank_lists(
 
     The order is that of :func:`sarbridge.retrieval.metrics.evaluate`: ascending distance, ties
     broken by gallery index, same-modality items removed with ``exclude_same_modality``, gallery
-    pid ``-1`` never matching. First-match ranks and APs come from the same functions
-    (:func:`~sarbridge.retrieval.metrics.rank_matches`,
-    :func:`~sarbridge.retrieval.metrics.match_statistics`), so they equal ``evaluate``'s. Works
-    in chunks of about ``chunk_pairs`` query x gallery pairs; the top-``k`` lists need only a
-    partial sort of every row.
+    pid ``-1`` never matching. First-match ranks and APs come from the same code as ``evaluate``'s
+    (:func:`~sarbridge.retrieval.eval_protocol.block_statistics`: the ranks of the matches are
+    counted, no row is sorted), so they are bitwise equal. Works in chunks of about
+    ``chunk_pairs`` query x gallery pairs; the top-``k`` lists need only a partial sort of every
+    row (:func:`topk_stable`).
 
     Args:
         dist: ``(Q, G)`` distances, smaller = more similar.
@@ -149,16 +175,15 @@ def rank_lists(
     top_score = np.full((num_q, int(top_k)), np.nan, dtype=np.float64)
     first = np.zeros(num_q, dtype=np.int64)
     ap = np.full(num_q, np.nan)
+    proto = EvalProtocol(num_q, num_g, qp, gp, qm, gm, exclude_same_modality, None, None, False,
+                         integer_pids=False)
     rows = max(1, int(chunk_pairs) // max(num_g, 1))
     for start in range(0, num_q, rows):
         stop = min(start + rows, num_q)
         dc = np.asarray(d[start:stop], dtype=np.float64)
         removed = (gm[None, :] == qm[start:stop, None]) if qm is not None and gm is not None else None
-        match = (gp[None, :] == qp[start:stop, None]) & (qp[start:stop, None] != -1) & (gp[None, :] != -1)
-        if removed is not None:
-            match &= ~removed
         if k:
-            top = _topk_stable(dc, k, removed)
+            top = topk_stable(dc, k, removed)
             scores = np.take_along_axis(dc, top, axis=1)
             if removed is not None:
                 gone = np.take_along_axis(removed, top, axis=1)
@@ -166,10 +191,8 @@ def rank_lists(
                 scores = np.where(gone, np.nan, scores)
             top_index[start:stop, :k] = top
             top_score[start:stop, :k] = scores
-        sel = np.flatnonzero(match.any(axis=1))
-        if sel.size:  # fancy indexing copies: rank_matches may write into its distances
-            ranked = rank_matches(dc[sel], match[sel], removed[sel] if removed is not None else None)
-            first[start + sel], ap[start + sel], _ = match_statistics(ranked)
+        sel, f, a, _ = block_statistics(start, DenseBlock(dc), proto)
+        first[start + sel], ap[start + sel] = f, a
     return QueryRankings(top_index, top_score, first, ap)
 
 
@@ -189,8 +212,7 @@ def rank(query: Any, gallery: Any, k: int = 10, metric: str = "sqeuclidean") -> 
         ``(indices, distances)``, both (Q, min(k, G)).
     """
     dist = pairwise_distance(query, gallery, metric=metric, normalize=True)
-    k = min(k, dist.shape[1])
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    order = topk_stable(dist, min(k, dist.shape[1]))
     return order, np.take_along_axis(dist, order, axis=1)
 
 
@@ -278,5 +300,5 @@ def load_rankings(run_dir: str | Path) -> dict[str, Any] | None:
 
 __all__ = [
     "RANKINGS_FILE", "STATUSES", "TOP_K", "QueryRankings", "cmc_from_ranks", "json_number", "load_rankings",
-    "rank", "rank_lists", "select_queries", "worst_order", "write_rankings",
+    "rank", "rank_lists", "select_queries", "topk_stable", "worst_order", "write_rankings",
 ]
