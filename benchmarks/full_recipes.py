@@ -8,8 +8,11 @@ is still validated, saved and evaluated on the test set):
 1. ``diffusion-train --config configs/bbdm_hoss.yaml`` (BBDM, 128 channels, batch 8, 256x128);
 2. ``train --config configs/hoss_mos.yaml`` (ViT-B/16 TransOSS + MOS, batch 32; ``fusion.enabled=false``
    so this run's own test evaluation is the plain one);
-3. ``evaluate --model <mos best.pt>`` with ``fusion.enabled=true fusion.opt2sar_checkpoint=<bbdm best.pt>``
-   (CDGF; ``--fusion-samples``/``--fusion-steps`` instead of the paper's 5 x 200 so it finishes on a CPU);
+3. ``evaluate --model <mos best.pt>`` on a small fusion subset (``--fusion-ids`` test ids), once plain
+   (``mos-plain``) and once with ``fusion.enabled=true fusion.opt2sar_checkpoint=<bbdm best.pt>``
+   (``mos-fused``: CDGF with ``--fusion-samples``/``--fusion-steps`` instead of the paper's 5 x 200); their
+   difference gives seconds per generated image per sampling step, extrapolated to the HOSS-size test set
+   (the full fused evaluation would take days on a CPU);
 4. ``geo train --config configs/cmpc_sn6.yaml`` (ResNet-50 + Wasserstein critic, batch 24, 200x200;
    ``refine.epochs=1``, the refiner is a small graph network).
 
@@ -36,7 +39,7 @@ validation + checkpoints, and what follows training (test evaluation, results, r
 ``/proc`` every 0.5 s); whether it completed (exit code 0 and its outputs written).
 
 Usage: ``python benchmarks/full_recipes.py [--quick] [--out runs/bench_full_recipes] [--max-steps 4]
-[--fusion-samples 1] [--fusion-steps 2] [--only bbdm mos mos-fused cmpc] [--update-docs]``. Prints a
+[--fusion-samples 1] [--fusion-steps 2] [--fusion-ids 2] [--only bbdm mos mos-plain mos-fused cmpc] [--update-docs]``. Prints a
 table, writes ``OUT/results.json`` and ``OUT/results.md``; ``--update-docs`` replaces the block of
 ``docs/reproduce.md`` between ``<!-- bench-full-recipes:begin -->`` and ``<!-- bench-full-recipes:end -->``.
 ``--quick`` generates small sets and shrinks the models (the slow test runs it).
@@ -60,7 +63,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- bench-full-recipes:begin -->", "<!-- bench-full-recipes:end -->"
-PHASES = ("bbdm", "mos", "mos-fused", "cmpc")
+PHASES = ("bbdm", "mos", "mos-plain", "mos-fused", "cmpc")
 HOSS_IDS, HOSS_TRAIN_IDS, HOSS_DISTRACTORS = 538, 361, 218  # 538 x (2 + 1) + 218 = 1,832 images
 
 
@@ -105,8 +108,9 @@ CPU_LIMITS = {"bbdm": ["train.batch_size=1", "eval.max_pairs=2", "eval.sample_im
                        "eval.batch_size=1"]}
 
 
-def commands(a: argparse.Namespace, hoss: Path, sn6: Path, runs: Path) -> list[Run]:
-    """The four runs, in order (``mos-fused`` uses the checkpoints of ``bbdm`` and ``mos``)."""
+def commands(a: argparse.Namespace, hoss: Path, sn6: Path, runs: Path, fusion_set: Path) -> list[Run]:
+    """The runs, in order (``mos-plain``/``mos-fused`` use the checkpoints of ``bbdm`` and ``mos`` and
+    evaluate on the small ``fusion_set``: CDGF on the whole HOSS-size test set takes hours on a CPU)."""
     cap = [f"optim.max_steps={a.max_steps}", "optim.epochs=1"]
     common = ["--overwrite", "--quiet", "--device", "cpu"]
     workers = [f"data.num_workers={a.workers}"] if a.workers is not None else []
@@ -122,8 +126,13 @@ def commands(a: argparse.Namespace, hoss: Path, sn6: Path, runs: Path) -> list[R
              *sets([*cap, "model.pretrained=null", "fusion.enabled=false", f"data.cache_dir={runs / 'cache' / 'hoss'}",
                     *workers, *q("mos")])],
             [str(mos / "best.pt"), str(mos / "metrics.json"), str(mos / "train_log.jsonl")]),
-        Run("mos-fused", "evaluate the MOS model with CDGF fusion (BBDM opt2sar)",
-            ["evaluate", "--model", str(mos / "best.pt"), "--out", str(runs / "mos-fused"), *common,
+        Run("mos-plain", "evaluate the MOS model on the fusion subset, no fusion (the reference of mos-fused)",
+            ["evaluate", "--model", str(mos / "best.pt"), "--data", str(fusion_set), "--out", str(runs / "mos-plain"),
+             *common, *sets(["fusion.enabled=false"])],
+            [str(runs / "mos-plain" / "metrics.json")]),
+        Run("mos-fused", "evaluate the MOS model with CDGF fusion (BBDM opt2sar) on the fusion subset",
+            ["evaluate", "--model", str(mos / "best.pt"), "--data", str(fusion_set), "--out", str(runs / "mos-fused"),
+             *common,
              *sets(["fusion.enabled=true", f"fusion.opt2sar_checkpoint={bbdm / 'best.pt'}",
                     f"fusion.samples={a.fusion_samples}", f"fusion.steps={a.fusion_steps}"])],
             [str(runs / "mos-fused" / "metrics.json")]),
@@ -280,8 +289,8 @@ def phases(rec: dict[str, Any]) -> dict[str, Any]:
 
 # --- data -----------------------------------------------------------------------------------------
 
-def make_data(a: argparse.Namespace, data: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
-    """The HOSS-size and SN6-layout sets (generated once; reused when their meta.json exists)."""
+def make_data(a: argparse.Namespace, data: Path) -> tuple[Path, Path, Path, list[dict[str, Any]]]:
+    """The HOSS-size, fusion-subset and SN6-layout sets (generated once; reused when their meta.json exists)."""
     from sarbridge.data.synthetic import generate_hoss_dataset  # noqa: PLC0415 - lazy: keeps --probe start-up lean
     from sarbridge.data.synthetic.sn6_layout import generate_sn6_layout  # noqa: PLC0415 - lazy: as above
 
@@ -294,8 +303,21 @@ def make_data(a: argparse.Namespace, data: Path) -> tuple[Path, Path, list[dict[
                               num_distractors=distractors, seed=0, progress=not a.quiet_data)
     meta = json.loads((hoss / "meta.json").read_text(encoding="utf-8"))
     counts = {d: len(list((hoss / d).glob("*.tif"))) for d in ("bounding_box_train", "query", "bounding_box_test")}
+    optical = sum(len(list((hoss / d).glob("*_RGB.tif"))) for d in ("query", "bounding_box_test"))
     rows.append({"set": "HOSS-size (synthetic HOSS layout)", "path": str(hoss), "seconds": round(time.time() - t0, 1),
-                 "images": sum(counts.values()), "train_ids": len(meta["train_ids"]), **counts})
+                 "images": sum(counts.values()), "train_ids": len(meta["train_ids"]), "optical_test": optical,
+                 **counts})
+    fusion_set = data / f"hoss-fusion-{a.fusion_ids}ids"
+    t0 = time.time()
+    if not (fusion_set / "meta.json").is_file():  # a.fusion_ids test ids (2 optical + 1 SAR each), 2 train ids
+        generate_hoss_dataset(fusion_set, num_ids=a.fusion_ids + 2, optical_per_id=2, sar_per_id=1,
+                              train_fraction=2 / (a.fusion_ids + 2), num_distractors=0, seed=1,
+                              progress=not a.quiet_data)
+    counts = {d: len(list((fusion_set / d).glob("*.tif"))) for d in ("query", "bounding_box_test")}
+    optical = sum(len(list((fusion_set / d).glob("*_RGB.tif"))) for d in ("query", "bounding_box_test"))
+    rows.append({"set": "fusion subset (synthetic HOSS layout)", "path": str(fusion_set),
+                 "seconds": round(time.time() - t0, 1), "images": sum(counts.values()), "optical_test": optical,
+                 **counts})
     refs = (24, 12, 4, 64) if a.quick else (a.sn6_train, a.sn6_test, 8, 200)
     sn6 = data / ("sn6-quick" if a.quick else "sn6-size")
     t0 = time.time()
@@ -306,7 +328,28 @@ def make_data(a: argparse.Namespace, data: Path) -> tuple[Path, Path, list[dict[
     rows.append({"set": "SN6-CMPC layout (synthetic)", "path": str(sn6), "seconds": round(time.time() - t0, 1),
                  "images": sum(v for s in splits.values() for v in s.values()),
                  **{f"{s}_{k}": v for s, c in splits.items() for k, v in c.items()}, "patch_px": refs[3]})
-    return hoss, sn6, rows
+    return hoss, sn6, fusion_set, rows
+
+
+def fusion_estimate(result: dict[str, Any]) -> str:
+    """CDGF's cost per generated image per sampling step (mos-fused minus mos-plain), extrapolated to
+    the HOSS-size test set at the paper's 5 samples x 200 steps."""
+    rows = {r["run"]: r for r in result["rows"]}
+    fused, plain = rows.get("mos-fused"), rows.get("mos-plain")
+    sets_ = {d["set"].split(" (")[0]: d for d in result["data"]}
+    if not (fused and plain and fused.get("completed") and plain.get("completed")):
+        return ""
+    optical = sets_["fusion subset"]["optical_test"]
+    full = sets_["HOSS-size"]
+    full_optical = full.get("optical_test") or 0
+    per = (fused["wall_s"] - plain["wall_s"]) / max(1, optical * result["fusion_samples"] * result["fusion_steps"])
+    line = (f"CDGF cost: {fused['wall_s'] - plain['wall_s']:.0f} s for {optical} optical test images x "
+            f"{result['fusion_samples']} sample(s) x {result['fusion_steps']} step(s) = {per:.1f} s per image per step")
+    if full_optical:
+        hours = per * full_optical * 5 * 200 / 3600
+        line += (f"; the HOSS-size test set ({full_optical} optical images) at the paper's 5 x 200 would take "
+                 f"~{hours:,.0f} h on this CPU (extrapolated, not run)")
+    return line + ".\n"
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -348,6 +391,9 @@ def render(result: dict[str, Any]) -> str:
              "### Data\n", table(result["data"], ["set", *data_cols]),
              "### Runs (seconds, MB)\n", table(result["rows"], [*COLUMNS, *extra]),
              "### Commands\n", "".join(f"- `{r['run']}`: `{r['command']}`\n" for r in result["rows"])]
+    estimate = fusion_estimate(result)
+    if estimate:
+        parts.insert(5, estimate)
     failed = [r for r in result["rows"] if not r["completed"]]
     if failed:
         parts.append("\nFailed: " + "; ".join(f"{r['run']}: {r.get('error', r.get('missing'))}" for r in failed) + "\n")
@@ -373,6 +419,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, default=4, help="optim.max_steps of each training run (default: %(default)s)")
     p.add_argument("--fusion-samples", type=int, default=1, help="fusion.samples of the fused evaluation (default: %(default)s)")
     p.add_argument("--fusion-steps", type=int, default=2, help="fusion.steps of the fused evaluation (default: %(default)s)")
+    p.add_argument("--fusion-ids", type=int, default=2,
+                   help="test identities of the small set the fused evaluation runs on (default: %(default)s)")
     p.add_argument("--sn6-train", type=int, default=1024, help="SN6-layout training references (default: %(default)s)")
     p.add_argument("--sn6-test", type=int, default=256, help="SN6-layout test references (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None,
@@ -386,8 +434,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--docs", default=str(REPO / "docs" / "reproduce.md"), help="the page to update (default: %(default)s)")
     p.add_argument("--quiet-data", action="store_true", help="no progress bars while generating data (default: off)")
     a = p.parse_args(argv)
-    if a.max_steps < 1 or a.fusion_samples < 1 or a.fusion_steps < 1:
-        p.error("--max-steps, --fusion-samples and --fusion-steps must be >= 1")
+    if min(a.max_steps, a.fusion_samples, a.fusion_steps, a.fusion_ids) < 1:
+        p.error("--max-steps, --fusion-samples, --fusion-steps and --fusion-ids must be >= 1")
     return a
 
 
@@ -399,9 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out).resolve()
     runs, logs = out / "runs", out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    hoss, sn6, data_rows = make_data(a, out / "data")
+    hoss, sn6, fusion_set, data_rows = make_data(a, out / "data")
     rows = []
-    for run in commands(a, hoss, sn6, runs):
+    for run in commands(a, hoss, sn6, runs, fusion_set):
         if run.name not in a.only:
             continue
         print(f"running {run.name}: sarbridge {' '.join(run.args)}", flush=True)

@@ -11,7 +11,7 @@ import pytest
 
 from sarbridge.app.cli import main
 from sarbridge.core.errors import ConfigError
-from sarbridge.core.threads import available_cpus, configure_threads
+from sarbridge.core.threads import available_cpus, configure_threads, loader_workers
 
 
 @pytest.fixture()
@@ -79,3 +79,15 @@ def test_cli_refuses_a_bad_threads_option(capsys: pytest.CaptureFixture[str], tm
     assert main(["--threads", "0", "report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --threads=0 is not a positive number of threads")
+
+
+def test_loader_workers_are_capped_at_the_cpus(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SARBRIDGE_WORKERS_UNCAPPED", raising=False)
+    assert loader_workers(0, cpus=2) == 0 and loader_workers(2, cpus=2) == 2
+    assert capsys.readouterr().err == ""  # within the CPUs: nothing said
+    assert loader_workers(8, "data.num_workers", cpus=2) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data.num_workers=8" in err and "2 CPU(s)" in err
+    monkeypatch.setenv("SARBRIDGE_WORKERS_UNCAPPED", "1")
+    assert loader_workers(8, cpus=2) == 8

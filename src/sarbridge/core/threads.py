@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sarbridge.core.errors import ConfigError
 
-__all__ = ["ThreadPlan", "apply_threads", "available_cpus", "configure_threads"]
+__all__ = ["ThreadPlan", "apply_threads", "available_cpus", "configure_threads", "loader_workers"]
 
 #: Environment defaults that make idle OpenMP threads sleep instead of spin.
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
@@ -77,6 +77,32 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
     return max(1, n)
+
+
+def loader_workers(requested: int, key: str = "data.num_workers", cpus: int | None = None) -> int:
+    """DataLoader worker processes for ``requested``, at most the CPUs this process may use.
+
+    The paper configs ask for 4-8 workers (GPU machines); on a 2-core machine that many processes
+    fight the model for the cores. More workers than CPUs are capped, with one line on stderr
+    saying so and how to keep the value (``SARBRIDGE_WORKERS_UNCAPPED=1``).
+
+    Args:
+        requested: the configured number (0 = load in the main process).
+        key: the config key, for the message.
+        cpus: CPUs available (default: :func:`available_cpus`).
+
+    Returns:
+        The number of workers to start.
+    """
+    requested = int(requested)
+    if requested <= 1 or os.environ.get("SARBRIDGE_WORKERS_UNCAPPED", "").strip() in ("1", "true", "yes"):
+        return requested
+    cpus = available_cpus() if cpus is None else int(cpus)
+    if requested <= cpus:
+        return requested
+    print(f"note: {key}={requested} but this process may use {cpus} CPU(s): starting {cpus} loader workers "
+          "(set SARBRIDGE_WORKERS_UNCAPPED=1 to start them all)", file=sys.stderr)
+    return cpus
 
 
 def _positive(value: str | int, name: str) -> int:

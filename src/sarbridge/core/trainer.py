@@ -40,6 +40,7 @@ from sarbridge.core.distributed import (
     current_context,
 )
 from sarbridge.core.errors import CheckpointError, ConfigError, SarbridgeError
+from sarbridge.core.progress import progress_bar
 from sarbridge.core.utils import atomic_write_text, seed_everything
 
 StepCallback = Callable[["Trainer", int, int, Mapping[str, float]], None]
@@ -494,8 +495,8 @@ class Trainer:
         n = steps = 0
         batches = self.task.train_batches(epoch)
         total = len(batches) if isinstance(batches, Sized) else None
-        bar = tqdm(batches, total=total, desc=f"{self.task.name} epoch {epoch + 1}/{self.cfg.epochs}",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        bar = progress_bar(batches, total=total, desc=f"{self.task.name} epoch {epoch + 1}/{self.cfg.epochs}",
+                           enabled=self.progress, unit="batch")
         acc, group_start = self.accumulate, 0
         # On CUDA the loss is read back (a host-device sync) only every ``log_every`` batches and at
         # the end of the epoch; callbacks get lazily converted logs. Elsewhere every batch is checked.

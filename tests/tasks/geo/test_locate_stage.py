@@ -12,6 +12,7 @@ from test_registered_stage import textured_scene
 
 from sarbridge.app.cli import main
 from sarbridge.data.georaster import read_georaster, write_georaster
+from sarbridge.retrieval.index import EmbeddingIndex
 from sarbridge.tasks.geo.bundle import build_encoder, build_refiner, save_geo_model
 from sarbridge.tasks.geo.config import load_geo_config
 from sarbridge.tasks.geo.locate import GeoLocator
@@ -95,3 +96,32 @@ def test_locate_register_prints_position_shift_confidence_and_radius(
     assert "registration (cfog):" in text and "shift from the cell centre" in text
     assert "registration confidence:" in text and "error radius" in text
     assert "p(refined)" in text
+
+
+def _tile_folder(scene: Path, out: Path, side: int = 80) -> Path:
+    """The scene's optical map cut into GeoTIFF tiles of ``side`` px (one map read through map_source)."""
+    opt = read_georaster(scene / "optical.tif")
+    t = opt.transform
+    out.mkdir()
+    for r0 in range(0, opt.height, side):
+        for c0 in range(0, opt.width, side):
+            w, h = min(side, opt.width - c0), min(side, opt.height - r0)
+            write_georaster(out / f"tile_{r0:03d}_{c0:03d}.tif", opt.window(c0, r0, w, h),
+                            Affine(t.a, 0, t.c + c0 * t.a, 0, t.e, t.f + r0 * t.e), opt.crs)
+    return out
+
+
+def test_locate_registers_in_a_map_indexed_from_a_folder_of_tiles(tmp_path: Path) -> None:
+    # the index's info.map is a folder: registration reads its windows lazily (map_source), and places
+    # the query as it does in the single-file map
+    scene, _ = _bundle(tmp_path, None, "eval.register.top_k=25")
+    tiles = _tile_folder(scene, tmp_path / "tiles")
+    index = build_geo_index(tiles, tmp_path / "geo_model.pt", tmp_path / "index_tiles", device="cpu",
+                            progress=False)
+    assert Path(EmbeddingIndex.load(index).info["map"]).is_dir()
+    query = _query(scene, tmp_path / "q.tif", 45, 70)
+    res = GeoLocator(index, "cpu").locate(query, register=True)
+    reg = res["registration"]
+    assert reg["registered"] and res["check_error_m"] < 0.5
+    single = GeoLocator(tmp_path / "index", "cpu").locate(query, register=True)["registration"]
+    assert (reg["x"], reg["y"]) == pytest.approx((single["x"], single["y"]), abs=1e-6)

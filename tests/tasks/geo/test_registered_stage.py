@@ -62,7 +62,7 @@ def test_registered_stage_finds_the_metre_level_position(tmp_path: Path) -> None
         assert key in reg, key
     assert c["top1"] == 100.0 and c["median_err_m"] > 2.0  # arbitrary offsets: the cell centre is metres off
     assert reg["median_err_m"] < 0.5 and reg["succ_5m"] == 100.0 and reg["kept"] == 100.0
-    assert reg["top1"] == c["top1"]  # no re-ordering by default
+    assert reg["top1"] == c["top1"]  # re-ordering by overlap with the registered box keeps the target first
     assert metrics["meta"]["register_base"] == "coarse"
     assert metrics["meta"]["registration"]["threshold_source"].startswith("default")
     assert "| + registration (metre-level, in the map) |" in localisation_table(metrics)
@@ -106,6 +106,21 @@ def test_reordering_by_registration_cost_on_and_off() -> None:
     # kept row: candidates by cost 0.1, 0.3, 0.5 -> [1, 2, 0], the tail unchanged; the unkept row unchanged
     assert on.ranked.tolist() == [[1, 2, 0, 3], [1, 0, 2, 3]]
     assert on.scores[0].tolist() == [0.8, 0.7, 0.9, 0.6]  # the scores follow their candidates
+
+
+def test_reordering_by_overlap_with_the_registered_box() -> None:
+    # four 10 m cells in a row: 0 [0,10], 1 [10,20], 2 [20,30], 3 [30,40] (y 0..10)
+    fp = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [20, 0, 30, 10], [30, 0, 40, 10]], dtype=float)
+    costs = np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]])  # cost alone would keep the order
+    # query 0 registered at x=23 (box 18..28): overlaps cell 2 by 8 m, cell 1 by 2 m, cell 0 not
+    # query 1 registered at x=20 exactly (box 15..25): cells 1 and 2 tie at 5 m, kept in retrieval
+    # order (row 1 ranks 1 before 2), cell 0 does not overlap
+    xy = np.array([[23.0, 5.0], [20.0, 5.0]])
+    res = registered_result(_base(), xy, np.array([1.2, 1.2]), costs, threshold=1.05, rerank=True, footprints=fp)
+    assert res.ranked.tolist() == [[2, 1, 0, 3], [1, 2, 0, 3]]
+    assert res.scores[0].tolist() == [0.7, 0.8, 0.9, 0.6]
+    low = registered_result(_base(), xy, np.array([1.0, 1.0]), costs, threshold=1.05, rerank=True, footprints=fp)
+    assert low.ranked.tolist() == _base().ranked.tolist()  # unkept registrations keep the retrieval order
 
 
 def test_choice_uses_coarse_when_refinement_hurts_on_validation() -> None:

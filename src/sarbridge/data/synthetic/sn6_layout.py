@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import tifffile
 from PIL import Image
-from tqdm.auto import tqdm
 
 from sarbridge.core.errors import DataError
+from sarbridge.core.progress import progress_bar
 from sarbridge.core.resources import check_disk, check_memory
 from sarbridge.core.utils import atomic_write, atomic_write_json
 from sarbridge.data.synthetic.scene_layout import generate_scene_layout
@@ -183,7 +183,7 @@ def generate_sn6_layout(
     counts: dict[str, dict[str, int]] = {"train": {"references": 0, "queries": 0}, "test": {"references": 0, "queries": 0}}
     next_id = 0
     tile_w_m = side * gsd
-    bar = tqdm(tiles, desc="SN6-CMPC layout tiles", unit="tile", disable=not progress, leave=False)
+    bar = progress_bar(tiles, desc="SN6-CMPC layout tiles", unit="tile", enabled=progress)
     for s, name, t in bar:
         tseed = _tile_seed(seed, s, t)
         layout = generate_scene_layout(side, side, tseed, gsd=gsd)

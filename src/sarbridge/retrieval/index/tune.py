@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from sarbridge.core.progress import progress_bar
 from sarbridge.retrieval.distance import RetrievalInputError
 from sarbridge.retrieval.index.index import EmbeddingIndex
 from sarbridge.retrieval.index.inputs import as_matrix, l2_normalized
@@ -127,7 +127,7 @@ def _tune_ivf(index: EmbeddingIndex, store: IVFStore, q: np.ndarray, truth: np.n
     feasible: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     stale, extra = 0, -1
-    for nprobe in tqdm(probes, desc="tuning nprobe", disable=not progress, leave=False, dynamic_ncols=True):
+    for nprobe in progress_bar(probes, desc="tuning nprobe", enabled=progress):
         index.set_search_params(nprobe=nprobe)
         _, cand = store.candidates(q, depths[-1])
         first_ok = None

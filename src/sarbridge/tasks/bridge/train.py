@@ -43,6 +43,7 @@ from sarbridge.core.distributed import current_context
 from sarbridge.core.errors import CheckpointError, DataError
 from sarbridge.core.progress import progress_bar
 from sarbridge.core.run import TrainingRun
+from sarbridge.core.threads import loader_workers
 from sarbridge.core.trainer import StepCallback
 from sarbridge.core.utils import atomic_write_json
 from sarbridge.data.pairs import PairItem, split_pairs
@@ -248,7 +249,7 @@ class DiffusionTask:
             self.sampler = ShardedRandomSampler(len(self.dataset), ctx.rank, ctx.world_size, seed=cfg.seed, num_samples=n)
         else:
             self.sampler = RandomSampler(self.dataset, replacement=False, num_samples=n)
-        workers = d.num_workers
+        workers = loader_workers(d.num_workers)
         self.loader = DataLoader(self.dataset, batch_size=cfg.train.batch_size, sampler=self.sampler,
                                  num_workers=workers, persistent_workers=workers > 0,
                                  pin_memory=torch.cuda.is_available())

@@ -162,9 +162,12 @@ class RegisterConfig:
     the retrieval stage validation chose (the cell's footprint plus ``margin`` map pixels, null =
     half a patch), with ``method`` ``cfog`` (training-free descriptor), ``ncc`` (intensity) or
     ``features`` (the trained encoder's dense feature maps), searching at ``1 / coarse`` resolution
-    first. Below the confidence ``threshold`` (null: calibrated on the validation queries, else the
-    stage's default 1.05) the retrieval position is kept. ``rerank`` re-orders the ``top_k`` cells by
-    their registration cost. Needs data cut from one map raster (``scene`` / ``map`` formats).
+    first. The position is taken from the window with the lowest matching cost, and ``rerank``
+    (default) re-orders the ``top_k`` cells by that cost, so the stage's top-1 is the cell whose window
+    held the match (registration as a re-ranker). Below the confidence ``threshold`` (null: calibrated
+    on the validation queries for the lowest median error with top-1 not lower, else the stage's
+    default 1.05) the retrieval position and order are kept. Needs data cut from one map (``scene`` /
+    ``map`` formats; a raster file, a VRT or a folder of tiles).
     """
 
     enabled: bool = True
@@ -173,7 +176,7 @@ class RegisterConfig:
     margin: int | None = None
     coarse: int = 2
     threshold: float | None = None
-    rerank: bool = False
+    rerank: bool = True
 
 
 @dataclass

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from sarbridge.retrieval.geo_metrics import cmpc_metrics, localisation_metrics
+from sarbridge.retrieval.geo_ranks import target_ranks
 from sarbridge.retrieval.index import EmbeddingIndex
+from sarbridge.retrieval.rankings import topk_stable
 from sarbridge.retrieval.rerank import (
     GNNMode,
     alpha_query_expansion,
@@ -99,7 +101,7 @@ def rerank_coarse(query_emb: torch.Tensor, ref_emb: torch.Tensor, k: int, method
     else:
         raise ValueError(f"unknown re-ranking '{method}': use k-reciprocal, gnn or gnn-features")
     dist = np.asarray(dist)
-    ranked = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    ranked = topk_stable(dist, k)
     return -np.take_along_axis(dist, ranked, axis=1), ranked
 
 
@@ -119,16 +121,10 @@ CMPC_LAYOUTS = ("sn6-cmpc",)
 
 
 def full_target_ranks(ref_emb: torch.Tensor, query_emb: torch.Tensor, targets: np.ndarray) -> np.ndarray:
-    """1-based rank of each query's target among all references by inner product (ties count
-    in the target's favour), in chunks."""
-    out = np.empty(len(targets), dtype=np.int64)
-    ref = ref_emb.float()
-    t = torch.as_tensor(targets, dtype=torch.long)
-    for s in range(0, len(targets), 1024):
-        sim = query_emb[s:s + 1024].float() @ ref.T
-        own = sim.gather(1, t[s:s + 1024, None])
-        out[s:s + 1024] = ((sim > own).sum(1) + 1).numpy()
-    return out
+    """1-based rank of each query's target among all references by inner product (ties broken by
+    reference index, as the stable order), counted a block of queries at a time, no row sorted
+    (:func:`~sarbridge.retrieval.geo_ranks.target_ranks`)."""
+    return target_ranks(query_emb.float(), ref_emb.float(), targets, metric="neg_dot", normalize=False)
 
 
 #: Success radii (metres) reported for every stage (``succ_<r>m``): metre-level ones for registration.
@@ -219,7 +215,8 @@ def evaluate_localisation(
 
 
 def registered_result(base: RankedResult, xy: np.ndarray, confidence: np.ndarray, costs: np.ndarray,
-                      threshold: float, rerank: bool = False) -> RankedResult:
+                      threshold: float, rerank: bool = False,
+                      footprints: np.ndarray | None = None) -> RankedResult:
     """The ``registered`` stage from the raw registrations of ``base``'s queries.
 
     Args:
@@ -228,7 +225,13 @@ def registered_result(base: RankedResult, xy: np.ndarray, confidence: np.ndarray
         confidence: ``(M,)`` registration confidences (peak ratios).
         costs: ``(M, k)`` best cost in the window of each of the first ``k`` candidates.
         threshold: registrations with a lower confidence keep ``base``'s position.
-        rerank: re-order the first ``k`` candidates of a kept registration by cost (lowest first).
+        rerank: re-order the first ``k`` candidates of a kept registration: with ``footprints``, by
+            how much a cell-sized box centred on the registered position overlaps each candidate
+            (the ground truth is the cell of largest overlap; neighbouring search windows overlap,
+            so the window that held the match is not always that cell), ties in the retrieval
+            order; without, by cost (lowest first).
+        footprints: ``(N, 4)`` reference footprints ``(x0, y0, x1, y1)`` (metres), indexed like
+            ``base.ranked``.
 
     Returns:
         The :class:`RankedResult` (``confidence`` the registration's; ``extra["registered"]``: the
@@ -239,7 +242,17 @@ def registered_result(base: RankedResult, xy: np.ndarray, confidence: np.ndarray
     ranked, scores = base.ranked.copy(), base.scores.copy()
     if rerank:
         k = costs.shape[1]
-        order = np.argsort(np.where(np.isfinite(costs), costs, np.inf), axis=1, kind="stable")
+        cost = np.where(np.isfinite(costs), costs, np.inf)
+        if footprints is not None:
+            fp = np.asarray(footprints, dtype=np.float64)[base.ranked[:, :k]]  # (M, k, 4)
+            half_w, half_h = (fp[..., 2] - fp[..., 0]) / 2.0, (fp[..., 3] - fp[..., 1]) / 2.0
+            x, y = xy[:, 0:1], xy[:, 1:2]
+            ow = np.clip(np.minimum(fp[..., 2], x + half_w) - np.maximum(fp[..., 0], x - half_w), 0.0, None)
+            oh = np.clip(np.minimum(fp[..., 3], y + half_h) - np.maximum(fp[..., 1], y - half_h), 0.0, None)
+            overlap = np.round(ow * oh, 6)  # exact ties (a query on a cell border) keep the retrieval order
+            order = np.argsort(-overlap, axis=1, kind="stable")
+        else:
+            order = np.argsort(cost, axis=1, kind="stable")
         order = np.where(keep[:, None], order, np.arange(k)[None, :])
         ranked[:, :k] = np.take_along_axis(base.ranked[:, :k], order, axis=1)
         scores[:, :k] = np.take_along_axis(base.scores[:, :k], order, axis=1)

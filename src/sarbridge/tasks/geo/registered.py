@@ -9,6 +9,7 @@ draws the matching surfaces of sampled queries and of the worst ones (``registra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ def retrieval_base(results: dict[str, RankedResult], choice: dict[str, Any] | No
 
 def _stage_metrics(base: RankedResult, regs: QueryRegistrations, view: LocalisationData, threshold: float,
                    rerank: bool) -> tuple[RankedResult, dict[str, Any]]:
-    res = registered_result(base, regs.xy, regs.confidence, regs.costs, threshold, rerank)
+    footprints = np.array([r.footprint for r in view.references], dtype=np.float64)
+    res = registered_result(base, regs.xy, regs.confidence, regs.costs, threshold, rerank, footprints)
     m = metrics_of(res, view)
     m["kept"] = float(np.mean(res.extra["registered"]) * 100.0)
     return res, m
@@ -88,13 +90,16 @@ def add_registered_stage(metrics: dict[str, Any], results: dict[str, RankedResul
             meta["stage_choice"] = choice
         return None
     registrar = MapRegistrar(str(view.meta["map"]), rcfg.method, rcfg.margin, rcfg.coarse, device, encoder, spec)
+    start = time.perf_counter()
     regs = registrar.register_queries(list(queries), view.references, results[base].ranked, rcfg.top_k, progress)
+    per_query = (time.perf_counter() - start) / max(1, len(queries))
     table: list[dict[str, Any]] = []
     if rcfg.threshold is not None:
         threshold, source = float(rcfg.threshold), "eval.register.threshold"
     elif choose:
-        threshold, table = calibrate_threshold(lambda t: _stage_metrics(results[base], regs, view, t, rcfg.rerank)[1])
-        source = "calibrated on these validation queries (best succ@10 m)"
+        threshold, table = calibrate_threshold(lambda t: _stage_metrics(results[base], regs, view, t, rcfg.rerank)[1],
+                                               metrics[base])
+        source = "calibrated on these validation queries (lowest median error with top-1 not lower)"
     elif choice and choice.get("threshold") is not None:
         threshold, source = float(choice["threshold"]), f"validation choice ({choice.get('split', 'val')} split)"
     else:
@@ -106,7 +111,8 @@ def add_registered_stage(metrics: dict[str, Any], results: dict[str, RankedResul
     results["registered"], metrics["registered"] = res, m
     meta["register_base"] = base
     meta["registration"] = {"method": rcfg.method, "candidates": regs.top_k, "margin_px": rcfg.margin,
-                            "coarse": rcfg.coarse, "threshold": threshold if np.isfinite(threshold) else None,
+                            "coarse": rcfg.coarse, "seconds_per_query": round(per_query, 4),
+                            "threshold": threshold if np.isfinite(threshold) else None,
                             "threshold_source": source, "rerank": rcfg.rerank,
                             "reorder_helps_top1": bool(m["top1_reordered"] > m["top1_base"]),
                             **({"threshold_table": table} if table else {})}

@@ -4,7 +4,7 @@ A stage *helps* over the stage it builds on when it does not lower top-1 and doe
 median localisation error, and improves at least one of them (:func:`helps`). On the validation
 queries (``geo train``, or ``geo evaluate --split val``) :func:`choose_stages` picks the retrieval
 stage (``refined`` only when it helps over ``coarse``) and whether the ``registered`` stage (at the
-confidence threshold :func:`calibrate_threshold` found) helps over it. The choice is stored in the
+confidence threshold :func:`calibrate_threshold` found by the same criterion) helps over it. The choice is stored in the
 model bundle's ``info["stage_choice"]`` and in ``metrics.json`` (``meta.stage_choice``);
 :func:`stage_verdicts` writes one line per stage for ``results.md`` and the report.
 """
@@ -31,27 +31,32 @@ def helps(base: dict[str, Any], stage: dict[str, Any]) -> bool:
     return t1 >= t0 - 1e-9 and e1 <= e0 + 1e-9 and (t1 > t0 + 1e-9 or e1 < e0 - 1e-9)
 
 
-def calibrate_threshold(score: Callable[[float], dict[str, Any]],
+def calibrate_threshold(score: Callable[[float], dict[str, Any]], base: dict[str, Any] | None = None,
                         grid: Sequence[float] = THRESHOLD_GRID) -> tuple[float, list[dict[str, Any]]]:
-    """The confidence threshold with the highest success within 10 m (ties: lowest median error,
-    then the higher threshold).
+    """The confidence threshold with the lowest median error among those that keep top-1 at least at
+    ``base``'s (ties: higher success within 10 m, then the higher threshold).
+
+    This is the criterion :func:`helps` judges the stage by, so the threshold chosen on validation
+    and the decision to use the stage agree (``inf``, keep no registration, is the base itself).
 
     Args:
         score: ``threshold -> metrics`` of the registered stage on validation queries.
+        base: metrics of the stage registration builds on (``top1``); None: no top-1 condition.
         grid: thresholds to try.
 
     Returns:
         ``(threshold, table)``: the chosen threshold and one row per tried threshold
-        (``threshold``, ``kept`` percent, ``succ_10m``, ``median_err_m``).
+        (``threshold``, ``kept`` percent, ``top1``, ``succ_10m``, ``median_err_m``).
     """
-    table, best, best_key = [], float(grid[0]), (-np.inf, np.inf, -np.inf)
+    floor = float(base.get("top1", 0.0)) - 1e-9 if base else -np.inf
+    table, best, best_key = [], float(grid[-1]), (np.inf, np.inf, np.inf)
     for t in grid:
         m = score(float(t))
-        row = {"threshold": float(t), "kept": float(m.get("kept", 0.0)), "succ_10m": float(m.get("succ_10m", 0.0)),
-               "median_err_m": float(m.get("median_err_m", np.inf))}
+        row = {"threshold": float(t), "kept": float(m.get("kept", 0.0)), "top1": float(m.get("top1", 0.0)),
+               "succ_10m": float(m.get("succ_10m", 0.0)), "median_err_m": float(m.get("median_err_m", np.inf))}
         table.append(row)
-        key = (row["succ_10m"], -row["median_err_m"], float(t))
-        if key > best_key:
+        key = (row["median_err_m"], -row["succ_10m"], -float(t))
+        if row["top1"] >= floor and key < best_key:
             best, best_key = float(t), key
     return best, table
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from sarbridge.core.config import OptimConfig, config_to_dict
 from sarbridge.core.distributed import current_context
 from sarbridge.core.errors import DataError
+from sarbridge.core.threads import loader_workers
 from sarbridge.data.records import OPTICAL
 from sarbridge.losses.metric import TripletLoss
 from sarbridge.losses.wasserstein import WassersteinAlignment, WassersteinCritic
@@ -137,7 +138,7 @@ class GeoCoarseTask:
         self.pairs = QueryPairs(self.train_q, self.refs, train_view.reference_xy(), self.spec, d.cache, d.cache_dir,
                                 d.num_workers)
         self.val_sar = PatchImages(self.val_q, "sar", self.spec, d.cache, d.cache_dir, d.num_workers) if self.val_q else None
-        workers = cfg.data.num_workers
+        workers = loader_workers(cfg.data.num_workers)
         ctx = current_context()
         self.dist_sampler: DistributedSampler[Any] | None = None
         if ctx.distributed:  # each rank a disjoint share of the pairs; same order on all ranks per epoch

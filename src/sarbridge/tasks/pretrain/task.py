@@ -41,6 +41,7 @@ from sarbridge.core.distributed import current_context
 from sarbridge.core.errors import ConfigError, DataError
 from sarbridge.core.progress import progress_bar
 from sarbridge.core.run import TrainingRun
+from sarbridge.core.threads import loader_workers
 from sarbridge.core.trainer import StepCallback
 from sarbridge.data.pairs import SCENE_LAYOUTS, PairDataset, PairItem, read_pairs, split_pairs
 from sarbridge.data.transforms import PreprocessSpec
@@ -201,7 +202,7 @@ class PretrainTask:
         self.train_ds = PairDataset(self.train_items, self.spec, self.spec.train_transform(aug.flip, aug.pad, aug.random_erasing),
                                     self.size_mode, cache=cfg.data.cache)
         self.val_ds = PairDataset(self.val_items, self.spec, size_features=self.size_mode, cache=cfg.data.cache) if val else None
-        workers = cfg.data.num_workers
+        workers = loader_workers(cfg.data.num_workers)
         ctx = current_context()
         self.dist_sampler: DistributedSampler[Any] | None = None
         if ctx.distributed:  # a disjoint share of the pairs per process; the same order everywhere per epoch

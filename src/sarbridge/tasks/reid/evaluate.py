@@ -15,10 +15,10 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from sarbridge.core.config import RERANK_METHODS as CONFIG_RERANK_METHODS
 from sarbridge.core.distributed import current_context, gather_rows, shard_range
+from sarbridge.core.progress import progress_bar
 from sarbridge.data.cache import build_cache
 from sarbridge.data.records import Sample
 from sarbridge.data.transforms import PreprocessSpec
@@ -83,7 +83,7 @@ def _extract(model: torch.nn.Module, samples: Sequence[Sample], spec: Preprocess
     feats = []
     # the model's ``embed`` method where it has one (e.g. ReIDModel), else its forward
     embed = cast(Callable[..., torch.Tensor], model.embed if hasattr(model, "embed") else model)
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc=desc, enabled=progress, unit="batch"):
         f = embed(batch["image"].to(device, non_blocking=True), batch["modality"].to(device),
                   batch["size"].to(device))
         feats.append(f.float().cpu())

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sarbridge.core.errors import ConfigError
+from sarbridge.core.threads import loader_workers
 from sarbridge.data.cache import build_cache
 from sarbridge.data.gpu_augment import BatchAugment
 from sarbridge.data.records import Sample
@@ -98,7 +99,7 @@ def build_train_loader(
     ``num_workers`` worker processes; pinned memory only when training on CUDA and
     ``pin_memory``; ``persistent_workers`` and ``prefetch_factor`` only with workers.
     """
-    workers = int(data_cfg.num_workers)
+    workers = loader_workers(int(data_cfg.num_workers))
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs["persistent_workers"] = bool(getattr(data_cfg, "persistent_workers", True))

@@ -12,6 +12,7 @@ registering again (:func:`sarbridge.tasks.geo.evaluate.registered_result`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,18 +21,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from sarbridge.core.errors import ConfigError, DataError
-from sarbridge.data.georaster import GeoRaster, read_georaster
+from sarbridge.core.progress import progress_bar
+from sarbridge.data.georaster import GeoRaster
+from sarbridge.data.map_source import MapSource, open_map
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, LocalisationData
 from sarbridge.tasks.geo.register.descriptors import cfog_border
 from sarbridge.tasks.geo.register.images import MAX_BANDS, optical_intensity, sar_to_db
+from sarbridge.tasks.geo.register.pyramid import register_coarse_to_fine
 from sarbridge.tasks.geo.register.registration import RegistrationResult, register
-from sarbridge.tasks.geo.register.stage import candidate_boxes, register_in_map
+from sarbridge.tasks.geo.register.stage import candidate_boxes
 
-__all__ = ["MapRegistrar", "QueryRegistrations", "map_intensity", "query_db", "registration_unavailable"]
+__all__ = ["MapRegistrar", "QueryRegistrations", "map_intensity", "pixels_intensity", "query_db",
+           "registration_unavailable"]
 
 
 @dataclass
@@ -67,18 +71,27 @@ def registration_unavailable(data: LocalisationData) -> str | None:
     path = data.meta.get("map")
     if not path:
         return "the data is not cut from one optical map raster (formats scene / map only)"
-    if not Path(str(path)).is_file():
-        return f"the map raster '{path}' is no longer there"
+    if not Path(str(path)).exists():
+        return f"the map '{path}' is no longer there"
     return None
 
 
-def map_intensity(raster: GeoRaster) -> np.ndarray:
-    """(H, W) float32 intensity of an optical map (luminance of RGB, mean of other band counts)."""
-    if raster.bands > MAX_BANDS:
-        raise DataError(f"map {raster.name} has {raster.bands} bands, more than the {MAX_BANDS} an intensity "
+def _check_map_bands(name: str, bands: int) -> None:
+    if bands > MAX_BANDS:
+        raise DataError(f"map {name} has {bands} bands, more than the {MAX_BANDS} an intensity "
                         "descriptor can use", "pass an optical map of 1 to 16 bands (grey, RGB, RGBN ...)")
-    px = raster.array.astype(np.float32)
-    return optical_intensity(px[:3], (0.299, 0.587, 0.114)) if raster.bands in (3, 4) else px.mean(axis=0)
+
+
+def pixels_intensity(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) float32 intensity of (C, H, W) optical pixels (luminance of RGB(N), mean of other band counts)."""
+    px = np.asarray(pixels, dtype=np.float32)
+    return optical_intensity(px[:3], (0.299, 0.587, 0.114)) if px.shape[0] in (3, 4) else px.mean(axis=0)
+
+
+def map_intensity(raster: GeoRaster) -> np.ndarray:
+    """(H, W) float32 intensity of a whole optical map (luminance of RGB, mean of other band counts)."""
+    _check_map_bands(raster.name, raster.bands)
+    return pixels_intensity(raster.array)
 
 
 def query_db(pixels: np.ndarray) -> np.ndarray:
@@ -99,8 +112,12 @@ def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
 class MapRegistrar:
     """The optical map of a localisation problem, ready to register SAR queries in it.
 
+    The map is opened lazily (:func:`sarbridge.data.map_source.open_map`: a GeoTIFF, a ``.vrt`` or
+    a folder of tiles) and only the search windows are read, each once: the intensities of the
+    last :attr:`CACHE` windows are kept, since many queries share candidate cells.
+
     Args:
-        map_path: the optical map raster (GeoTIFF).
+        map_path: the optical map (raster file, VRT or folder of GeoTIFF tiles).
         method: ``cfog``, ``ncc`` or ``features``.
         margin: map pixels searched on every side of a candidate cell (None: half a patch).
         coarse: resolution reduction of the exhaustive search (1: full resolution); lowered to 1
@@ -112,8 +129,11 @@ class MapRegistrar:
     Raises:
         ConfigError: an unknown method, or ``features`` without an encoder or with a backbone that
             has no dense intermediate features.
-        DataError: the map cannot be read.
+        DataError: the map cannot be opened, or has more bands than an intensity descriptor uses.
     """
+
+    #: search windows whose pixels are kept between queries
+    CACHE = 128
 
     def __init__(self, map_path: str | Path, method: str = "cfog", margin: int | None = None, coarse: int = 2,
                  device: torch.device | str = "cpu", encoder: Any = None, spec: Any = None) -> None:
@@ -123,12 +143,13 @@ class MapRegistrar:
                                      not hasattr(getattr(encoder.backbone, "net", None), "forward_intermediates")):
             raise ConfigError("eval.register.method=features needs the trained CNN encoder (a timm backbone with "
                               "forward_intermediates)", "use eval.register.method=cfog")
-        self.raster = read_georaster(map_path)
-        self.intensity = map_intensity(self.raster)
+        self.raster: MapSource = open_map(map_path)
+        _check_map_bands(self.raster.name, self.raster.bands)
+        self.shape = (self.raster.height, self.raster.width)
         self.method, self.margin, self.coarse = method, margin, max(1, int(coarse))
         self.device = torch.device(device)
         self.encoder, self.spec = encoder, spec
-        self._rgb: np.ndarray | None = None
+        self._windows: OrderedDict[tuple[str, tuple[int, int, int, int]], np.ndarray] = OrderedDict()
 
     # --- geometry -------------------------------------------------------------------------------
     def footprint_box(self, footprint: Sequence[float]) -> tuple[float, float, float, float]:
@@ -141,6 +162,28 @@ class MapRegistrar:
         """Map position of the centre of an ``h x w`` box whose top-left map pixel is ``(row, col)``."""
         x, y = self.raster.pixel_to_map(col + w / 2.0, row + h / 2.0)
         return float(x), float(y)
+
+    # --- map windows ----------------------------------------------------------------------------
+    def _read(self, kind: str, box: tuple[int, int, int, int]) -> np.ndarray:
+        key = (kind, box)
+        hit = self._windows.get(key)
+        if hit is None:
+            r0, c0, r1, c1 = box
+            px = self.raster.read(c0, r0, c1 - c0, r1 - r0)
+            if kind == "intensity":
+                hit = pixels_intensity(px)
+            else:  # channels-last RGB (or grey) pixels, as the encoder's preprocessing takes them
+                rgb = np.moveaxis(px[:3] if px.shape[0] >= 3 else px[:1], 0, -1)
+                hit = rgb[..., 0] if rgb.shape[-1] == 1 else rgb
+            self._windows[key] = hit
+            while len(self._windows) > self.CACHE:
+                self._windows.popitem(last=False)
+        self._windows.move_to_end(key)
+        return hit
+
+    def window_image(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The map's intensity inside a window ``(row0, col0, row1, col1)`` (end exclusive)."""
+        return self._read("intensity", box)
 
     # --- one query ------------------------------------------------------------------------------
     def _features(self, image: np.ndarray, modality: str, scale: float) -> torch.Tensor:
@@ -164,14 +207,9 @@ class MapRegistrar:
 
     def _register_features(self, sar_px: np.ndarray, boxes: list[tuple[int, int, int, int]],
                            h: int, w: int) -> tuple[RegistrationResult, float]:
-        if self._rgb is None:
-            arr = self.raster.array
-            self._rgb = np.moveaxis(arr[:3] if arr.shape[0] >= 3 else arr[:1], 0, -1)
-            if self._rgb.shape[-1] == 1:
-                self._rgb = self._rgb[..., 0]
         scale = float(self.spec.image_size[0]) / h
         q = self._features(sar_px, SAR, scale)
-        wins = [self._features(self._rgb[r0:r1, c0:c1], OPTICAL, scale) for r0, c0, r1, c1 in boxes]
+        wins = [self._features(self._read("rgb", box), OPTICAL, scale) for box in boxes]
         stride = h / q.shape[-2]  # map pixels per feature pixel
         origins = [(r0 / stride, c0 / stride) for r0, c0, _, _ in boxes]
         res = register(q, wins, "features", origins=origins, exclude=2, device=self.device)
@@ -189,10 +227,15 @@ class MapRegistrar:
         Returns:
             ``(result, boxes)``: the registration (``row``/``col``/``rows``/``cols`` in map pixels) and
             the search windows (row0, col0, row1, col1).
+
+        Raises:
+            DataError: no candidates, a map smaller than the query, or a window that cannot be read.
         """
+        if not footprints:
+            raise DataError("no retrieval candidates to register around", "pass at least the top-1 candidate")
         margin = self.margin if self.margin is not None else max(1, h // 2)
         cands = [self.footprint_box(f)[:2] for f in footprints]
-        boxes = candidate_boxes(self.intensity.shape, (h, w), cands, margin)
+        boxes = candidate_boxes(self.shape, (h, w), cands, margin)
         if self.method == "features":  # the encoder takes the raw pixels its preprocessing expects
             raw = np.asarray(sar, dtype=np.float32)
             res, stride = self._register_features(_resize(raw.mean(axis=-1) if raw.ndim == 3 else raw, h, w), boxes, h, w)
@@ -203,8 +246,9 @@ class MapRegistrar:
             factor = self.coarse
             while factor > 1 and min(h, w) // factor < support:
                 factor -= 1
-            res = register_in_map(q, self.intensity, cands, margin=margin, threshold=0.0, method=self.method,
-                                  coarse=factor, device=self.device).result
+            wins = [self.window_image(box) for box in boxes]
+            res = register_coarse_to_fine(q, wins, self.method, factor=factor, origins=[b[:2] for b in boxes],
+                                          device=self.device)
             rows, cols = res.rows, res.cols
         rows = rows + np.array([b[0] for b in boxes])
         cols = cols + np.array([b[1] for b in boxes])
@@ -247,7 +291,7 @@ class MapRegistrar:
         topleft = np.zeros((m, 2))
         surfaces: list[np.ndarray] = []
         windows: list[tuple[int, int, int, int]] = []
-        for i, q in enumerate(tqdm(queries, desc="registering queries", disable=not progress, leave=False)):
+        for i, q in enumerate(progress_bar(queries, desc="registering queries", enabled=progress, unit="query")):
             res, h, w, boxes = self.register_query(q, [references[int(j)] for j in ranked[i, :k]])
             xy[i] = self.centre_xy(res.row, res.col, h, w)
             topleft[i] = res.row, res.col
@@ -258,7 +302,3 @@ class MapRegistrar:
             windows.append(boxes[res.candidate])
         return QueryRegistrations(xy, conf, win, costs, topleft, surfaces, windows, self.method, k)
 
-    def window_image(self, box: tuple[int, int, int, int]) -> np.ndarray:
-        """The map's intensity inside a window ``(row0, col0, row1, col1)`` (for figures)."""
-        r0, c0, r1, c1 = box
-        return self.intensity[r0:r1, c0:c1]
