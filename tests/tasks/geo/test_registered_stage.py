@@ -113,9 +113,9 @@ def test_reordering_by_overlap_with_the_registered_box() -> None:
     fp = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [20, 0, 30, 10], [30, 0, 40, 10]], dtype=float)
     costs = np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]])  # cost alone would keep the order
     # query 0 registered at x=23 (box 18..28): overlaps cell 2 by 8 m, cell 1 by 2 m, cell 0 not
-    # query 1 registered at x=20 exactly (box 15..25): cells 1 and 2 tie at 5 m, kept in retrieval
-    # order (row 1 ranks 1 before 2), cell 0 does not overlap
-    xy = np.array([[23.0, 5.0], [20.0, 5.0]])
+    # query 1 registered at x=20.05 (box 15.05..25.05): cells 1 and 2 overlap by 49.5 and 50.5 m2, a near-tie
+    # (within 2 % of a cell) kept in retrieval order (row 1 ranks 1 before 2); cell 0 does not overlap
+    xy = np.array([[23.0, 5.0], [20.05, 5.0]])
     res = registered_result(_base(), xy, np.array([1.2, 1.2]), costs, threshold=1.05, rerank=True, footprints=fp)
     assert res.ranked.tolist() == [[2, 1, 0, 3], [1, 2, 0, 3]]
     assert res.scores[0].tolist() == [0.7, 0.8, 0.9, 0.6]

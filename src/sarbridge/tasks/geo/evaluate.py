@@ -214,6 +214,10 @@ def evaluate_localisation(
     return metrics, results
 
 
+#: share of a cell's area within which two candidates' overlaps with a registered box count as equal
+OVERLAP_TIE = 0.02
+
+
 def registered_result(base: RankedResult, xy: np.ndarray, confidence: np.ndarray, costs: np.ndarray,
                       threshold: float, rerank: bool = False,
                       footprints: np.ndarray | None = None) -> RankedResult:
@@ -228,8 +232,8 @@ def registered_result(base: RankedResult, xy: np.ndarray, confidence: np.ndarray
         rerank: re-order the first ``k`` candidates of a kept registration: with ``footprints``, by
             how much a cell-sized box centred on the registered position overlaps each candidate
             (the ground truth is the cell of largest overlap; neighbouring search windows overlap,
-            so the window that held the match is not always that cell), ties in the retrieval
-            order; without, by cost (lowest first).
+            so the window that held the match is not always that cell), near-ties (within
+            :data:`OVERLAP_TIE` of a cell) in the retrieval order; without, by cost (lowest first).
         footprints: ``(N, 4)`` reference footprints ``(x0, y0, x1, y1)`` (metres), indexed like
             ``base.ranked``.
 
@@ -249,8 +253,12 @@ def registered_result(base: RankedResult, xy: np.ndarray, confidence: np.ndarray
             x, y = xy[:, 0:1], xy[:, 1:2]
             ow = np.clip(np.minimum(fp[..., 2], x + half_w) - np.maximum(fp[..., 0], x - half_w), 0.0, None)
             oh = np.clip(np.minimum(fp[..., 3], y + half_h) - np.maximum(fp[..., 1], y - half_h), 0.0, None)
-            overlap = np.round(ow * oh, 6)  # exact ties (a query on a cell border) keep the retrieval order
-            order = np.argsort(-overlap, axis=1, kind="stable")
+            overlap = ow * oh
+            # near-ties (within OVERLAP_TIE of a cell: a query on a cell border, registered to a fraction
+            # of a pixel) keep the retrieval order among themselves, ahead of the rest
+            top = overlap.max(axis=1, keepdims=True)
+            front = overlap >= top - OVERLAP_TIE * (2 * half_w) * (2 * half_h)
+            order = np.argsort(-np.where(front, top, overlap), axis=1, kind="stable")
         else:
             order = np.argsort(cost, axis=1, kind="stable")
         order = np.where(keep[:, None], order, np.arange(k)[None, :])

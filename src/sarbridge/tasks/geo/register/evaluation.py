@@ -30,6 +30,7 @@ from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, LocalisationData
 from sarbridge.tasks.geo.register.descriptors import cfog_border
 from sarbridge.tasks.geo.register.images import MAX_BANDS, optical_intensity, sar_to_db
+from sarbridge.tasks.geo.register.peaks import peak_ratio
 from sarbridge.tasks.geo.register.pyramid import register_coarse_to_fine
 from sarbridge.tasks.geo.register.registration import RegistrationResult, register
 from sarbridge.tasks.geo.register.stage import candidate_boxes
@@ -64,6 +65,20 @@ class QueryRegistrations:
     windows: list[tuple[int, int, int, int]] = field(repr=False)
     method: str = "cfog"
     top_k: int = 3
+
+
+#: candidate windows are searched as one box when it covers at most this share of their summed area
+UNION_SEARCH_SHARE = 0.75
+
+
+def union_box(boxes: Sequence[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """Bounding box ``(row0, col0, row1, col1)`` of windows ``(row0, col0, row1, col1)``."""
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def box_area(box: tuple[int, int, int, int]) -> int:
+    """Pixels of a window ``(row0, col0, row1, col1)`` (end exclusive)."""
+    return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
 
 
 def registration_unavailable(data: LocalisationData) -> str | None:
@@ -246,6 +261,9 @@ class MapRegistrar:
             factor = self.coarse
             while factor > 1 and min(h, w) // factor < support:
                 factor -= 1
+            union = union_box(boxes)
+            if len(boxes) > 1 and box_area(union) <= UNION_SEARCH_SHARE * sum(box_area(b) for b in boxes):
+                return self._register_union(q, boxes, union, factor), boxes
             wins = [self.window_image(box) for box in boxes]
             res = register_coarse_to_fine(q, wins, self.method, factor=factor, origins=[b[:2] for b in boxes],
                                           device=self.device)
@@ -254,6 +272,48 @@ class MapRegistrar:
         cols = cols + np.array([b[1] for b in boxes])
         res = replace(res, row=float(rows[res.candidate]), col=float(cols[res.candidate]), rows=rows, cols=cols)
         return res, boxes
+
+    def _register_union(self, q: np.ndarray, boxes: list[tuple[int, int, int, int]],
+                        union: tuple[int, int, int, int], factor: int) -> RegistrationResult:
+        """One search in the bounding box of heavily overlapping candidate windows (the answer of
+        :meth:`register_pixels`, map pixels): the same positions as searching each window, about
+        ``1 / overlap`` of the work. Every candidate's cost and position are its window's part of
+        the surface (coarse pixels with ``factor`` > 1; the best candidate's position is the fine one);
+        the best match is the one with the lowest cost in any window (positions in the gaps between
+        windows are not searched)."""
+        h, w = q.shape
+        res = register_coarse_to_fine(q, [self.window_image(union)], self.method, factor=factor,
+                                      origins=[union[:2]], device=self.device)
+        surface = res.surface[0]  # entry (i, j): the query's top-left at union + (i, j) * factor
+        inside = torch.zeros_like(surface, dtype=torch.bool)
+        parts, scores, rows, cols = [], np.full(len(boxes), np.inf), np.zeros(len(boxes)), np.zeros(len(boxes))
+        for n, (r0, c0, r1, c1) in enumerate(boxes):  # the offsets whose query lies inside window n
+            i0, j0 = -(-(r0 - union[0]) // factor), -(-(c0 - union[1]) // factor)
+            i1 = min(surface.shape[0], (r1 - h - union[0]) // factor + 1)
+            j1 = min(surface.shape[1], (c1 - w - union[1]) // factor + 1)
+            part = surface[i0:i1, j0:j1]
+            parts.append(part)
+            inside[i0:i1, j0:j1] = True
+            if part.numel() and bool(torch.isfinite(part).any()):
+                k = int(part.flatten().argmin())
+                scores[n] = float(part.flatten()[k])
+                rows[n] = union[0] + (i0 + k // part.shape[1]) * factor
+                cols[n] = union[1] + (j0 + k % part.shape[1]) * factor
+        best = int(np.argmin(scores))
+        fine = (union[0] + res.row, union[1] + res.col)
+        masked = torch.where(inside, surface, torch.full_like(surface, float("inf")))
+        gi, gj = (int(v) for v in divmod(int(masked.flatten().argmin()), masked.shape[1]))
+        global_best = union[0] + gi * factor, union[1] + gj * factor
+        if abs(fine[0] - global_best[0]) <= factor and abs(fine[1] - global_best[1]) <= factor:
+            rows[best], cols[best] = fine  # the fine level refined this very peak
+            scores[best] = min(scores[best], float(res.score))
+        conf = peak_ratio(masked[None], exclude=4)  # as register(): 4 pixels of the searched grid
+        size = (max(p.shape[0] for p in parts), max(p.shape[1] for p in parts))
+        stack = torch.full((len(parts), *size), float("inf"), dtype=surface.dtype, device=surface.device)
+        for n, part in enumerate(parts):
+            stack[n, : part.shape[0], : part.shape[1]] = part
+        return replace(res, row=float(rows[best]), col=float(cols[best]), score=float(scores[best]), confidence=conf,
+                       candidate=best, surface=stack, rows=rows, cols=cols, scores=scores)
 
     def register_query(self, query: GeoQuery, candidates: Sequence[GeoReference]) -> tuple[RegistrationResult, int, int,
                                                                                             list[tuple[int, int, int, int]]]:
