@@ -152,7 +152,42 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, total: int | None = N
     if disable is not None:
         enabled = not disable
     tqdm_kwargs.pop("dynamic_ncols", None)
+    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
     if use_bars():
-        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled, leave=leave,
-                    dynamic_ncols=True, **tqdm_kwargs)
+        bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=leave, dynamic_ncols=True,
+                   **tqdm_kwargs)
+        return bar if iterable is None else _CountingBar(iterable, bar)
     return PlainProgress(iterable, total=total, desc=desc, unit=unit, disable=not enabled)
+
+
+class _CountingBar:
+    """A tqdm bar that counts the items of an iterable it never touches itself.
+
+    tqdm given the iterable opens an iterator of it when it is built: for a shuffled DataLoader
+    that draws from the global torch RNG once more, so training would depend on whether stderr is
+    a terminal. Here the iterable is iterated exactly once, by the loop, as without a bar.
+    """
+
+    def __init__(self, iterable: Iterable[Any], bar: Any) -> None:
+        self.iterable, self.bar = iterable, bar
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for item in self.iterable:
+                yield item
+                self.bar.update(1)
+        finally:
+            self.bar.close()
+
+    def __len__(self) -> int:
+        return int(self.bar.total or 0)
+
+    def __getattr__(self, name: str) -> Any:  # set_postfix, write, update, close, n, total ...
+        return getattr(self.bar, name)
+
+    def __enter__(self) -> _CountingBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()

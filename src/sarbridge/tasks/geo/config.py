@@ -162,9 +162,10 @@ class RegisterConfig:
     the retrieval stage validation chose (the cell's footprint plus ``margin`` map pixels, null =
     half a patch), with ``method`` ``cfog`` (training-free descriptor), ``ncc`` (intensity) or
     ``features`` (the trained encoder's dense feature maps), searching at ``1 / coarse`` resolution
-    first. The position is taken from the window with the lowest matching cost, and ``rerank``
-    (default) re-orders the ``top_k`` cells by that cost, so the stage's top-1 is the cell whose window
-    held the match (registration as a re-ranker). Below the confidence ``threshold`` (null: calibrated
+    first (windows that overlap heavily are searched as one box). The position is taken from the
+    window with the lowest matching cost, and ``rerank`` (default) re-orders the ``top_k`` cells by
+    how much a cell-sized box at the registered position overlaps them, so the stage's top-1 is the
+    cell the registration put the query in (registration as a re-ranker). Below the confidence ``threshold`` (null: calibrated
     on the validation queries for the lowest median error with top-1 not lower, else the stage's
     default 1.05) the retrieval position and order are kept. Needs data cut from one map (``scene`` /
     ``map`` formats; a raster file, a VRT or a folder of tiles).

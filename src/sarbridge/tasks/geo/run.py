@@ -225,7 +225,8 @@ def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequenc
     q_emb = embed_patches(enc, qs, device, ev.batch_size, progress, "embedding queries")
     refiner = model.refiner.to(device) if model.refiner is not None else None
     metrics, results = evaluate_localisation(
-        view, queries, ref_emb, q_emb, top_k=min(max(ev.top_k, 20), len(ref_emb)), refiner=refiner,
+        view, queries, ref_emb, q_emb, top_k=min(max(ev.top_k, 20, ev.register.top_k if ev.register.enabled else 0),
+                                                 len(ref_emb)), refiner=refiner,
         refine_top_k=cfg.refine.top_k, centroid_top=cfg.refine.centroid_top,
         temperature=float(model.info.get("centroid_temperature", 1.0)), rerank=rerank or ev.rerank,
         rerank_args=rerank_arguments(ev), device=device,
