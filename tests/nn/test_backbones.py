@@ -115,4 +115,9 @@ def test_reid_model_bnneck_outputs():
     assert out["features"].shape == (4, 32) and out["logits"].shape == (4, 5)
     assert not model.bottleneck.bias.requires_grad
     model.eval()
-    assert torch.allclose(model.embed(x, mod, size), model(x, mod, size)["features"])
+    raw = model(x, mod, size)["features"]
+    # retrieval features are the pre-neck features minus the neck's running mean (model.centre_features)
+    assert model.bottleneck.running_mean.abs().sum() > 0  # the training pass above moved it
+    assert torch.allclose(model.embed(x, mod, size), raw - model.bottleneck.running_mean)
+    model.centre_features = False
+    assert torch.allclose(model.embed(x, mod, size), raw)

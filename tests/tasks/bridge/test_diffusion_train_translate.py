@@ -116,13 +116,14 @@ def test_resume_and_its_errors(trained, toy_pairs, capsys, tmp_path):
     assert main(base + ["--out", str(trained), "--direction", "opt2sar"] + tiny) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert main(base + ["--out", str(trained), "--direction", "sar2opt", "--resume"] + tiny) == 2
-    assert "trained for opt2sar" in capsys.readouterr().err
+    err = capsys.readouterr().err  # a resumed run keeps its config: the other direction is refused, in one line
+    assert "direction=sar2opt differs" in err and "(opt2sar)" in err and err.count("\n") == 1
     # resuming a copy for one more epoch continues the step count
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(trained, copy)
-    more = ["--set", "optim.epochs=3"]
+    more = ["--set", "optim.epochs=3", "--allow-change", "optim.epochs"]  # a longer run, said explicitly
     assert main(base + ["--out", str(copy), "--direction", "opt2sar", "--resume"] + tiny + more) == 0
     metrics = json.loads((copy / "metrics.json").read_text())
     assert len(metrics["history"]) == 3 and metrics["train_steps"] == 9

@@ -23,9 +23,11 @@ ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "configs" / "pretrain_demo.yaml"
 BEN = ROOT / "tests" / "fixtures" / "bigearthnet-s1s2-pairs"
 TINY_MODEL = "{depth: 1, embed_dim: 32, num_heads: 2, patch_size: 8}"
-# Held-out pair retrieval of the seeded 12-epoch run below, measured with the previous layout
-# (commit fe7c4c0) on this CPU; tolerances: see expected.assert_pinned.
-PRETRAIN_RUN = {"opt2sar": {"mAP": 61.0863, "R1": 75.0, "R5": 75.0}, "sar2opt": {"mAP": 66.7708, "R1": 62.5, "R5": 100.0}}
+# Held-out pair retrieval of the seeded 12-epoch run below, first measured with the previous layout
+# (commit fe7c4c0) on this CPU, re-measured on 2026-12-05 when the progress display stopped opening an
+# extra iterator of the shuffled DataLoader (one RNG draw less per epoch); tolerances: see
+# expected.assert_pinned.
+PRETRAIN_RUN = {"opt2sar": {"mAP": 75.5208, "R1": 62.5, "R5": 100.0}, "sar2opt": {"mAP": 74.375, "R1": 62.5, "R5": 100.0}}
 
 
 def tiny_pretrain_overrides(root, epochs=4, layout="synthetic", model=TINY_MODEL):
@@ -135,8 +137,10 @@ def test_cli_pretrain_on_real_bigearthnet_fixture(tmp_path, capsys):
     # a second run into the same folder is refused, --resume continues it
     assert main(args) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
-    assert main([*args, "--resume", "--set", "optim.epochs=3"]) == 0
-    assert len((tmp_path / "ben" / "train_log.jsonl").read_text().splitlines()) == 3
+    assert main([*args, "--resume", "--set", "optim.epochs=3", "--allow-change", "optim.epochs"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "ben" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "event" not in r] == [0, 1, 2]
+    assert [r["event"] for r in rows if "event" in r] == ["schedule_changed"]  # optim.epochs 2 -> 3, recorded
 
 
 def test_config_and_data_errors(tmp_path, capsys):

@@ -127,8 +127,9 @@ def test_cmal_term_is_trained_and_logged(tmp_path):
     assert all("cmal" in r and r["cmal"] > 0 for r in log)
     for r in log:  # the weighted term is part of the loss that is minimised
         assert r["loss"] == pytest.approx(r["ce"] + r["triplet"] + 2.0 * r["cmal"], rel=1e-5), r
-    # epoch means of the previous layout (commit fe7c4c0) for this seeded run
-    assert [r["cmal"] for r in log] == pytest.approx([0.77098, 1.36794], rel=1e-3)
+    # epoch means of this seeded run (commit fe7c4c0; re-measured on 2026-12-05, when the progress display
+    # stopped opening an extra iterator of the training DataLoader: one RNG draw less per epoch)
+    assert [r["cmal"] for r in log] == pytest.approx([0.77130, 1.37574], rel=1e-3)
 
 
 def test_despeckle_filter_in_preprocessing_changes_sar_only():

@@ -131,6 +131,7 @@ def _released_model_config(sd: dict[str, torch.Tensor], source: str) -> dict[str
     for the released widths; otherwise it comes from ``--config`` / overrides)."""
     model: dict[str, Any] = {
         "pretrained": None,
+        "centre_features": False,  # the released evaluation compares the raw pre-neck features
         "dual_patch_embed": "base.patch_embed_SAR.proj.weight" in sd,
         "modality_embed": "base.mie_embed" in sd,
         "size_token": "base.wh_embed.linear_layer.weight" in sd,
@@ -149,7 +150,8 @@ def import_released_checkpoint(path: str | Path, out: str | Path, source: str = 
     """Convert a released TransOSS / MOS checkpoint into a sarbridge re-ID checkpoint.
 
     ``sarbridge evaluate --model OUT --data HOSS`` then re-evaluates the published weights under
-    this package's protocol (features before the BNNeck, ImageNet normalisation as released).
+    this package's protocol (features before the BNNeck, not centred, ImageNet normalisation: as
+    released; ``--set model.centre_features=true`` evaluates them centred like sarbridge's own models).
 
     Args:
         path: the released ``.pth`` (a state dict, possibly under ``state_dict`` / ``model``).
@@ -173,7 +175,8 @@ def import_released_checkpoint(path: str | Path, out: str | Path, source: str = 
     implied = _released_model_config(sd, source)
     base = config_to_dict(load_reid_config(config) if config else ExperimentConfig())
     if config:
-        implied = {"name": implied["name"], "model": {"pretrained": None}, "data": SOURCE_DATA[source]}
+        implied = {"name": implied["name"], "model": {"pretrained": None, "centre_features": False},
+                   "data": SOURCE_DATA[source]}
     cfg_dict = merge_dicts(merge_dicts(base, implied), parse_overrides(overrides))
     cfg = config_from_dict(cfg_dict, ExperimentConfig)
     cfg.validate()
