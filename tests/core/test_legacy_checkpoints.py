@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from sarbridge.app.cli import main
 from sarbridge.core.checkpoint import load_checkpoint
@@ -66,6 +67,11 @@ def test_legacy_training_state_resumes(tmp_path):
     """A finished run of the old layout, resumed: nothing is trained again and its checkpoint is kept."""
     run = tmp_path / "run"
     shutil.copytree(LEGACY, run)
+    # the stored config names the data where the fixture was made; a resumed run keeps its config, so
+    # put the data where this checkout has it (as the run's owner would on their machine)
+    cfg_text = (run / "config.yaml").read_text()
+    stored_root = yaml.safe_load(cfg_text)["data"]["root"]
+    (run / "config.yaml").write_text(cfg_text.replace(stored_root, str(HOSS_SAMPLE)))
     before = load_checkpoint(run / "last.pt")
     rc = main(["train", "--config", str(run / "config.yaml"), "--data", str(HOSS_SAMPLE), "--out", str(run),
                "--resume", "--no-report"])
