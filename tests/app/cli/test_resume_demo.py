@@ -21,7 +21,10 @@ GEO_TINY = ["data.patch_size=32", "data.image_size=[32,32]", "data.queries=120",
 
 
 def _kill_after(cmd: list[str], marker: Path, sig: int) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # signals as on a terminal even when the tests run in the background (a shell starts background jobs
+    # with SIGINT ignored, and an ignored signal stays ignored across exec)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
