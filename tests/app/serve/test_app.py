@@ -239,6 +239,9 @@ def test_geo_locates_a_sar_crop(geo_client: TestClient, geo_setup: tuple[Path, P
     for key in ("lon", "lat", "x", "y", "error_radius_m", "confidence", "check_error_m"):
         assert est[key] == pytest.approx(ref[key], rel=1e-6, abs=1e-6), key
     assert [m["id"] for m in data["matches"]] == [c["id"] for c in ref["candidates"]]
+    assert ("registration" in est) == ("registration" in ref)  # the page says whether it registered
+    if "registration" in ref:
+        assert est["registration"]["registered"] == ref["registration"]["registered"]
     assert len(data["matches"]) == 4 and [m["rank"] for m in data["matches"]] == [1, 2, 3, 4]
     assert est["error_radius_m"] >= 8.0 and 0 < est["confidence"] <= 1
     # the truth: the crop's centre (the map is 96 m wide, its upper-left corner at the origin)

@@ -271,7 +271,8 @@ class GeoBackend(_Backend):
 
         Returns:
             ``{"kind", "query": {...}, "estimate": {"lon", "lat", "x", "y", "crs", "error_radius_m",
-            "confidence", "refined", "check_error_m"?, "map_px": {"x", "y", "r"}?}, "matches": [{"rank",
+            "confidence", "refined", "check_error_m"?, "registration": {"registered", "method", "confidence",
+            "threshold"}?, "map_px": {"x", "y", "r"}?}, "matches": [{"rank",
             "index", "id", "score", "probability", "row", "col", "lon", "lat", "x", "y", "source", "map_px"?}]}``.
         """
         arr = self.read_query(path, filename, modality)
@@ -280,6 +281,9 @@ class GeoBackend(_Backend):
         est = {key: res[key] for key in ("lon", "lat", "x", "y", "crs", "error_radius_m", "confidence", "refined")}
         if "check_error_m" in res:
             est["check_error_m"] = res["check_error_m"]
+        reg = res.get("registration")
+        if isinstance(reg, dict):  # the stage validation chose: metre-level registration in the map
+            est["registration"] = {k: reg[k] for k in ("registered", "method", "confidence", "threshold") if k in reg}
         matches = []
         for c in res["candidates"]:
             match = {**c, "index": int(c["id"])}

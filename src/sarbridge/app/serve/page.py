@@ -124,7 +124,11 @@ function render(data) {
     const e = data.estimate;
     $('estimate').textContent = `lon ${e.lon.toFixed(6)}, lat ${e.lat.toFixed(6)} - error radius ` +
       `${e.error_radius_m.toFixed(1)} m - confidence ${e.confidence.toFixed(2)}` +
-      (e.check_error_m !== undefined ? ` - ${e.check_error_m.toFixed(1)} m from the query's own georeference` : '');
+      (e.check_error_m !== undefined ? ` - ${e.check_error_m.toFixed(1)} m from the query's own georeference` : '') +
+      (e.registration ? (e.registration.registered
+        ? ` - registered in the map (${e.registration.method}, confidence ${e.registration.confidence.toFixed(3)})`
+        : ` - retrieval position (registration confidence ${e.registration.confidence.toFixed(3)} below ` +
+          `${e.registration.threshold.toFixed(3)})`) : '');
     $('geo-box').style.display = 'block';
     drawMap(e, data.matches);
   }
