@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sarbridge.core.threads import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- bench-full-recipes:begin -->", "<!-- bench-full-recipes:end -->"
 PHASES = ("bbdm", "mos", "mos-plain", "mos-fused", "cmpc")
@@ -367,14 +369,7 @@ def table(rows: list[dict[str, Any]], cols: tuple[str, ...] | list[str]) -> str:
 def machine() -> str:
     import torch  # noqa: PLC0415 - lazy: only for the machine line
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{platform.platform()}, {model}, {os.cpu_count()} CPU cores, {mem:.0f} GiB RAM, "
             f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -46,6 +46,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from sarbridge.core.threads import cpu_model
+
 BEGIN, END = "<!-- bench-throughput:begin -->", "<!-- bench-throughput:end -->"
 INSTANCES = 4  # K of the PK batches (TransOSS: 4 images per identity)
 
@@ -56,15 +58,7 @@ def device_name(device: torch.device) -> str:
     """GPU name, or the CPU model from /proc/cpuinfo, with the core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} ({os.cpu_count()} cores)"
+    return f"{cpu_model()} ({os.cpu_count()} cores)"
 
 
 def model_config(name: str) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import sys
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from sarbridge.core.errors import ConfigError
 
-__all__ = ["ThreadPlan", "apply_threads", "available_cpus", "configure_threads", "loader_workers"]
+__all__ = ["ThreadPlan", "apply_threads", "available_cpus", "configure_threads", "cpu_model", "loader_workers"]
 
 #: Environment defaults that make idle OpenMP threads sleep instead of spin.
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
@@ -77,6 +78,18 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
     return max(1, n)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows, for benchmark tables."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return model
 
 
 def loader_workers(requested: int, key: str = "data.num_workers", cpus: int | None = None) -> int:

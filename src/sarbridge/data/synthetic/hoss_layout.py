@@ -21,7 +21,7 @@ from sarbridge.data.synthetic.sar import render_sar
 from sarbridge.data.synthetic.ships import sample_ship
 from sarbridge.data.synthetic.spec import ShipSpec, _jsonable
 
-__all__ = ["GENERATOR_VERSION", "SyntheticArgumentError", "SyntheticTargetError", "generate_hoss_dataset"]
+__all__ = ["GENERATOR_VERSION", "SyntheticArgumentError", "SyntheticTargetError", "generate_hoss_dataset", "generated_by"]
 
 GENERATOR_VERSION = "1.0.0"
 GENERATOR_NAME = "sarbridge.data.synthetic"
@@ -47,6 +47,16 @@ _SPLIT_DIRS = ("bounding_box_train", "query", "bounding_box_test",
 _STREAM_SPEC, _STREAM_POSE, _STREAM_OPT, _STREAM_SAR, _STREAM_SPLIT = 1, 2, 3, 4, 5
 _STREAM_DISTRACTOR = 6
 
+
+def generated_by(root: Path, generator: str) -> bool:
+    """Whether ``root/meta.json`` says ``generator`` wrote the folder (unreadable or missing: no)."""
+    meta = root / "meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("generator") == generator
+    except (OSError, ValueError):
+        return False
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=tuple(int(k) for k in key)))
@@ -91,13 +101,7 @@ def _check_target(root: Path, planned: set[str]) -> list[Path]:
     stale = [p for p in existing if p.relative_to(root).as_posix() not in planned]
     if not stale:
         return []
-    meta = root / "meta.json"
-    ours = False
-    if meta.is_file():
-        try:
-            ours = json.loads(meta.read_text(encoding="utf-8")).get("generator") == GENERATOR_NAME
-        except (OSError, ValueError):
-            ours = False
+    ours = generated_by(root, GENERATOR_NAME)
     if not ours and any(not p.name.endswith(".tmp") for p in stale):
         raise SyntheticTargetError(
             f"'{root}' already holds {len(stale)} images this run would not write (e.g. '{stale[0].name}') "

@@ -29,7 +29,6 @@ The output depends only on the arguments. Every file is written to a temporary n
 from __future__ import annotations
 
 import io
-import json
 import math
 import shutil
 from pathlib import Path
@@ -43,6 +42,7 @@ from sarbridge.core.errors import DataError
 from sarbridge.core.progress import progress_bar
 from sarbridge.core.resources import check_disk, check_memory
 from sarbridge.core.utils import atomic_write, atomic_write_json
+from sarbridge.data.synthetic.hoss_layout import generated_by
 from sarbridge.data.synthetic.scene_layout import generate_scene_layout
 from sarbridge.data.synthetic.scene_render import render_optical, render_sar
 
@@ -86,13 +86,7 @@ def _prepare(root: Path, overwrite: bool) -> None:
         raise DataError(f"'{root}' is a file", "pass a folder to write the SN6-CMPC layout into")
     if not root.is_dir() or not any(root.iterdir()):
         return
-    meta = root / "meta.json"
-    ours = False
-    if meta.is_file():
-        try:
-            ours = json.loads(meta.read_text(encoding="utf-8")).get("generator") == SN6_GENERATOR
-        except (OSError, ValueError):
-            ours = False
+    ours = generated_by(root, SN6_GENERATOR)
     if not overwrite:
         raise DataError(f"'{root}' is not empty", "pass overwrite=True (--overwrite) to replace a generated set, "
                                                   "or choose another folder")

@@ -246,7 +246,6 @@ def registered_result(base: RankedResult, xy: np.ndarray, confidence: np.ndarray
     ranked, scores = base.ranked.copy(), base.scores.copy()
     if rerank:
         k = costs.shape[1]
-        cost = np.where(np.isfinite(costs), costs, np.inf)
         if footprints is not None:
             fp = np.asarray(footprints, dtype=np.float64)[base.ranked[:, :k]]  # (M, k, 4)
             half_w, half_h = (fp[..., 2] - fp[..., 0]) / 2.0, (fp[..., 3] - fp[..., 1]) / 2.0
@@ -260,7 +259,7 @@ def registered_result(base: RankedResult, xy: np.ndarray, confidence: np.ndarray
             front = overlap >= top - OVERLAP_TIE * (2 * half_w) * (2 * half_h)
             order = np.argsort(-np.where(front, top, overlap), axis=1, kind="stable")
         else:
-            order = np.argsort(cost, axis=1, kind="stable")
+            order = np.argsort(np.where(np.isfinite(costs), costs, np.inf), axis=1, kind="stable")
         order = np.where(keep[:, None], order, np.arange(k)[None, :])
         ranked[:, :k] = np.take_along_axis(base.ranked[:, :k], order, axis=1)
         scores[:, :k] = np.take_along_axis(base.scores[:, :k], order, axis=1)
