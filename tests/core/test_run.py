@@ -139,7 +139,7 @@ def test_a_run_equals_the_hand_written_setup(tmp_path: Path) -> None:
     assert [h["loss"] for h in result.history] == [h["loss"] for h in ref_result.history]
 
     out = tmp_path / "run"
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "train_log.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.yaml", "data_paths.json", "last.pt", "train_log.jsonl"]
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["seed"] == 3 and saved["optim"]["lr"] == 0.05 and saved["eval"] == {"every": 1}
     assert result.best_epoch == 1 and result.task == "toy"

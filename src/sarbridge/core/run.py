@@ -23,7 +23,9 @@ compared: identical is fine, a different value is refused with one line naming t
 run-length keys of :data:`SCHEDULE_KEYS` under an explicit ``--allow-change KEY`` (longer only; the
 trainer then decays the LR from where it is to the floor over the new remaining epochs, see
 :meth:`~sarbridge.core.trainer.Trainer.resume`), and :data:`FREE_KEYS` (where the run executes, not what
-it computes). An allowed change is recorded in ``config_history.jsonl`` (time, key, old, new, command),
+it computes). A data path (:data:`~sarbridge.core.data_location.DATA_PATH_KEYS`) may differ when the
+files there are the ones the run started with (``data_paths.json``, written beside ``config.yaml``):
+the dataset was moved, not changed. An allowed change or move is recorded in ``config_history.jsonl`` (time, key, old, new, command),
 in ``train_log.jsonl`` (a ``schedule_changed`` line) and in the rewritten ``config.yaml``. A finished
 run (``metrics.json`` written) resumed without a change is left untouched: "already finished".
 
@@ -46,6 +48,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import torch
 
 from sarbridge.core.config import OptimConfig, RuntimeConfig, config_to_dict, save_config
+from sarbridge.core.data_location import DATA_PATH_KEYS, RECORD, moved_data, write_record
 from sarbridge.core.distributed import DistContext, barrier, init_distributed
 from sarbridge.core.errors import ConfigError, SarbridgeError
 from sarbridge.core.trainer import StepCallback, Trainer, TrainTask
@@ -140,6 +143,7 @@ class ResumePlan(Generic[_C]):
         finished: the run is complete and nothing changes: there is nothing to do.
         notes: lines for the user (e.g. values of ``--config`` that the resumed run does not use).
         epochs: the run's ``optim.epochs`` as stored.
+        moves: ``(key, old, new)`` of every data path that now points at the same files elsewhere.
     """
 
     cfg: _C
@@ -147,16 +151,22 @@ class ResumePlan(Generic[_C]):
     finished: bool = False
     notes: list[str] = field(default_factory=list)
     epochs: int | None = None
+    moves: list[tuple[str, Any, Any]] = field(default_factory=list)
 
     def record(self, out: str | Path, command: str) -> None:
-        """Append the changes to ``out/config_history.jsonl`` (atomically; rank 0 only)."""
-        if not self.changes or os.environ.get("RANK", "0") != "0":
+        """Append the changes and data moves to ``out/config_history.jsonl`` (atomically; rank 0
+        only); with a move, ``config.yaml`` and ``data_paths.json`` follow the new place at once."""
+        if not (self.changes or self.moves) or os.environ.get("RANK", "0") != "0":
             return
         path = Path(out) / "config_history.jsonl"
         old = path.read_text(encoding="utf-8") if path.is_file() else ""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        rows = [json.dumps({"time": stamp, "key": k, "old": a, "new": b, "command": command}) for k, a, b in self.changes]
+        rows = [json.dumps({"time": stamp, "key": k, "old": a, "new": b, "command": command}, default=str)
+                for k, a, b in [*self.changes, *self.moves]]
         atomic_write_text(path, old + "".join(r + "\n" for r in rows))
+        if self.moves:
+            save_config(self.cfg, Path(out) / "config.yaml")
+            write_record(out, _flat(config_to_dict(self.cfg)))
 
 
 def plan_resume(out: str | Path, load: Callable[[str | Path | None, list[str]], _C], overrides: Sequence[str] = (),
@@ -189,8 +199,24 @@ def plan_resume(out: str | Path, load: Callable[[str | Path | None, list[str]], 
         return ResumePlan(load(config, list(overrides)))
     stored = load(stored_path, [])
     wanted = load(stored_path, list(overrides))
+    notes: list[str] = []
     old, new = _flat(config_to_dict(stored)), _flat(config_to_dict(wanted))
     changed = [k for k in new if k in old and new[k] != old[k] and not _free(k)]
+    for k in DATA_PATH_KEYS:  # before anything is recorded: a resume that cannot read its data changes nothing
+        missing = [p for p in ([new.get(k)] if isinstance(new.get(k), str) else list(new.get(k) or [])) if p and not Path(p).exists()]
+        if missing:
+            raise ConfigError(f"--resume: {k} '{missing[0]}' not found", "point it at the run's data (--data), "
+                              f"as recorded in {run / RECORD}")
+    moves: list[tuple[str, Any, Any]] = []
+    for k in [k for k in changed if k in DATA_PATH_KEYS]:
+        ok, why = moved_data(run, k, new[k])
+        if not ok:
+            raise ConfigError(f"--resume keeps the run's data; {k}={new[k]} differs from {stored_path} ({old[k]}): {why}",
+                              "point it at the data the run started with (moved is fine, changed is not), or start a new run "
+                              "with another --out")
+        moves.append((k, old[k], new[k]))
+        notes.append(why)
+    changed = [k for k in changed if k not in DATA_PATH_KEYS]
     refused = [k for k in changed if k not in allow_change]
     if refused:
         given = ", ".join(f"{k}={new[k]}" for k in refused)
@@ -204,7 +230,7 @@ def plan_resume(out: str | Path, load: Callable[[str | Path | None, list[str]], 
         k = shorter[0]
         raise ConfigError(f"--allow-change {k}: {k}={new[k]} is shorter than the run's {old[k]} ({stored_path})",
                           f"pass a value above {old[k]}, or start a new run with another --out")
-    plan: ResumePlan[_C] = ResumePlan(wanted, [(k, old[k], new[k]) for k in changed])
+    plan: ResumePlan[_C] = ResumePlan(wanted, [(k, old[k], new[k]) for k in changed], moves=moves, notes=notes)
     plan.epochs = old.get("optim.epochs")
     plan.finished = not plan.changes and (run / finished_marker).is_file()
     if config is not None and Path(config).resolve() != stored_path.resolve():
@@ -328,6 +354,8 @@ class TrainingRun:
         if self.ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
+            if not self.resume or not (self.out / RECORD).is_file():
+                write_record(self.out, _flat(config_to_dict(self.cfg)))
         self._config_written = True
 
     def write(self, fn: Callable[[Path], object]) -> None:

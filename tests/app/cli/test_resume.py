@@ -136,3 +136,37 @@ def test_keyboard_interrupt_advice_names_resume_only_where_it_exists(monkeypatch
     assert "--resume" not in capsys.readouterr().err
     assert main(["geo", "demo", "--out", os.devnull]) == 130
     assert "--resume" in capsys.readouterr().err
+
+
+def test_a_moved_dataset_resumes_when_its_files_are_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run whose data folder was moved resumes from the new place (same files: recorded, config.yaml
+    follows); a copy with one file less is refused with one line, and nothing in the run changes."""
+    import shutil
+
+    from tiny_setup import HOSS_SAMPLE
+
+    old, new, edited = tmp_path / "data_old", tmp_path / "data_new", tmp_path / "data_edited"
+    shutil.copytree(HOSS_SAMPLE, old)
+    out = tmp_path / "run"
+    assert main(["train", "--config", DEMO_YAML, "--out", str(out), "--quiet", "--no-report",
+                 *[a for o in tiny_overrides(old, epochs=1) for a in ("--set", o)]]) == 0
+    assert json.loads((out / "data_paths.json").read_text())["data.root"]["path"] == str(old)
+    shutil.copytree(old, edited)
+    next(p for p in sorted(edited.rglob("*")) if p.is_file() and p.suffix in (".png", ".jpg", ".tif")).unlink()
+    shutil.move(str(old), str(new))
+    capsys.readouterr()
+
+    before, text = _mtimes(out), (out / "config.yaml").read_text()
+    assert _train(out, "--resume", "--data", str(old), "--set", "optim.epochs=2", "--allow-change", "optim.epochs") == 2
+    assert _train(out, "--resume", "--data", str(edited), "--set", "optim.epochs=2", "--allow-change", "optim.epochs") == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "differ from those the run started with" in err
+    assert _mtimes(out) == before and (out / "config.yaml").read_text() == text
+
+    assert _train(out, "--resume", "--data", str(new), "--set", "optim.epochs=2", "--allow-change", "optim.epochs") == 0
+    assert f"moved from {old} to {new}" in capsys.readouterr().err
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["root"] == str(new)
+    history = [json.loads(line) for line in (out / "config_history.jsonl").read_text().splitlines()]
+    assert [(h["key"], h["old"], h["new"]) for h in history] == [("optim.epochs", 1, 2), ("data.root", str(old), str(new))]
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert json.loads((out / "data_paths.json").read_text())["data.root"]["path"] == str(new)

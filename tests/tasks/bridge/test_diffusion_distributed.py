@@ -97,7 +97,7 @@ def two_rank_run(toy_pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 
 def test_two_rank_training_writes_one_run_that_loads_in_one_process(two_rank_run):
     out, reports, stdout = two_rank_run
-    files = {"config.yaml", "last.pt", "best.pt", "train_log.jsonl", "metrics.json"}
+    files = {"config.yaml", "data_paths.json", "last.pt", "best.pt", "train_log.jsonl", "metrics.json"}
     for name, epochs in (("run", 2), ("cli", 1)):
         run = out / name
         assert {p.name for p in run.iterdir()} == files, name

@@ -29,7 +29,7 @@ TESTS = Path(__file__).resolve().parents[2]
 ROOT = TESTS.parent
 CONFIG = ROOT / "configs" / "pretrain_demo.yaml"
 EPOCHS = 2
-RUN_FILES = {"config.yaml", "last.pt", "best.pt", "train_log.jsonl", "metrics.json", "results.md"}
+RUN_FILES = {"config.yaml", "data_paths.json", "last.pt", "best.pt", "train_log.jsonl", "metrics.json", "results.md"}
 
 
 def tiny(root: Path, extra: list[str] = ()) -> list[str]:

@@ -58,7 +58,8 @@ def add_run_args(sp: argparse.ArgumentParser, config_help: str, data_help: str) 
     sp.add_argument("--out", required=True, help="run folder for checkpoints and results")
     sp.add_argument("--resume", action="store_true",
                     help="continue the run in OUT from its last.pt with OUT/config.yaml (default: off); a --set "
-                         "that changes that config is refused, a finished run is left as it is")
+                         "that changes that config is refused (a --data holding the same files is a moved dataset, "
+                         "accepted), a finished run is left as it is")
     sp.add_argument("--allow-change", action="append", metavar="KEY", default=[],
                     help="with --resume: let --set change this run-length key (optim.epochs, refine.epochs; longer "
                          "only; recorded in OUT/config_history.jsonl; default: none)")

@@ -10,6 +10,7 @@ demo`` then measures the modality gap and writes ``report.html`` (:mod:`sarbridg
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,8 @@ def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: 
     trained = resume and (out / "coarse" / "last.pt").is_file()
     if trained:
         plan = plan_resume(out, load_geo_config, settings)
+        for note in plan.notes:
+            print(note, file=sys.stderr)
         plan.record(out, f"sarbridge geo demo --resume ({', '.join(settings)})")
         cfg = plan.cfg
     else:
