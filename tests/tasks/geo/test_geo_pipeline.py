@@ -162,8 +162,13 @@ def test_build_index_and_locate(trained: tuple[Path, Path, dict], tmp_path: Path
     res = json.loads(capsys.readouterr().out)
     assert len(res["candidates"]) == 4 and 0 < res["confidence"] <= 1
     reg = res.get("registration") or {}
-    if reg.get("registered"):  # validation chose registration and it was confident: a map-pixel radius
-        assert res["error_radius_m"] == pytest.approx(reg["error_radius_m"]) and res["error_radius_m"] <= 1.0
+    if reg.get("registered"):  # validation chose registration and it was confident: the calibrated radius
+        from sarbridge.tasks.geo.bundle import load_geo_model
+        from sarbridge.tasks.geo.stages import calibrated_radius
+
+        want = calibrated_radius(load_geo_model(run / "geo_model.pt").info["stage_choice"].get("radius"), reg["confidence"])
+        assert res["error_radius_m"] == pytest.approx(reg["error_radius_m"])
+        assert res["error_radius_m"] == pytest.approx(max(0.5, want) if want is not None else 0.5)
     else:  # the retrieval radius: at least half a cell
         assert res["error_radius_m"] >= 8.0
     assert 2.999 < res["lon"] < 3.002 and 51.4 < res["lat"] < 51.5  # EPSG:32631 (500000, 5700000): 3°E, 51.44°N

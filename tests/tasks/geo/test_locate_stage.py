@@ -83,6 +83,7 @@ def test_locate_register_prints_position_shift_confidence_and_radius(
     assert reg["registered"] and "registered in the window of candidate" in reg["note"]
     # the answer moves to the registered position, within a pixel of the truth; the radius is one pixel
     assert res["check_error_m"] < 0.5 and res["lon"] == reg["lon"] and res["error_radius_m"] == pytest.approx(0.5)
+    assert "no validation calibration" in reg["error_radius_basis"]
     assert reg["shift_distance_m"] == pytest.approx(float(np.hypot(*reg["shift_m"])))
     # a threshold no match reaches: the retrieval position is kept, and the answer says so
     locator = GeoLocator(index, "cpu")

@@ -156,7 +156,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
               f"{reg['lon']:.6f}, lat {reg['lat']:.6f}; shift from the cell centre {reg['shift_m'][0]:+.1f} m east, "
               f"{reg['shift_m'][1]:+.1f} m north ({reg['shift_distance_m']:.1f} m)")
         print(f"registration confidence: {reg['confidence']:.3f} (threshold {reg['threshold']:.3f}, "
-              f"{reg['threshold_source']})   error radius: {reg['error_radius_m']:.1f} m")
+              f"{reg['threshold_source']})   error radius: {reg['error_radius_m']:.1f} m ({reg['error_radius_basis']})")
         print(f"registration: {reg['note']}")
     if "check_error_m" in res:
         print(f"distance to the query's own georeference: {res['check_error_m']:.1f} m")

@@ -30,6 +30,7 @@ from sarbridge.tasks.geo.grid import validate_sar
 from sarbridge.tasks.geo.refine import gather_candidates
 from sarbridge.tasks.geo.register.evaluation import MapRegistrar
 from sarbridge.tasks.geo.register.stage import DEFAULT_THRESHOLD
+from sarbridge.tasks.geo.stages import RADIUS_QUANTILE, calibrated_radius
 
 MODEL_FILE = "geo_model.pt"
 
@@ -235,9 +236,13 @@ def locate_registration(locator: GeoLocator, res: dict[str, Any], pixels: np.nda
     kept = bool(out.confidence >= threshold)
     gsd = float(max(reg.raster.gsd))
     lon, lat = (float(v) for v in reg.raster.to_lonlat(x, y))
+    calibrated = calibrated_radius((c or {}).get("radius"), float(out.confidence)) if kept else None
+    radius = max(gsd, calibrated) if calibrated is not None else gsd
+    basis = (f"{100 * RADIUS_QUANTILE:.0f} % of the validation registrations at least this confident were within it"
+             if calibrated is not None else "one map pixel (no validation calibration of the radius in this bundle)")
     if kept:
         note = f"registered in the window of candidate {out.candidate + 1} (confidence {out.confidence:.3f} >= {threshold:.3f})"
-        res.update({"lon": lon, "lat": lat, "x": x, "y": y, "error_radius_m": gsd})
+        res.update({"lon": lon, "lat": lat, "x": x, "y": y, "error_radius_m": radius})
         if true_xy is not None:
             res["check_error_m"] = float(np.hypot(x - true_xy[0], y - true_xy[1]))
     else:
@@ -247,7 +252,9 @@ def locate_registration(locator: GeoLocator, res: dict[str, Any], pixels: np.nda
     return {"registered": kept, "lon": lon, "lat": lat, "x": x, "y": y, "shift_m": [dx, dy],
             "shift_distance_m": float(np.hypot(dx, dy)), "shift_reference": f"centre of candidate cell {cell['source']}",
             "confidence": float(out.confidence), "threshold": threshold, "threshold_source": source,
-            "error_radius_m": gsd if kept else float(res["error_radius_m"]), "candidate": int(out.candidate) + 1,
+            "error_radius_m": radius if kept else float(res["error_radius_m"]),
+            "error_radius_basis": basis if kept else "the retrieval stage's radius (registration not kept)",
+            "candidate": int(out.candidate) + 1,
             "method": rcfg.method, "note": note}
 
 

@@ -27,7 +27,7 @@ from sarbridge.tasks.geo.register.evaluation import (
     registration_unavailable,
 )
 from sarbridge.tasks.geo.register.stage import DEFAULT_THRESHOLD
-from sarbridge.tasks.geo.stages import calibrate_threshold, choose_stages, helps
+from sarbridge.tasks.geo.stages import calibrate_threshold, calibrated_radius, choose_stages, helps, radius_calibration
 from sarbridge.viz.heatmaps import SurfaceRow, matching_surface_figure
 
 __all__ = ["add_registered_stage", "retrieval_base", "write_registration_figure"]
@@ -106,6 +106,13 @@ def add_registered_stage(metrics: dict[str, Any], results: dict[str, RankedResul
         threshold, source = DEFAULT_THRESHOLD, "default (no validation choice recorded)"
     res, m = _stage_metrics(results[base], regs, view, threshold, rcfg.rerank)
     other = _stage_metrics(results[base], regs, view, threshold, not rcfg.rerank)[1]
+    kept = np.asarray(res.extra["registered"], dtype=bool)
+    err = np.linalg.norm(res.pred_xy - view.query_xy(res.queries), axis=1)
+    calibration = radius_calibration(regs.confidence[kept], err[kept]) if choose else (choice or {}).get("radius")
+    if calibration and kept.any():  # how often the error radius holds (on validation: by construction ~68 %)
+        radii = np.array([calibrated_radius(calibration, float(c)) for c in regs.confidence[kept]])
+        m["radius_coverage"] = float(np.mean(err[kept] <= radii) * 100.0)
+        m["median_radius_m"] = float(np.median(radii))
     m["top1_base"] = metrics[base]["top1"]
     m["top1_reordered"] = other["top1"] if not rcfg.rerank else m["top1"]
     results["registered"], metrics["registered"] = res, m
@@ -117,7 +124,7 @@ def add_registered_stage(metrics: dict[str, Any], results: dict[str, RankedResul
                             "reorder_helps_top1": bool(m["top1_reordered"] > m["top1_base"]),
                             **({"threshold_table": table} if table else {})}
     if choose:
-        meta["stage_choice"] = choose_stages(metrics, threshold)
+        meta["stage_choice"] = {**choose_stages(metrics, threshold), "radius": calibration}
     elif choice:
         meta["stage_choice"] = choice
     return regs, registrar

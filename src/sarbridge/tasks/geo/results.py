@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sarbridge.tasks.geo.stages import stage_verdicts
+from sarbridge.tasks.geo.stages import RADIUS_QUANTILE, stage_verdicts
 from sarbridge.viz.tables import markdown_table
 
 #: The ``kind`` that :func:`~sarbridge.tasks.geo.map_index.build_geo_index` records in a map index's info.
@@ -81,6 +81,12 @@ def stage_lines(metrics: dict[str, Any]) -> list[str]:
     elif "coarse" in metrics:
         lines.append("No validation choice is recorded for this model (trained before it was made): geo locate "
                      "uses the graph refinement when the bundle has one.")
+    registered = metrics.get("registered")
+    if isinstance(registered, dict) and "radius_coverage" in registered:
+        lines.append(f"The error radius geo locate gives a kept registration (the {100 * RADIUS_QUANTILE:.0f}th percentile "
+                     "of the errors of the validation registrations at least as confident) has a median of "
+                     f"{registered['median_radius_m']:.1f} m here and held for {registered['radius_coverage']:.1f} % of the kept "
+                     f"registrations (calibrated for {100 * RADIUS_QUANTILE:.0f} %).")
     return lines
 
 

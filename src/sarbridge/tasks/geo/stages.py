@@ -16,10 +16,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["THRESHOLD_GRID", "calibrate_threshold", "choose_stages", "helps", "stage_verdicts"]
+__all__ = ["RADIUS_MIN_QUERIES", "RADIUS_QUANTILE", "THRESHOLD_GRID", "calibrate_threshold", "calibrated_radius",
+           "choose_stages", "helps", "radius_calibration", "stage_verdicts"]
 
 #: Confidence thresholds tried on validation queries (``inf``: never keep a registration).
 THRESHOLD_GRID = (1.0, 1.01, 1.02, 1.03, 1.05, 1.075, 1.1, 1.15, 1.2, 1.3, 1.5, 2.0, float("inf"))
+#: Share of validation registrations an error radius covers (one sigma of a normal error, as GNSS "CEP68").
+RADIUS_QUANTILE = 0.68
+#: The fewest validation registrations an error radius is read from.
+RADIUS_MIN_QUERIES = 10
 #: The stage each later stage builds on, when the metrics do not say.
 _BASE = {"refined": "coarse", "reranked": "coarse"}
 
@@ -126,3 +131,39 @@ def stage_verdicts(metrics: dict[str, Any], titles: dict[str, str]) -> list[str]
             out.append(_line(titles.get(stage, stage).lstrip("+ ").capitalize(), titles.get(base, base).lstrip("+ "),
                              b, m))
     return out
+
+
+def radius_calibration(confidence: np.ndarray, error_m: np.ndarray) -> dict[str, Any] | None:
+    """The validation registrations an error radius is calibrated from (kept ones only).
+
+    Args:
+        confidence: ``(n,)`` confidence of each kept validation registration.
+        error_m: ``(n,)`` its error in metres.
+
+    Returns:
+        ``{"confidence", "error_m", "quantile", "min_queries"}`` (lists sorted by decreasing
+        confidence), or None when there are fewer than :data:`RADIUS_MIN_QUERIES` registrations.
+    """
+    c, e = np.asarray(confidence, dtype=np.float64), np.asarray(error_m, dtype=np.float64)
+    ok = np.isfinite(c) & np.isfinite(e)
+    if int(ok.sum()) < RADIUS_MIN_QUERIES:
+        return None
+    order = np.argsort(-c[ok], kind="stable")
+    return {"confidence": [round(float(v), 6) for v in c[ok][order]], "error_m": [round(float(v), 3) for v in e[ok][order]],
+            "quantile": RADIUS_QUANTILE, "min_queries": RADIUS_MIN_QUERIES}
+
+
+def calibrated_radius(calibration: dict[str, Any] | None, confidence: float) -> float | None:
+    """Error radius of a registration with ``confidence``: the :data:`RADIUS_QUANTILE` quantile of the
+    errors of the validation registrations at least as confident (at least ``min_queries`` of them:
+    the most confident ones when fewer reach ``confidence``).
+
+    Returns:
+        The radius in metres, or None without a calibration.
+    """
+    if not calibration or not calibration.get("error_m"):
+        return None
+    conf = np.asarray(calibration["confidence"], dtype=np.float64)  # decreasing
+    err = np.asarray(calibration["error_m"], dtype=np.float64)
+    n = max(int(np.sum(conf >= confidence)), min(int(calibration.get("min_queries", RADIUS_MIN_QUERIES)), len(err)))
+    return float(np.quantile(err[:n], float(calibration.get("quantile", RADIUS_QUANTILE))))
