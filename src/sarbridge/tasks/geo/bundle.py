@@ -20,6 +20,7 @@ from sarbridge.data.transforms import PreprocessSpec
 from sarbridge.tasks.geo.config import GeoConfig
 from sarbridge.tasks.geo.model import GeoEmbeddingNet, build_geo_model
 from sarbridge.tasks.geo.refine import LocationRefiner
+from sarbridge.tasks.geo.register.dense_matcher import DenseMatcher
 
 TASK = "geo"
 
@@ -60,6 +61,7 @@ class GeoModel:
     cfg: GeoConfig
     info: dict[str, Any]
     path: Path
+    matcher: DenseMatcher | None = None
 
     @property
     def patch_size_m(self) -> float | None:
@@ -67,12 +69,14 @@ class GeoModel:
 
 
 def save_geo_model(path: str | Path, cfg: GeoConfig, encoder: nn.Module, refiner: nn.Module | None,
-                   info: dict[str, Any]) -> Path:
-    """Write the inference bundle atomically."""
+                   info: dict[str, Any], matcher: DenseMatcher | None = None) -> Path:
+    """Write the inference bundle atomically (``matcher``: the dense matcher of ``eval.register.method: learned``)."""
     state = {
         "task": TASK, "epoch": info.get("epoch", -1), "config": config_to_dict(cfg), "arch": arch_of(cfg),
         "preprocess": cfg.data.spec().to_dict(), "model": encoder.state_dict(),
         "refiner": refiner.state_dict() if refiner is not None else None, "info": dict(info),
+        "matcher": ({"channels": matcher.channels, "dim": matcher.dim, "state": matcher.state_dict()}
+                    if matcher is not None else None),
     }
     p = Path(path)
     save_checkpoint(state, p)
@@ -102,4 +106,10 @@ def load_geo_model(path: str | Path) -> GeoModel:
         refiner = build_refiner(cfg, info.get("patch_size_m"))
         load_model_state(refiner, state["refiner"], str(p))
         refiner.eval()
-    return GeoModel(encoder, refiner, PreprocessSpec.from_dict(state["preprocess"]), cfg, info, p)
+    matcher = None
+    saved = state.get("matcher")
+    if isinstance(saved, dict) and "state" in saved:
+        matcher = DenseMatcher(int(saved.get("channels", 16)), int(saved.get("dim", 16)))
+        load_model_state(matcher, saved["state"], str(p))
+        matcher.eval()
+    return GeoModel(encoder, refiner, PreprocessSpec.from_dict(state["preprocess"]), cfg, info, p, matcher)

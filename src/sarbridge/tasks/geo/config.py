@@ -32,6 +32,7 @@ __all__ = [
     "GeoEvalConfig",
     "GeoLossConfig",
     "GeoModelConfig",
+    "MatcherConfig",
     "RefineConfig",
     "RegisterConfig",
     "WassersteinConfig",
@@ -168,16 +169,33 @@ class RegisterConfig:
     cell the registration put the query in (registration as a re-ranker). Below the confidence ``threshold`` (null: calibrated
     on the validation queries for the lowest median error with top-1 not lower, else the stage's
     default 1.05) the retrieval position and order are kept. Needs data cut from one map (``scene`` /
-    ``map`` formats; a raster file, a VRT or a folder of tiles).
+    ``map`` formats; a raster file, a VRT or a folder of tiles). ``learned`` uses the dense matcher
+    trained with the model (:class:`MatcherConfig`).
     """
 
     enabled: bool = True
-    method: Literal["cfog", "ncc", "features"] = "cfog"
+    method: Literal["cfog", "ncc", "features", "learned"] = "cfog"
     top_k: int = 3
     margin: int | None = None
     coarse: int = 2
     threshold: float | None = None
     rerank: bool = True
+
+
+@dataclass
+class MatcherConfig:
+    """The learned dense SAR/optical matcher of ``eval.register.method: learned``
+    (:mod:`sarbridge.tasks.geo.register.dense_matcher`), trained by ``geo train`` after the
+    retrieval stages on the training queries (a random crop of each in an optical window with
+    ``margin`` map pixels around its true position; ``steps`` optimiser steps of ``batch_size``)."""
+
+    enabled: bool = False
+    steps: int = 200
+    batch_size: int = 16
+    lr: float = 0.002
+    channels: int = 16
+    dim: int = 16
+    margin: int = 64
 
 
 @dataclass
@@ -205,6 +223,7 @@ class GeoConfig(RunConfig):
         name="sgd", lr=0.0025, weight_decay=5e-4, warmup_epochs=1, epochs=30, min_lr_factor=0.01))
     eval: GeoEvalConfig = field(default_factory=GeoEvalConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
 
     def validate(self) -> None:
         """Range checks (:func:`validate_geo`)."""
@@ -284,6 +303,14 @@ def validate_geo(cfg: GeoConfig) -> None:
                           "e.g. --set eval.register.top_k=3")
     if g.threshold is not None:
         _positive(g.threshold, "eval.register.threshold")
+    mt = cfg.matcher
+    if g.method == "learned" and not mt.enabled:
+        raise ConfigError("eval.register.method=learned needs the dense matcher: matcher.enabled is false",
+                          "--set matcher.enabled=true, or use eval.register.method=cfog")
+    if mt.steps < 1 or mt.batch_size < 1 or mt.channels < 1 or mt.dim < 1 or mt.margin < 4:
+        raise ConfigError("matcher.steps, batch_size, channels and dim must be >= 1 and matcher.margin >= 4, got "
+                          f"{mt.steps}, {mt.batch_size}, {mt.channels}, {mt.dim}, {mt.margin}", "e.g. the defaults")
+    _positive(mt.lr, "matcher.lr")
     if e.top_k < r.top_k:
         raise ConfigError(f"eval.top_k ({e.top_k}) must be >= refine.top_k ({r.top_k})", "raise eval.top_k")
     validate_optim(cfg.optim)

@@ -219,7 +219,7 @@ def locate_registration(locator: GeoLocator, res: dict[str, Any], pixels: np.nda
                         "restore the map file or rebuild the index with 'sarbridge index build --map'")
     if locator.registrar is None:
         locator.registrar = MapRegistrar(str(map_path), rcfg.method, rcfg.margin, rcfg.coarse, locator.device,
-                                         locator.encoder, model.spec)
+                                         locator.encoder, model.spec, model.matcher)
     reg = locator.registrar
     cands = res["candidates"][: max(1, rcfg.top_k)]
     side = float(info.get("patch_size") or 0) or reg.footprint_box(cands[0]["footprint"])[2]

@@ -53,7 +53,7 @@ def _stage_metrics(base: RankedResult, regs: QueryRegistrations, view: Localisat
 def add_registered_stage(metrics: dict[str, Any], results: dict[str, RankedResult], view: LocalisationData,
                          queries: Sequence[GeoQuery], rcfg: RegisterConfig, device: torch.device,
                          encoder: Any, spec: Any, choice: dict[str, Any] | None, choose: bool = False,
-                         progress: bool = False) -> tuple[QueryRegistrations, MapRegistrar] | None:
+                         progress: bool = False, matcher: Any = None) -> tuple[QueryRegistrations, MapRegistrar] | None:
     """Add the ``registered`` stage (and, with ``choose``, the validation choice) to ``metrics``/``results``.
 
     Args:
@@ -70,6 +70,7 @@ def add_registered_stage(metrics: dict[str, Any], results: dict[str, RankedResul
         choose: these are validation queries: choose the retrieval stage, calibrate the threshold
             (unless ``rcfg.threshold`` is set) and record the choice in ``meta.stage_choice``.
         progress: show a progress bar.
+        matcher: the bundle's dense matcher (``method: learned``).
 
     Returns:
         ``(registrations, registrar)`` for the figure, or None when the stage was not computed
@@ -89,7 +90,8 @@ def add_registered_stage(metrics: dict[str, Any], results: dict[str, RankedResul
         elif choice:
             meta["stage_choice"] = choice
         return None
-    registrar = MapRegistrar(str(view.meta["map"]), rcfg.method, rcfg.margin, rcfg.coarse, device, encoder, spec)
+    registrar = MapRegistrar(str(view.meta["map"]), rcfg.method, rcfg.margin, rcfg.coarse, device, encoder, spec,
+                             matcher)
     start = time.perf_counter()
     regs = registrar.register_queries(list(queries), view.references, results[base].ranked, rcfg.top_k, progress)
     per_query = (time.perf_counter() - start) / max(1, len(queries))

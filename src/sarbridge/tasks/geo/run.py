@@ -42,6 +42,7 @@ from sarbridge.tasks.geo.evaluate import (
     evaluate_localisation,
     patch_size_m,
 )
+from sarbridge.tasks.geo.matcher_stage import train_or_load_matcher
 from sarbridge.tasks.geo.model import GeoEmbeddingNet
 from sarbridge.tasks.geo.patches import LocalisationData
 from sarbridge.tasks.geo.queries import build_map_localisation
@@ -143,18 +144,21 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     refine_info: dict[str, Any] = {}
     if cfg.refine.enabled:
         refiner, refine_info = _train_refiner(run, task, encoder, train_view)
+    matcher, matcher_info = train_or_load_matcher(cfg, train_view, train_q, run.results_dir, run.resume, device,
+                                                  progress)
     info = {"epoch": coarse.best_epoch, "patch_size_m": task.patch_m, "crs": data.crs, "data": data.name,
             "coarse_selected_epoch": coarse.best_epoch, "data_fingerprint": geo_data_fingerprint(cfg.data),
-            **refine_info}
+            **refine_info, **matcher_info}
     bundle_path = run.out / "geo_model.pt"
     run.write(lambda _: save_geo_model(bundle_path, cfg, encoder.cpu(), refiner.cpu() if refiner is not None else None,
-                                       info))
+                                       info, matcher))
     model = load_geo_model(bundle_path)
     if val_q:  # which stages help, and the registration threshold, decided on the validation queries
         val_metrics = evaluate_geo_model(model, train_view, val_q, None, device, progress, choose=True)
         info["stage_choice"] = val_metrics["meta"]["stage_choice"]
         run.write(lambda _: save_geo_model(bundle_path, cfg, model.encoder.cpu(),
-                                           model.refiner.cpu() if model.refiner is not None else None, info))
+                                           model.refiner.cpu() if model.refiner is not None else None, info,
+                                           model.matcher))
         model = load_geo_model(bundle_path)
     metrics = evaluate_geo_model(model, test_view, test_q, run.results_dir, device, progress,
                                  title=f"sarbridge localisation: {cfg.name}")
@@ -240,7 +244,7 @@ def evaluate_geo_model(model: GeoModel, view: LocalisationData, queries: Sequenc
     }
     choice = model.info.get("stage_choice") if isinstance(model.info.get("stage_choice"), dict) else None
     registered = add_registered_stage(metrics, results, view, queries, ev.register, device, enc, model.spec, choice,
-                                      choose=choose, progress=progress)
+                                      choose=choose, progress=progress, matcher=model.matcher)
     if out is not None:
         write_geo_results(Path(out), metrics, results, view, title, pictures, spec=model.spec)
         if registered is not None and results["registered"].queries:

@@ -13,7 +13,7 @@ registering again (:func:`sarbridge.tasks.geo.evaluate.registered_result`).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from sarbridge.data.georaster import GeoRaster
 from sarbridge.data.map_source import MapSource, open_map
 from sarbridge.data.records import OPTICAL, SAR
 from sarbridge.tasks.geo.patches import GeoQuery, GeoReference, LocalisationData
+from sarbridge.tasks.geo.register.dense_matcher import STRIDE, DenseMatcher
 from sarbridge.tasks.geo.register.descriptors import cfog_border
 from sarbridge.tasks.geo.register.images import MAX_BANDS, optical_intensity, sar_to_db
 from sarbridge.tasks.geo.register.peaks import peak_ratio
@@ -35,7 +36,7 @@ from sarbridge.tasks.geo.register.pyramid import register_coarse_to_fine
 from sarbridge.tasks.geo.register.registration import RegistrationResult, register
 from sarbridge.tasks.geo.register.stage import candidate_boxes
 
-__all__ = ["MapRegistrar", "QueryRegistrations", "map_intensity", "pixels_intensity", "query_db",
+__all__ = ["MapRegistrar", "QueryRegistrations", "map_intensity", "pixels_intensity", "query_db", "resize_to",
            "registration_unavailable"]
 
 
@@ -117,7 +118,8 @@ def query_db(pixels: np.ndarray) -> np.ndarray:
     return x if float(x.min()) < 0 else sar_to_db(x)
 
 
-def _resize(x: np.ndarray, h: int, w: int) -> np.ndarray:
+def resize_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``x`` (H, W) resampled to ``h x w`` (area average when shrinking, bilinear when enlarging)."""
     if x.shape == (h, w):
         return x
     t = torch.as_tensor(x, dtype=torch.float32)[None, None]
@@ -151,9 +153,14 @@ class MapRegistrar:
     CACHE = 128
 
     def __init__(self, map_path: str | Path, method: str = "cfog", margin: int | None = None, coarse: int = 2,
-                 device: torch.device | str = "cpu", encoder: Any = None, spec: Any = None) -> None:
-        if method not in ("cfog", "ncc", "features"):
-            raise ConfigError(f"eval.register.method '{method}' is unknown", "use cfog, ncc or features")
+                 device: torch.device | str = "cpu", encoder: Any = None, spec: Any = None,
+                 matcher: DenseMatcher | None = None) -> None:
+        if method not in ("cfog", "ncc", "features", "learned"):
+            raise ConfigError(f"eval.register.method '{method}' is unknown", "use cfog, ncc, features or learned")
+        if method == "learned" and matcher is None:
+            raise ConfigError("eval.register.method=learned needs the dense matcher trained with the model "
+                              "(matcher.enabled: true in the training config)",
+                              "retrain with --set matcher.enabled=true, or use eval.register.method=cfog")
         if method == "features" and (encoder is None or spec is None or
                                      not hasattr(getattr(encoder.backbone, "net", None), "forward_intermediates")):
             raise ConfigError("eval.register.method=features needs the trained CNN encoder (a timm backbone with "
@@ -164,6 +171,7 @@ class MapRegistrar:
         self.method, self.margin, self.coarse = method, margin, max(1, int(coarse))
         self.device = torch.device(device)
         self.encoder, self.spec = encoder, spec
+        self.matcher = matcher.to(self.device).eval() if matcher is not None else None
         self._windows: OrderedDict[tuple[str, tuple[int, int, int, int]], np.ndarray] = OrderedDict()
 
     # --- geometry -------------------------------------------------------------------------------
@@ -179,14 +187,17 @@ class MapRegistrar:
         return float(x), float(y)
 
     # --- map windows ----------------------------------------------------------------------------
-    def _read(self, kind: str, box: tuple[int, int, int, int]) -> np.ndarray:
+    def _read(self, kind: str, box: tuple[int, int, int, int]) -> Any:
         key = (kind, box)
-        hit = self._windows.get(key)
+        hit: Any = self._windows.get(key)
         if hit is None:
             r0, c0, r1, c1 = box
             px = self.raster.read(c0, r0, c1 - c0, r1 - r0)
             if kind == "intensity":
                 hit = pixels_intensity(px)
+            elif kind == "learned":  # the dense matcher's optical features (dim, H / 4, W / 4)
+                assert self.matcher is not None
+                hit = self.matcher.features(pixels_intensity(px), OPTICAL)
             else:  # channels-last RGB (or grey) pixels, as the encoder's preprocessing takes them
                 rgb = np.moveaxis(px[:3] if px.shape[0] >= 3 else px[:1], 0, -1)
                 hit = rgb[..., 0] if rgb.shape[-1] == 1 else rgb
@@ -198,7 +209,8 @@ class MapRegistrar:
 
     def window_image(self, box: tuple[int, int, int, int]) -> np.ndarray:
         """The map's intensity inside a window ``(row0, col0, row1, col1)`` (end exclusive)."""
-        return self._read("intensity", box)
+        image: np.ndarray = self._read("intensity", box)
+        return image
 
     # --- one query ------------------------------------------------------------------------------
     def _features(self, image: np.ndarray, modality: str, scale: float) -> torch.Tensor:
@@ -251,12 +263,21 @@ class MapRegistrar:
         margin = self.margin if self.margin is not None else max(1, h // 2)
         cands = [self.footprint_box(f)[:2] for f in footprints]
         boxes = candidate_boxes(self.shape, (h, w), cands, margin)
-        if self.method == "features":  # the encoder takes the raw pixels its preprocessing expects
+        if self.method == "learned":
+            assert self.matcher is not None
+            qf = self.matcher.features(resize_to(query_db(sar), h, w), SAR)
+            union = union_box(boxes)
+            if len(boxes) > 1 and box_area(union) <= UNION_SEARCH_SHARE * sum(box_area(b) for b in boxes):
+                return self._register_union(np.zeros((h, w), np.float32), boxes, union, STRIDE,
+                                            search=lambda box: self._learned(qf, [box])), boxes
+            res = self._learned(qf, boxes)
+            rows, cols = res.rows, res.cols
+        elif self.method == "features":  # the encoder takes the raw pixels its preprocessing expects
             raw = np.asarray(sar, dtype=np.float32)
-            res, stride = self._register_features(_resize(raw.mean(axis=-1) if raw.ndim == 3 else raw, h, w), boxes, h, w)
+            res, stride = self._register_features(resize_to(raw.mean(axis=-1) if raw.ndim == 3 else raw, h, w), boxes, h, w)
             rows, cols = res.rows * stride, res.cols * stride
         else:
-            q = _resize(query_db(sar), h, w)
+            q = resize_to(query_db(sar), h, w)
             support = 2 * cfog_border() + 1 if self.method == "cfog" else 8
             factor = self.coarse
             while factor > 1 and min(h, w) // factor < support:
@@ -273,8 +294,17 @@ class MapRegistrar:
         res = replace(res, row=float(rows[res.candidate]), col=float(cols[res.candidate]), rows=rows, cols=cols)
         return res, boxes
 
+    def _learned(self, qf: torch.Tensor, boxes: list[tuple[int, int, int, int]]) -> RegistrationResult:
+        """The dense matcher's search of query features ``qf`` in the windows ``boxes`` (positions in
+        map pixels relative to each window; surfaces on the 4-pixel feature grid)."""
+        wins = [self._read("learned", box) for box in boxes]
+        return register(qf, wins, "features", similarity="ssd", stride=STRIDE,
+                        origins=[(b[0], b[1]) for b in boxes], exclude=2, device=self.device)
+
     def _register_union(self, q: np.ndarray, boxes: list[tuple[int, int, int, int]],
-                        union: tuple[int, int, int, int], factor: int) -> RegistrationResult:
+                        union: tuple[int, int, int, int], factor: int,
+                        search: Callable[[tuple[int, int, int, int]], RegistrationResult] | None = None
+                        ) -> RegistrationResult:
         """One search in the bounding box of heavily overlapping candidate windows (the answer of
         :meth:`register_pixels`, map pixels): the same positions as searching each window, about
         ``1 / overlap`` of the work. Every candidate's cost and position are its window's part of
@@ -282,8 +312,9 @@ class MapRegistrar:
         the best match is the one with the lowest cost in any window (positions in the gaps between
         windows are not searched)."""
         h, w = q.shape
-        res = register_coarse_to_fine(q, [self.window_image(union)], self.method, factor=factor,
-                                      origins=[union[:2]], device=self.device)
+        res = search(union) if search is not None else \
+            register_coarse_to_fine(q, [self.window_image(union)], self.method, factor=factor,
+                                    origins=[union[:2]], device=self.device)
         surface = res.surface[0]  # entry (i, j): the query's top-left at union + (i, j) * factor
         inside = torch.zeros_like(surface, dtype=torch.bool)
         parts, scores, rows, cols = [], np.full(len(boxes), np.inf), np.zeros(len(boxes)), np.zeros(len(boxes))
