@@ -288,7 +288,7 @@ def test_geo_train_under_torchrun_writes_one_run(tmp_path):
     scene = tmp_path / "scene"
     generate_scene(scene, height=192, width=192, seed=0)
     tiny = ["data.patch_size=32", "data.image_size=[32,32]", "data.queries=120", "data.batch_size=16",
-            "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=2", "refine.epochs=2",
+            "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=2", "refine.epochs=2", "matcher.steps=4", "matcher.batch_size=4",
             "refine.hidden=16", "refine.heads=2", "device=cpu", "eval.batch_size=64", "refine.mode=end-to-end"]
     sets = [a for o in tiny for a in ("--set", o)]
     torchrun(["-m", "sarbridge.app.cli", "geo", "train", "--config", str(REPO / "configs" / "geo_demo.yaml"),

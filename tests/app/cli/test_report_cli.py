@@ -84,7 +84,7 @@ def test_train_writes_the_report_unless_told_not_to(tmp_path: Path, capsys: pyte
 @pytest.mark.slow
 def test_geo_demo_ends_by_writing_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tiny = ["data.patch_size=32", "data.image_size=[32,32]", "data.queries=120", "data.batch_size=16",
-            "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=1", "refine.epochs=1",
+            "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=1", "refine.epochs=1", "matcher.steps=4", "matcher.batch_size=4",
             "refine.hidden=16", "refine.heads=2", "eval.batch_size=64"]
     args = ["geo", "demo", "--out", str(tmp_path / "g"), "--size", "256", "--quiet", "--device", "cpu"]
     for o in tiny:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 GEO_TINY = ["data.patch_size=32", "data.image_size=[32,32]", "data.queries=120", "data.batch_size=16",
-            "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=2", "refine.epochs=2",
+            "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=2", "refine.epochs=2", "matcher.steps=4", "matcher.batch_size=4",
             "refine.hidden=16", "refine.heads=2", "device=cpu", "eval.batch_size=64"]
 
 

@@ -18,6 +18,10 @@ def test_variants_switch_the_right_parts() -> None:
     v = ablation_variants(GeoConfig())
     assert not v["A"].loss.wasserstein.enabled and not v["A"].refine.enabled and v["A"].eval.rerank == "none"
     assert v["B"].loss.wasserstein.enabled and v["B"].refine.enabled and v["B"].eval.rerank == "k-reciprocal"
+    cfg = GeoConfig()
+    cfg.matcher.enabled, cfg.eval.register.method = True, "learned"
+    for c in ablation_variants(cfg).values():  # retrieval rows: nothing trained or run for registration
+        assert not c.matcher.enabled and not c.eval.register.enabled and c.eval.register.method == "cfog"
 
 
 def test_summary_mean_and_std_by_hand() -> None:
@@ -35,7 +39,8 @@ def test_summary_mean_and_std_by_hand() -> None:
 
 def test_ablation_command_writes_one_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scene = geo_write_scene(tmp_path / "scene", seed=5)
-    sets = [a for kv in TINY + ["optim.epochs=1", "refine.epochs=1"] for a in ("--set", kv)]
+    sets = [a for kv in TINY + ["optim.epochs=1", "refine.epochs=1", "matcher.steps=4", "matcher.batch_size=4"]
+            for a in ("--set", kv)]
     out = tmp_path / "abl"
     assert main(["geo", "ablate", "--config", str(REPO / "configs" / "geo_demo.yaml"), "--data", str(scene),
                  "--out", str(out), "--quiet", *sets]) == 0

@@ -32,7 +32,7 @@ from sarbridge.tasks.geo.run import load_localisation, train_geo
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = ["data.patch_size=32", "data.image_size=[24,24]", "data.queries=60", "data.batch_size=16",
-        "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=1", "refine.epochs=1",
+        "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=1", "refine.epochs=1", "matcher.steps=4", "matcher.batch_size=4",
         "refine.hidden=16", "refine.heads=2", "device=cpu", "eval.batch_size=64"]
 
 

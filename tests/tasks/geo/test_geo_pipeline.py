@@ -22,7 +22,7 @@ from sarbridge.tasks.geo.run import load_localisation, train_geo
 from sarbridge.tasks.geo.train import area_views, in_batch_refinement
 
 TINY = ["data.patch_size=32", "data.image_size=[32,32]", "data.queries=120", "data.batch_size=16",
-        "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=2", "refine.epochs=2",
+        "model.embed_dim=32", "loss.wasserstein.hidden=16", "optim.epochs=2", "refine.epochs=2", "matcher.steps=4", "matcher.batch_size=4",
         "refine.hidden=16", "refine.heads=2", "device=cpu", "eval.batch_size=64"]
 REPO = Path(__file__).resolve().parents[3]
 # the published GNN re-ranking (adjacency form, k1/k2 = 26/7) on this seeded run, measured when it became

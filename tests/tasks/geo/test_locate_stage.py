@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from affine import Affine
 from test_registered_stage import textured_scene
 
@@ -20,15 +22,15 @@ from sarbridge.tasks.geo.map_index import build_geo_index
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = ["data.patch_size=32", "data.image_size=[32,32]", "model.embed_dim=32", "refine.hidden=16", "refine.heads=2",
-        "device=cpu", "eval.register.coarse=1"]
+        "device=cpu", "eval.register.coarse=1", "eval.register.method=cfog", "matcher.enabled=false"]
 
 
-def _bundle(tmp_path: Path, choice: dict | None, *extra: str) -> tuple[Path, Path]:
+def _bundle(tmp_path: Path, choice: dict | None, *extra: str, matcher: Any = None) -> tuple[Path, Path]:
     scene = textured_scene(tmp_path / "scene")
     cfg = load_geo_config(REPO / "configs" / "geo_demo.yaml", [f"data.root={scene}", *TINY, *extra])
     info = {"patch_size_m": 16.0, **({"stage_choice": choice} if choice else {})}
     model = save_geo_model(tmp_path / "geo_model.pt", cfg, build_encoder(cfg, load_pretrained=False),
-                           build_refiner(cfg, 16.0), info)
+                           build_refiner(cfg, 16.0), info, matcher)
     index = build_geo_index(scene / "optical.tif", model, tmp_path / "index", device="cpu", progress=False)
     return scene, index
 
@@ -126,3 +128,20 @@ def test_locate_registers_in_a_map_indexed_from_a_folder_of_tiles(tmp_path: Path
     assert reg["registered"] and res["check_error_m"] < 0.5
     single = GeoLocator(tmp_path / "index", "cpu").locate(query, register=True)["registration"]
     assert (reg["x"], reg["y"]) == pytest.approx((single["x"], single["y"]), abs=1e-6)
+
+
+def test_locate_registers_with_the_bundles_learned_matcher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sarbridge.tasks.geo.register.dense_matcher import DenseMatcher
+
+    torch.manual_seed(0)
+    scene, index = _bundle(tmp_path, None, "eval.register.top_k=25", "matcher.enabled=true",
+                           "eval.register.method=learned", matcher=DenseMatcher(4, 4).eval())
+    query = _query(scene, tmp_path / "q.tif", 45, 70)
+    assert main(["geo", "locate", "--index", str(index), "--query", str(query), "--json", "--register"]) == 0
+    reg = json.loads(capsys.readouterr().out)["registration"]
+    assert reg["method"] == "learned" and np.isfinite(reg["confidence"]) and reg["candidate"] >= 1
+    # a bundle that names the learned method but holds no matcher: one line, exit 2
+    scene, index = _bundle(tmp_path / "none", None, "matcher.enabled=true", "eval.register.method=learned")
+    assert main(["geo", "locate", "--index", str(index), "--query", str(_query(scene, tmp_path / "q2.tif", 45, 70)),
+                 "--register"]) == 2
+    assert "needs the dense matcher" in capsys.readouterr().err

@@ -238,7 +238,7 @@ def locate_registration(locator: GeoLocator, res: dict[str, Any], pixels: np.nda
     lon, lat = (float(v) for v in reg.raster.to_lonlat(x, y))
     calibrated = calibrated_radius((c or {}).get("radius"), float(out.confidence)) if kept else None
     radius = max(gsd, calibrated) if calibrated is not None else gsd
-    basis = (f"{100 * RADIUS_QUANTILE:.0f} % of the validation registrations at least this confident were within it"
+    basis = (f"{100 * RADIUS_QUANTILE:.0f} % of the validation registrations of about this confidence were within it"
              if calibrated is not None else "one map pixel (no validation calibration of the radius in this bundle)")
     if kept:
         note = f"registered in the window of candidate {out.candidate + 1} (confidence {out.confidence:.3f} >= {threshold:.3f})"

@@ -84,7 +84,7 @@ def stage_lines(metrics: dict[str, Any]) -> list[str]:
     registered = metrics.get("registered")
     if isinstance(registered, dict) and "radius_coverage" in registered:
         lines.append(f"The error radius geo locate gives a kept registration (the {100 * RADIUS_QUANTILE:.0f}th percentile "
-                     "of the errors of the validation registrations at least as confident) has a median of "
+                     "of the errors of the validation registrations nearest in confidence) has a median of "
                      f"{registered['median_radius_m']:.1f} m here and held for {registered['radius_coverage']:.1f} % of the kept "
                      f"registrations (calibrated for {100 * RADIUS_QUANTILE:.0f} %).")
     return lines
