@@ -4,7 +4,8 @@
 was cut from (``meta["map"]``) and registers each SAR query in windows around its best ``top_k``
 retrieval cells (the cell's footprint plus ``margin`` map pixels) with
 :func:`~sarbridge.tasks.geo.register.stage.register_in_map` (``cfog`` / ``ncc``, coarse-to-fine) or
-with the trained encoder's dense feature maps (``features``). The raw answers
+with the trained encoder's dense feature maps (``features``) or the learned dense matcher trained
+with the model (``learned``, :mod:`~sarbridge.tasks.geo.register.dense_matcher`). The raw answers
 (:class:`QueryRegistrations`: best position, confidence, per-window costs, the best window's cost
 surface) are kept, so a confidence threshold can be swept on validation queries without
 registering again (:func:`sarbridge.tasks.geo.evaluate.registered_result`).
@@ -135,16 +136,17 @@ class MapRegistrar:
 
     Args:
         map_path: the optical map (raster file, VRT or folder of GeoTIFF tiles).
-        method: ``cfog``, ``ncc`` or ``features``.
+        method: ``cfog``, ``ncc``, ``features`` or ``learned``.
         margin: map pixels searched on every side of a candidate cell (None: half a patch).
         coarse: resolution reduction of the exhaustive search (1: full resolution); lowered to 1
             when the reduced query would be smaller than the descriptor's support.
         device: where to compute.
         encoder: the trained :class:`~sarbridge.tasks.geo.model.GeoEmbeddingNet` (``features`` only).
         spec: its preprocessing (``features`` only).
+        matcher: the trained :class:`~sarbridge.tasks.geo.register.dense_matcher.DenseMatcher` (``learned`` only).
 
     Raises:
-        ConfigError: an unknown method, or ``features`` without an encoder or with a backbone that
+        ConfigError: an unknown method, ``learned`` without a matcher, or ``features`` without an encoder or with a backbone that
             has no dense intermediate features.
         DataError: the map cannot be opened, or has more bands than an intensity descriptor uses.
     """
@@ -268,6 +270,7 @@ class MapRegistrar:
             qf = self.matcher.features(resize_to(query_db(sar), h, w), SAR)
             union = union_box(boxes)
             if len(boxes) > 1 and box_area(union) <= UNION_SEARCH_SHARE * sum(box_area(b) for b in boxes):
+                # the union search needs only the query's size here: the features are the query
                 return self._register_union(np.zeros((h, w), np.float32), boxes, union, STRIDE,
                                             search=lambda box: self._learned(qf, [box])), boxes
             res = self._learned(qf, boxes)
@@ -310,7 +313,8 @@ class MapRegistrar:
         ``1 / overlap`` of the work. Every candidate's cost and position are its window's part of
         the surface (coarse pixels with ``factor`` > 1; the best candidate's position is the fine one);
         the best match is the one with the lowest cost in any window (positions in the gaps between
-        windows are not searched)."""
+        windows are not searched). ``search(box)`` replaces the coarse-to-fine search of the box (the
+        learned matcher's, on its 4-pixel grid: ``factor`` is then its stride)."""
         h, w = q.shape
         res = search(union) if search is not None else \
             register_coarse_to_fine(q, [self.window_image(union)], self.method, factor=factor,
