@@ -146,8 +146,8 @@ class MapRegistrar:
         matcher: the trained :class:`~sarbridge.tasks.geo.register.dense_matcher.DenseMatcher` (``learned`` only).
 
     Raises:
-        ConfigError: an unknown method, ``learned`` without a matcher, or ``features`` without an encoder or with a backbone that
-            has no dense intermediate features.
+        ConfigError: an unknown method, ``learned`` without a matcher, or ``features`` without an
+            encoder or with a backbone that has no dense intermediate features.
         DataError: the map cannot be opened, or has more bands than an intensity descriptor uses.
     """
 
