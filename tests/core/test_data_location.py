@@ -33,6 +33,18 @@ def test_digest_follows_names_and_sizes_not_places(tmp_path: Path) -> None:
     (copy / "a" / "x.png").rename(copy / "a" / "z.png")  # renamed
     assert data_digest(copy) != d
     assert data_digest(tmp_path / "nowhere") is None and data_digest("") is None and data_digest(None) is None
+    (tmp_path / "empty").mkdir()
+    assert data_digest(tmp_path / "empty") is None  # no files: nothing to recognise a moved copy by
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "a").symlink_to(src / "a", target_is_directory=True)  # a root made of links is followed
+    (linked / "top.csv").write_text("id\n")
+    (linked / "loop").symlink_to(linked, target_is_directory=True)  # and a link loop ends
+    assert data_digest(linked) == d
+    (copy / "a" / "z.png").rename(copy / "a" / "x.png")
+    (copy / "geo_cache").mkdir()
+    (copy / "geo_cache" / "x.npy").write_bytes(b"1")
+    assert data_digest(copy) == d  # cache folders (by name) are not the data
     single = data_digest(src / "top.csv")
     assert single == {"digest": single["digest"], "files": 1}
     assert data_digest([str(src / "top.csv"), str(src)]) not in (None, d, single)  # lists of paths

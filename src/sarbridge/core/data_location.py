@@ -3,7 +3,7 @@
 A run folder records, beside its ``config.yaml``, a digest of the files behind every data-path key
 of its config (:data:`DATA_PATH_KEYS`) in ``data_paths.json``: per key the path(s) given and a
 sha256 over the files' paths relative to that path plus their sizes (no pixels read, no modification
-times, hidden and ``cache*`` folders left out), so a copied or moved dataset keeps its digest and an
+times, hidden folders and folders whose name contains ``cache`` left out; linked folders followed), so a copied or moved dataset keeps its digest and an
 edited one (files added, removed, renamed or resized) does not. ``--resume`` with a data path that
 differs from the run's is accepted only when the digest at the new place equals the recorded one
 (:func:`moved_data`); the move is then recorded like any other change of a resumed run.
@@ -20,7 +20,7 @@ from typing import Any
 
 from sarbridge.core.utils import atomic_write_text
 
-__all__ = ["DATA_PATH_KEYS", "RECORD", "data_digest", "moved_data", "read_record", "write_record"]
+__all__ = ["DATA_PATH_KEYS", "RECORD", "data_digest", "moved_data", "read_record", "update_record", "write_record"]
 
 #: config keys (flattened) that name where a run reads its data from
 DATA_PATH_KEYS: tuple[str, ...] = ("data.root", "data.map", "data.sar")
@@ -32,8 +32,14 @@ def _files(root: Path) -> list[tuple[str, int]]:
     if root.is_file():
         return [(root.name, root.stat().st_size)]
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not d.lower().startswith("cache"))
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # linked folders are part of the data
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link loop
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and "cache" not in d.lower())
         for name in filenames:
             if name.startswith("."):
                 continue
@@ -51,7 +57,7 @@ def data_digest(value: Any) -> dict[str, Any] | None:
 
     Returns:
         ``{"digest": sha256 hex, "files": count}``, or None when ``value`` is empty or names
-        nothing that exists.
+        nothing that exists or no files.
     """
     given = [value] if isinstance(value, (str, os.PathLike)) else list(value or [])
     paths = [Path(p) for p in given if str(p)]
@@ -63,7 +69,7 @@ def data_digest(value: Any) -> dict[str, Any] | None:
         for rel, size in _files(p):
             h.update(f"{i}\t{rel}\t{size}\n".encode())
             count += 1
-    return {"digest": h.hexdigest(), "files": count}
+    return {"digest": h.hexdigest(), "files": count} if count else None
 
 
 def write_record(out: str | Path, flat_config: Mapping[str, Any]) -> None:
@@ -74,6 +80,16 @@ def write_record(out: str | Path, flat_config: Mapping[str, Any]) -> None:
     rows = {}
     for key in DATA_PATH_KEYS:
         value = flat_config.get(key)
+        digest = data_digest(value)
+        if digest is not None:
+            rows[key] = {"path": value, **digest}
+    atomic_write_text(Path(out) / RECORD, json.dumps(rows, indent=2, default=str) + "\n")
+
+
+def update_record(out: str | Path, moves: dict[str, Any]) -> None:
+    """Point the rows of moved keys (``{key: new path}``) at their new place, keeping every other row."""
+    rows = read_record(out)
+    for key, value in moves.items():
         digest = data_digest(value)
         if digest is not None:
             rows[key] = {"path": value, **digest}

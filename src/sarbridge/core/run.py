@@ -26,7 +26,8 @@ trainer then decays the LR from where it is to the floor over the new remaining 
 it computes). A data path (:data:`~sarbridge.core.data_location.DATA_PATH_KEYS`) may differ when the
 files there are the ones the run started with (``data_paths.json``, written beside ``config.yaml``):
 the dataset was moved, not changed. An allowed change or move is recorded in ``config_history.jsonl`` (time, key, old, new, command),
-in ``train_log.jsonl`` (a ``schedule_changed`` line) and in the rewritten ``config.yaml``. A finished
+in ``train_log.jsonl`` (a ``schedule_changed`` line, run-length changes only) and in the rewritten
+``config.yaml``. A finished
 run (``metrics.json`` written) resumed without a change is left untouched: "already finished".
 
 Resume rules (``resume_missing``) when ``--resume`` finds no ``marker``: ``"load"`` lets the trainer
@@ -48,7 +49,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import torch
 
 from sarbridge.core.config import OptimConfig, RuntimeConfig, config_to_dict, save_config
-from sarbridge.core.data_location import DATA_PATH_KEYS, RECORD, moved_data, write_record
+from sarbridge.core.data_location import DATA_PATH_KEYS, RECORD, moved_data, read_record, update_record, write_record
 from sarbridge.core.distributed import DistContext, barrier, init_distributed
 from sarbridge.core.errors import ConfigError, SarbridgeError
 from sarbridge.core.trainer import StepCallback, Trainer, TrainTask
@@ -166,7 +167,7 @@ class ResumePlan(Generic[_C]):
         atomic_write_text(path, old + "".join(r + "\n" for r in rows))
         if self.moves:
             save_config(self.cfg, Path(out) / "config.yaml")
-            write_record(out, _flat(config_to_dict(self.cfg)))
+            update_record(out, {k: b for k, _, b in self.moves})
 
 
 def plan_resume(out: str | Path, load: Callable[[str | Path | None, list[str]], _C], overrides: Sequence[str] = (),
@@ -202,7 +203,9 @@ def plan_resume(out: str | Path, load: Callable[[str | Path | None, list[str]], 
     notes: list[str] = []
     old, new = _flat(config_to_dict(stored)), _flat(config_to_dict(wanted))
     changed = [k for k in new if k in old and new[k] != old[k] and not _free(k)]
-    for k in DATA_PATH_KEYS:  # before anything is recorded: a resume that cannot read its data changes nothing
+    recorded = read_record(run)
+    for k in [k for k in DATA_PATH_KEYS if k in recorded or (k in old and new.get(k) != old[k])]:
+        # before anything is recorded: a resume that cannot read its data changes nothing
         missing = [p for p in ([new.get(k)] if isinstance(new.get(k), str) else list(new.get(k) or [])) if p and not Path(p).exists()]
         if missing:
             raise ConfigError(f"--resume: {k} '{missing[0]}' not found", "point it at the run's data (--data), "

@@ -101,6 +101,11 @@ def test_training_refuses_what_it_cannot_use() -> None:
         train_dense_matcher([], lambda b: opt, opt.shape)
     with pytest.raises(DataError, match="too small"):
         train_dense_matcher([MatcherSample(np.zeros((20, 20), np.float32), 0, 0)], lambda b: opt, opt.shape)
+    bad = np.zeros((40, 40), np.float32)
+    bad[3, 3] = np.nan
+    with pytest.raises(DataError, match="not finite"):
+        train_dense_matcher([MatcherSample(bad, 0, 0)], lambda b: opt[b[0] : b[2], b[1] : b[3]], opt.shape, steps=2,
+                            batch_size=2, channels=4, dim=4, margin=8)
     with pytest.raises(DataError, match="too small for training windows"):
         train_dense_matcher([MatcherSample(np.zeros((96, 96), np.float32), 0, 0)], lambda b: opt, (86, 86), margin=64)
 

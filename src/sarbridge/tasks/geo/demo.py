@@ -33,6 +33,16 @@ def geo_demo_config_path() -> Path:
     return resource_path("geo_demo.yaml")
 
 
+def _index_of(index: Path, map_path: Path) -> bool:
+    """Whether ``index`` is a finished index of ``map_path`` (a demo folder that was moved keeps an
+    index of the old place: it is built again)."""
+    try:
+        info = json.loads((index / "manifest.json").read_text(encoding="utf-8")).get("info") or {}
+    except (OSError, ValueError):
+        return False
+    return Path(str(info.get("map", ""))).resolve() == map_path.resolve()
+
+
 def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: int = 1024, seed: int = 0,
                  progress: bool = True, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Generate, train, index, locate and evaluate.
@@ -91,7 +101,7 @@ def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: 
     else:
         metrics = train_geo(cfg, out, resume=trained, overwrite=not trained, progress=progress, data=data)
     index = out / "index"
-    if not (resume and (index / "manifest.json").is_file()):
+    if not (resume and _index_of(index, scene / "optical.tif")):
         build_geo_index(scene / "optical.tif", out / "geo_model.pt", index, overwrite=True, progress=progress)
     test = [q for q in data.queries if q.split == "test"]
     q = test[int(np.random.default_rng(seed).integers(len(test)))]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sarbridge.core.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from sarbridge.core.errors import DataError
 from sarbridge.tasks.geo.config import GeoConfig
 from sarbridge.tasks.geo.patches import GeoQuery, LocalisationData
 from sarbridge.tasks.geo.register.dense_matcher import DenseMatcher, MatcherSample, train_dense_matcher
@@ -31,12 +32,20 @@ MATCHER_TASK = "geo-matcher"
 
 def matcher_samples(registrar: MapRegistrar, queries: Sequence[GeoQuery]) -> list[MatcherSample]:
     """The training samples of queries cut from the registrar's map: SAR in dB at map resolution
-    and the top-left map pixel."""
+    and the top-left map pixel.
+
+    Raises:
+        DataError: a query with NaN/inf pixels (named).
+    """
     out = []
     for q in queries:
         r0, c0, fh, fw = registrar.footprint_box(q.footprint)
         h, w = max(1, round(fh)), max(1, round(fw))
-        out.append(MatcherSample(resize_to(query_db(np.asarray(q.load())), h, w), int(round(r0)), int(round(c0))))
+        sar = resize_to(query_db(np.asarray(q.load())), h, w)
+        if not np.isfinite(sar).all():
+            raise DataError(f"training query {q.source} holds no-data (NaN/inf) pixels, which the dense matcher "
+                            "cannot train on", "fill or mask the no-data area of the SAR raster, or set matcher.enabled=false")
+        out.append(MatcherSample(sar, int(round(r0)), int(round(c0))))
     return out
 
 

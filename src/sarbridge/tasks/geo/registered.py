@@ -112,7 +112,8 @@ def add_registered_stage(metrics: dict[str, Any], results: dict[str, RankedResul
     err = np.linalg.norm(res.pred_xy - view.query_xy(res.queries), axis=1)
     calibration = radius_calibration(regs.confidence[kept], err[kept]) if choose else (choice or {}).get("radius")
     if calibration and kept.any():  # how often the error radius holds (on validation: by construction ~68 %)
-        radii = np.array([calibrated_radius(calibration, float(c)) for c in regs.confidence[kept]])
+        gsd = float(max(registrar.raster.gsd))  # as geo locate: never less than a map pixel
+        radii = np.array([max(gsd, calibrated_radius(calibration, float(c)) or gsd) for c in regs.confidence[kept]])
         m["radius_coverage"] = float(np.mean(err[kept] <= radii) * 100.0)
         m["median_radius_m"] = float(np.median(radii))
     m["top1_base"] = metrics[base]["top1"]

@@ -146,7 +146,7 @@ def _draw(samples: Sequence[MatcherSample], read: Callable[[tuple[int, int, int,
         n = (side - crop) // STRIDE
         qs.append(torch.as_tensor(s.sar[qr:qr + crop, qc:qc + crop], dtype=torch.float32))
         ws.append(torch.as_tensor(read((wr, wc, wr + side, wc + side)), dtype=torch.float32))
-        tg.append((min(n, round((tr - wr) / STRIDE)), min(n, round((tc - wc) / STRIDE))))
+        tg.append((min(n, max(0, round((tr - wr) / STRIDE))), min(n, max(0, round((tc - wc) / STRIDE)))))
     return torch.stack(qs)[:, None], torch.stack(ws)[:, None], torch.tensor(tg, dtype=torch.long)
 
 
@@ -177,7 +177,8 @@ def train_dense_matcher(samples: Sequence[MatcherSample], read: Callable[[tuple[
         percent) averaged over the last tenth of the steps.
 
     Raises:
-        DataError: no samples, queries smaller than 32 px, or a map smaller than a training window.
+        DataError: no samples, queries smaller than 32 px, a map too small for training windows, or
+            a loss that is not finite (no-data pixels, a learning rate too high).
     """
     if not samples:
         raise DataError("no training queries to train the dense matcher on", "check data.fractions / data.queries")
@@ -204,6 +205,9 @@ def train_dense_matcher(samples: Sequence[MatcherSample], read: Callable[[tuple[
     for step in bar:
         q, w, t = _draw(samples, read, shape, crop, margin, batch_size, rng)
         loss, hit = matcher_loss(model, q.to(dev), w.to(dev), t.to(dev))
+        if not torch.isfinite(loss):
+            raise DataError(f"the dense matcher's loss is not finite at step {step} (NaN/inf pixels in the map "
+                            "or the queries, or a learning rate too high)", "check the data, or lower matcher.lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

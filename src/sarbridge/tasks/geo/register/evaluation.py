@@ -301,8 +301,8 @@ class MapRegistrar:
         """The dense matcher's search of query features ``qf`` in the windows ``boxes`` (positions in
         map pixels relative to each window; surfaces on the 4-pixel feature grid)."""
         wins = [self._read("learned", box) for box in boxes]
-        return register(qf, wins, "features", similarity="ssd", stride=STRIDE,
-                        origins=[(b[0], b[1]) for b in boxes], exclude=2, device=self.device)
+        return register(qf, wins, "features", similarity="ssd", stride=STRIDE,  # exclude: as the union search
+                        origins=[(b[0], b[1]) for b in boxes], exclude=4, device=self.device)
 
     def _register_union(self, q: np.ndarray, boxes: list[tuple[int, int, int, int]],
                         union: tuple[int, int, int, int], factor: int,
