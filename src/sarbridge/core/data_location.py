@@ -20,7 +20,7 @@ from typing import Any
 
 from sarbridge.core.utils import atomic_write_text
 
-__all__ = ["DATA_PATH_KEYS", "RECORD", "data_digest", "moved_data", "read_record", "update_record", "write_record"]
+__all__ = ["DATA_PATH_KEYS", "RECORD", "data_digest", "data_paths", "moved_data", "read_record", "update_record", "write_record"]
 
 #: config keys (flattened) that name where a run reads its data from
 DATA_PATH_KEYS: tuple[str, ...] = ("data.root", "data.map", "data.sar")
@@ -49,6 +49,12 @@ def _files(root: Path) -> list[tuple[str, int]]:
     return sorted(out)
 
 
+def data_paths(value: Any) -> list[Path]:
+    """The paths a data-path key's value names: one path, a list of them, or none (empty values)."""
+    given = [value] if isinstance(value, (str, os.PathLike)) else list(value or [])
+    return [Path(p) for p in given if str(p)]
+
+
 def data_digest(value: Any) -> dict[str, Any] | None:
     """The digest of the file or folder (or list of them) a data-path key names.
 
@@ -59,8 +65,7 @@ def data_digest(value: Any) -> dict[str, Any] | None:
         ``{"digest": sha256 hex, "files": count}``, or None when ``value`` is empty or names
         nothing that exists or no files.
     """
-    given = [value] if isinstance(value, (str, os.PathLike)) else list(value or [])
-    paths = [Path(p) for p in given if str(p)]
+    paths = data_paths(value)
     if not paths or not all(p.exists() for p in paths):
         return None
     h = hashlib.sha256()
@@ -72,28 +77,31 @@ def data_digest(value: Any) -> dict[str, Any] | None:
     return {"digest": h.hexdigest(), "files": count} if count else None
 
 
+def _rows(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Record rows ``{key: {"path", "digest", "files"}}`` of the values that name existing files."""
+    rows = {}
+    for key, value in values.items():
+        digest = data_digest(value)
+        if digest is not None:
+            rows[key] = {"path": value, **digest}
+    return rows
+
+
+def _write(out: str | Path, rows: Mapping[str, Any]) -> None:
+    atomic_write_text(Path(out) / RECORD, json.dumps(rows, indent=2, default=str) + "\n")
+
+
 def write_record(out: str | Path, flat_config: Mapping[str, Any]) -> None:
     """Write ``out/data_paths.json`` for the data-path keys of a flattened config (atomically).
 
     Keys without a value or naming nothing that exists are left out.
     """
-    rows = {}
-    for key in DATA_PATH_KEYS:
-        value = flat_config.get(key)
-        digest = data_digest(value)
-        if digest is not None:
-            rows[key] = {"path": value, **digest}
-    atomic_write_text(Path(out) / RECORD, json.dumps(rows, indent=2, default=str) + "\n")
+    _write(out, _rows({key: flat_config.get(key) for key in DATA_PATH_KEYS}))
 
 
 def update_record(out: str | Path, moves: dict[str, Any]) -> None:
     """Point the rows of moved keys (``{key: new path}``) at their new place, keeping every other row."""
-    rows = read_record(out)
-    for key, value in moves.items():
-        digest = data_digest(value)
-        if digest is not None:
-            rows[key] = {"path": value, **digest}
-    atomic_write_text(Path(out) / RECORD, json.dumps(rows, indent=2, default=str) + "\n")
+    _write(out, {**read_record(out), **_rows(moves)})
 
 
 def read_record(out: str | Path) -> dict[str, Any]:

@@ -49,7 +49,15 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import torch
 
 from sarbridge.core.config import OptimConfig, RuntimeConfig, config_to_dict, save_config
-from sarbridge.core.data_location import DATA_PATH_KEYS, RECORD, moved_data, read_record, update_record, write_record
+from sarbridge.core.data_location import (
+    DATA_PATH_KEYS,
+    RECORD,
+    data_paths,
+    moved_data,
+    read_record,
+    update_record,
+    write_record,
+)
 from sarbridge.core.distributed import DistContext, barrier, init_distributed
 from sarbridge.core.errors import ConfigError, SarbridgeError
 from sarbridge.core.trainer import StepCallback, Trainer, TrainTask
@@ -206,7 +214,7 @@ def plan_resume(out: str | Path, load: Callable[[str | Path | None, list[str]], 
     recorded = read_record(run)
     for k in [k for k in DATA_PATH_KEYS if k in recorded or (k in old and new.get(k) != old[k])]:
         # before anything is recorded: a resume that cannot read its data changes nothing
-        missing = [p for p in ([new.get(k)] if isinstance(new.get(k), str) else list(new.get(k) or [])) if p and not Path(p).exists()]
+        missing = [p for p in data_paths(new.get(k)) if not p.exists()]
         if missing:
             raise ConfigError(f"--resume: {k} '{missing[0]}' not found", "point it at the run's data (--data), "
                               f"as recorded in {run / RECORD}")

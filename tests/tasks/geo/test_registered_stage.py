@@ -44,14 +44,18 @@ def oracle_coarse(data, queries) -> RankedResult:
     return RankedResult(list(queries), ranked_arr, scores, data.reference_xy()[ranked_arr[:, 0]])
 
 
-def test_registered_stage_finds_the_metre_level_position(tmp_path: Path) -> None:
-    """Queries at arbitrary offsets: the target cell's centre is metres off, the registration ~0."""
+def _oracle_stage(tmp_path: Path, count: int):  # noqa: ANN202 - (data, queries, coarse, metrics)
+    """``count`` arbitrary-offset queries of a textured scene with the oracle retrieval as the coarse stage."""
     scene = textured_scene(tmp_path / "scene")
     data = build_map_localisation(read_georaster(scene / "optical.tif"), read_georaster(scene / "sar.tif"),
-                                  patch_size=32, setting="arbitrary", count=12, seed=3)
-    queries = data.queries
-    coarse = oracle_coarse(data, queries)
-    metrics = {"coarse": metrics_of(coarse, data)}
+                                  patch_size=32, setting="arbitrary", count=count, seed=3)
+    coarse = oracle_coarse(data, data.queries)
+    return data, data.queries, coarse, {"coarse": metrics_of(coarse, data)}
+
+
+def test_registered_stage_finds_the_metre_level_position(tmp_path: Path) -> None:
+    """Queries at arbitrary offsets: the target cell's centre is metres off, the registration ~0."""
+    data, queries, coarse, metrics = _oracle_stage(tmp_path, 12)
     results = {"coarse": coarse}
     out = add_registered_stage(metrics, results, data, queries, RegisterConfig(top_k=2, coarse=1), "cpu",
                                None, None, None)
@@ -183,12 +187,7 @@ def test_error_radius_is_a_quantile_of_the_nearest_validation_errors() -> None:
 
 
 def test_validation_choice_records_the_radius_and_evaluation_reports_its_coverage(tmp_path: Path) -> None:
-    scene = textured_scene(tmp_path / "scene")
-    data = build_map_localisation(read_georaster(scene / "optical.tif"), read_georaster(scene / "sar.tif"),
-                                  patch_size=32, setting="arbitrary", count=20, seed=3)
-    queries = data.queries
-    coarse = oracle_coarse(data, queries)
-    metrics = {"coarse": metrics_of(coarse, data)}
+    data, queries, coarse, metrics = _oracle_stage(tmp_path, 20)
     assert add_registered_stage(metrics, {"coarse": coarse}, data, queries, RegisterConfig(top_k=2, coarse=1), "cpu",
                                 None, None, None, choose=True) is not None
     choice = metrics["meta"]["stage_choice"]

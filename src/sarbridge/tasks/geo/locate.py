@@ -236,8 +236,8 @@ def locate_registration(locator: GeoLocator, res: dict[str, Any], pixels: np.nda
     kept = bool(out.confidence >= threshold)
     gsd = float(max(reg.raster.gsd))
     lon, lat = (float(v) for v in reg.raster.to_lonlat(x, y))
-    calibrated = calibrated_radius((c or {}).get("radius"), float(out.confidence)) if kept else None
-    radius = max(gsd, calibrated) if calibrated is not None else gsd
+    calibrated = calibrated_radius((c or {}).get("radius"), float(out.confidence), floor=gsd) if kept else None
+    radius = calibrated if calibrated is not None else gsd
     basis = (f"{100 * RADIUS_QUANTILE:.0f} % of the validation registrations of about this confidence were within it"
              if calibrated is not None else "one map pixel (no validation calibration of the radius in this bundle)")
     if kept:

@@ -113,7 +113,7 @@ def add_registered_stage(metrics: dict[str, Any], results: dict[str, RankedResul
     calibration = radius_calibration(regs.confidence[kept], err[kept]) if choose else (choice or {}).get("radius")
     if calibration and kept.any():  # how often the error radius holds (on validation: by construction ~68 %)
         gsd = float(max(registrar.raster.gsd))  # as geo locate: never less than a map pixel
-        radii = np.array([max(gsd, calibrated_radius(calibration, float(c)) or gsd) for c in regs.confidence[kept]])
+        radii = np.array([calibrated_radius(calibration, float(c), floor=gsd) or gsd for c in regs.confidence[kept]])
         m["radius_coverage"] = float(np.mean(err[kept] <= radii) * 100.0)
         m["median_radius_m"] = float(np.median(radii))
     m["top1_base"] = metrics[base]["top1"]

@@ -155,10 +155,10 @@ def radius_calibration(confidence: np.ndarray, error_m: np.ndarray) -> dict[str,
             "quantile": RADIUS_QUANTILE, "min_queries": RADIUS_MIN_QUERIES}
 
 
-def calibrated_radius(calibration: dict[str, Any] | None, confidence: float) -> float | None:
+def calibrated_radius(calibration: dict[str, Any] | None, confidence: float, floor: float = 0.0) -> float | None:
     """Error radius of a registration with ``confidence``: the :data:`RADIUS_QUANTILE` quantile of the
     errors of the ``min_queries`` validation registrations nearest to it in confidence (ties: the more
-    confident first).
+    confident first), at least ``floor`` (e.g. one map pixel).
 
     Returns:
         The radius in metres, or None without a calibration.
@@ -169,4 +169,4 @@ def calibrated_radius(calibration: dict[str, Any] | None, confidence: float) -> 
     err = np.asarray(calibration["error_m"], dtype=np.float64)
     k = min(int(calibration.get("min_queries", RADIUS_MIN_QUERIES)), len(err))
     nearest = np.argsort(np.abs(conf - float(confidence)), kind="stable")[:k]
-    return float(np.quantile(err[nearest], float(calibration.get("quantile", RADIUS_QUANTILE))))
+    return max(float(floor), float(np.quantile(err[nearest], float(calibration.get("quantile", RADIUS_QUANTILE)))))

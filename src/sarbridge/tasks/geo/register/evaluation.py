@@ -270,9 +270,7 @@ class MapRegistrar:
             qf = self.matcher.features(resize_to(query_db(sar), h, w), SAR)
             union = union_box(boxes)
             if len(boxes) > 1 and box_area(union) <= UNION_SEARCH_SHARE * sum(box_area(b) for b in boxes):
-                # the union search needs only the query's size here: the features are the query
-                return self._register_union(np.zeros((h, w), np.float32), boxes, union, STRIDE,
-                                            search=lambda box: self._learned(qf, [box])), boxes
+                return self._register_union((h, w), boxes, union, STRIDE, lambda box: self._learned(qf, [box])), boxes
             res = self._learned(qf, boxes)
             rows, cols = res.rows, res.cols
         elif self.method == "features":  # the encoder takes the raw pixels its preprocessing expects
@@ -287,7 +285,8 @@ class MapRegistrar:
                 factor -= 1
             union = union_box(boxes)
             if len(boxes) > 1 and box_area(union) <= UNION_SEARCH_SHARE * sum(box_area(b) for b in boxes):
-                return self._register_union(q, boxes, union, factor), boxes
+                return self._register_union(q.shape, boxes, union, factor, lambda box: register_coarse_to_fine(
+                    q, [self.window_image(box)], self.method, factor=factor, origins=[box[:2]], device=self.device)), boxes
             wins = [self.window_image(box) for box in boxes]
             res = register_coarse_to_fine(q, wins, self.method, factor=factor, origins=[b[:2] for b in boxes],
                                           device=self.device)
@@ -304,21 +303,19 @@ class MapRegistrar:
         return register(qf, wins, "features", similarity="ssd", stride=STRIDE,  # exclude: as the union search
                         origins=[(b[0], b[1]) for b in boxes], exclude=4, device=self.device)
 
-    def _register_union(self, q: np.ndarray, boxes: list[tuple[int, int, int, int]],
+    def _register_union(self, size: tuple[int, int], boxes: list[tuple[int, int, int, int]],
                         union: tuple[int, int, int, int], factor: int,
-                        search: Callable[[tuple[int, int, int, int]], RegistrationResult] | None = None
-                        ) -> RegistrationResult:
+                        search: Callable[[tuple[int, int, int, int]], RegistrationResult]) -> RegistrationResult:
         """One search in the bounding box of heavily overlapping candidate windows (the answer of
         :meth:`register_pixels`, map pixels): the same positions as searching each window, about
         ``1 / overlap`` of the work. Every candidate's cost and position are its window's part of
         the surface (coarse pixels with ``factor`` > 1; the best candidate's position is the fine one);
         the best match is the one with the lowest cost in any window (positions in the gaps between
-        windows are not searched). ``search(box)`` replaces the coarse-to-fine search of the box (the
-        learned matcher's, on its 4-pixel grid: ``factor`` is then its stride)."""
-        h, w = q.shape
-        res = search(union) if search is not None else \
-            register_coarse_to_fine(q, [self.window_image(union)], self.method, factor=factor,
-                                    origins=[union[:2]], device=self.device)
+        windows are not searched). ``size`` is the query's (h, w) in map pixels; ``search(box)`` is the
+        exhaustive search of one box whose surface has an entry every ``factor`` map pixels (the
+        coarse-to-fine search, or the learned matcher's on its 4-pixel grid)."""
+        h, w = size
+        res = search(union)
         surface = res.surface[0]  # entry (i, j): the query's top-left at union + (i, j) * factor
         inside = torch.zeros_like(surface, dtype=torch.bool)
         parts, scores, rows, cols = [], np.full(len(boxes), np.inf), np.zeros(len(boxes)), np.zeros(len(boxes))
