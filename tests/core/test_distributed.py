@@ -27,6 +27,7 @@ from sarbridge.core.distributed import (
     gather_rows,
     init_distributed,
     shard_range,
+    shutdown,
     unwrap_model,
 )
 from sarbridge.core.trainer import Trainer
@@ -68,6 +69,8 @@ def test_single_process_context_needs_no_process_group(monkeypatch):
     assert torch.equal(gather_rows(x, 5, ctx), x)
     assert broadcast_object({"a": 1}, ctx=ctx) == {"a": 1}
     barrier(ctx)  # a no-op
+    shutdown()  # a no-op too: there is no group to leave
+    assert not torch.distributed.is_initialized()
 
 
 def test_unwrap_model_strips_compile_wrapper():
@@ -87,7 +90,7 @@ WORKER = textwrap.dedent(
     import torch
     import torch.distributed as dist
 
-    from sarbridge.core.distributed import gather_rows, init_distributed, shard_range
+    from sarbridge.core.distributed import gather_rows, init_distributed, shard_range, shutdown
     from sarbridge.tasks.reid.evaluate import extract_features
     from sarbridge.tasks.reid.task import ReIDTask, load_splits
     from sarbridge.core.trainer import Trainer
@@ -141,6 +144,9 @@ WORKER = textwrap.dedent(
     if ctx.rank == 0:
         torch.save({"feats": feats, "model": task.model.state_dict()}, out / "feats.pt")
     (out / f"report{ctx.rank}.json").write_text(json.dumps(report))
+    del trainer, task
+    shutdown()
+    assert not dist.is_initialized()
     """
 )
 

@@ -10,12 +10,14 @@ Helpers: :func:`barrier`, :func:`broadcast_object` (e.g. a model-selection decis
 :func:`shard_range` (contiguous, near-equal shares of N items), :func:`gather_rows` (per-rank
 feature rows back in the original order on every rank), :func:`all_reduce_gradients_` (average
 gradients of parameters updated outside DistributedDataParallel), :func:`broadcast_buffers_`
-and :func:`unwrap_model` (the plain module under DDP / ``torch.compile`` wrappers).
+and :func:`unwrap_model` (the plain module under DDP / ``torch.compile`` wrappers). A run that
+ends well calls :func:`shutdown` (all ranks wait for each other, then leave the group).
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -146,6 +148,24 @@ def cleanup() -> None:
     _CONTEXT = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def shutdown() -> None:
+    """End a successful multi-process run in order: free unreachable objects (DDP reducers hold
+    communication buckets), wait until every rank is done, then destroy the process group.
+
+    A rank that tears its group down while another is still communicating, or a group left to
+    interpreter finalization, can make the process abort at exit (gloo's ``terminate called
+    without an active exception``) after all its work is written. Call this at the end of the
+    normal path only: after an error, a barrier would wait for ranks that never arrive, so the
+    exit hook (:func:`cleanup`, no barrier) is left to run instead. A no-op without a group.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    cleanup()
 
 
 def _active(ctx: DistContext | None) -> DistContext | None:

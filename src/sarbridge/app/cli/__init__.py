@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _leave_process_group() -> None:
+    """After a command that succeeded under ``torchrun``: every rank waits for the others, then
+    leaves the group (:func:`sarbridge.core.distributed.shutdown`). Commands that never touched
+    the distributed module pay nothing (it is not even imported)."""
+    if "sarbridge.core.distributed" in sys.modules:
+        sys.modules["sarbridge.core.distributed"].shutdown()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sarbridge`` console script."""
     parser = build_parser()
@@ -52,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if os.environ.get("SARBRIDGE_THREAD_SETUP", "1") != "0":
             configure_threads(args.threads)
-        return int(args.func(args))
+        code = int(args.func(args))
+        _leave_process_group()
+        return code
     except SarbridgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
