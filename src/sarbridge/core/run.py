@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,6 +162,15 @@ class ResumePlan(Generic[_C]):
     notes: list[str] = field(default_factory=list)
     epochs: int | None = None
     moves: list[tuple[str, Any, Any]] = field(default_factory=list)
+
+    def announce(self, out: str | Path, command: str) -> None:
+        """What every ``--resume`` does once its plan stands: print the :attr:`notes` (stderr) and
+        :meth:`record` the changes and moves under ``command``; rank 0 only."""
+        if os.environ.get("RANK", "0") != "0":
+            return
+        for note in self.notes:
+            print(note, file=sys.stderr)
+        self.record(out, command)
 
     def record(self, out: str | Path, command: str) -> None:
         """Append the changes and data moves to ``out/config_history.jsonl`` (atomically; rank 0

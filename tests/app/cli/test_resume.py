@@ -170,3 +170,15 @@ def test_a_moved_dataset_resumes_when_its_files_are_the_same(tmp_path: Path, cap
     assert [(h["key"], h["old"], h["new"]) for h in history] == [("optim.epochs", 1, 2), ("data.root", str(old), str(new))]
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     assert json.loads((out / "data_paths.json").read_text())["data.root"]["path"] == str(new)
+
+    # a finished run moved again: nothing to train, but the move is still recorded (evaluations
+    # read config.yaml, which follows the data)
+    newer = tmp_path / "data_newer"
+    shutil.move(str(new), str(newer))
+    capsys.readouterr()
+    assert _train(out, "--resume", "--data", str(newer)) == 0
+    io = capsys.readouterr()
+    assert "already finished" in io.out and f"moved from {new} to {newer}" in io.err
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["root"] == str(newer)
+    history = [json.loads(line) for line in (out / "config_history.jsonl").read_text().splitlines()]
+    assert [(h["key"], h["new"]) for h in history][-1] == ("data.root", str(newer))

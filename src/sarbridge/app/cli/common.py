@@ -88,15 +88,13 @@ def run_config(args: argparse.Namespace, load: Callable[[Any, list[str]], _C], *
             raise ConfigError("--allow-change is for --resume only", "drop it (a new run takes any --set)")
         return load(args.config, overrides)
     plan = plan_resume(args.out, load, overrides, args.allow_change or (), config=args.config)
-    for note in plan.notes:
-        print(note, file=sys.stderr)
+    words = ["--out", str(args.out), "--resume", *(w for o in overrides for w in ("--set", o)),
+             *(w for k in args.allow_change for w in ("--allow-change", k))]
+    plan.announce(args.out, " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name or "sarbridge", *words]))
     if plan.finished:
         print(f"run '{args.out}' already finished at epoch {plan.epochs}; nothing to do "
               "(pass --set optim.epochs=N --allow-change optim.epochs to train it longer)")
         return None
-    words = ["--out", str(args.out), "--resume", *(w for o in overrides for w in ("--set", o)),
-             *(w for k in args.allow_change for w in ("--allow-change", k))]
-    plan.record(args.out, " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name or "sarbridge", *words]))
     return plan.cfg
 
 

@@ -10,7 +10,6 @@ demo`` then measures the modality gap and writes ``report.html`` (:mod:`sarbridg
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +87,7 @@ def run_geo_demo(out_dir: str | Path, overrides: list[str] | None = None, size: 
     trained = resume and (out / "coarse" / "last.pt").is_file()
     if trained:
         plan = plan_resume(out, load_geo_config, settings)
-        for note in plan.notes:
-            print(note, file=sys.stderr)
-        plan.record(out, f"sarbridge geo demo --resume ({', '.join(settings)})")
+        plan.announce(out, f"sarbridge geo demo --resume ({', '.join(settings)})")
         cfg = plan.cfg
     else:
         cfg = load_geo_config(geo_demo_config_path(), settings)

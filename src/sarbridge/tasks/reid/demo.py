@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +78,7 @@ def run_demo(
     settings = [f"data.root={root}", *(overrides or [])]
     if resume and (out / "last.pt").is_file():
         plan = plan_resume(out, load_reid_config, settings)
-        for note in plan.notes:
-            print(note, file=sys.stderr)
-        plan.record(out, f"sarbridge demo --resume ({', '.join(settings)})")
+        plan.announce(out, f"sarbridge demo --resume ({', '.join(settings)})")
         if plan.finished:
             return _read_metrics(out)
         return train_reid(plan.cfg, out, progress=progress, resume=True)
