@@ -163,7 +163,11 @@ def test_the_stage_trains_once_a_resumed_run_loads_it_and_the_bundle_keeps_it(tm
     view, _ = area_views(load_localisation(cfg))
     train_q = view.split("train")
     run = tmp_path / "run"
+    # a rank that does not write trains the same matcher and leaves no file
+    other, _ = stage.train_or_load_matcher(cfg, view, train_q, run, False, torch.device("cpu"), False, write=False)
+    assert other is not None and not (run / stage.MATCHER_FILE).exists()
     matcher, info = stage.train_or_load_matcher(cfg, view, train_q, run, False, torch.device("cpu"), False)
+    assert all(torch.equal(a, b) for a, b in zip(matcher.state_dict().values(), other.state_dict().values()))
     assert matcher is not None and (run / stage.MATCHER_FILE).is_file()
     assert info["matcher"]["steps"] == 3 and info["matcher"]["queries"] == len(train_q)
 
@@ -173,6 +177,8 @@ def test_the_stage_trains_once_a_resumed_run_loads_it_and_the_bundle_keeps_it(tm
     monkeypatch.setattr(stage, "train_dense_matcher", boom)
     again, info2 = stage.train_or_load_matcher(cfg, view, train_q, run, True, torch.device("cpu"), False)
     assert again is not None and info2 == info
+    # every rank loads the run's matcher on resume (none trains again)
+    assert stage.train_or_load_matcher(cfg, view, train_q, run, True, torch.device("cpu"), False, write=False)[1] == info
     assert all(torch.equal(a, b) for a, b in zip(matcher.state_dict().values(), again.state_dict().values()))
     cfg.matcher.enabled = False
     assert stage.train_or_load_matcher(cfg, view, train_q, run, True, torch.device("cpu"), False) == (None, {})

@@ -49,18 +49,21 @@ def matcher_samples(registrar: MapRegistrar, queries: Sequence[GeoQuery]) -> lis
     return out
 
 
-def train_or_load_matcher(cfg: GeoConfig, view: LocalisationData, queries: Sequence[GeoQuery], out: Path | None,
-                          resume: bool, device: torch.device, progress: bool) -> tuple[DenseMatcher | None, dict[str, Any]]:
+def train_or_load_matcher(cfg: GeoConfig, view: LocalisationData, queries: Sequence[GeoQuery], out: Path,
+                          resume: bool, device: torch.device, progress: bool,
+                          write: bool = True) -> tuple[DenseMatcher | None, dict[str, Any]]:
     """Train the dense matcher of ``cfg.matcher`` on ``queries`` (or load the run's, resuming).
 
     Args:
         cfg: the run's config.
         view: the training area (its ``meta["map"]`` is the optical map).
         queries: the training queries.
-        out: the run folder (None on processes that do not write).
-        resume: load ``out/matcher/matcher.pt`` when it is there.
+        out: the run folder.
+        resume: load ``out/matcher/matcher.pt`` when it is there (every rank reads it, as every
+            rank reads the trainers' checkpoints, so no rank trains again on resume).
         device: where to train.
         progress: show a progress bar.
+        write: save ``out/matcher/matcher.pt`` (False on the ranks that do not write files).
 
     Returns:
         ``(matcher, info)``: None and a ``matcher`` note when disabled or without a map; else the
@@ -72,8 +75,8 @@ def train_or_load_matcher(cfg: GeoConfig, view: LocalisationData, queries: Seque
     why = registration_unavailable(view)
     if why is not None:
         return None, {"matcher": f"not trained: {why}"}
-    path = out / MATCHER_FILE if out is not None else None
-    if resume and path is not None and path.is_file():
+    path = out / MATCHER_FILE
+    if resume and path.is_file():
         saved = load_checkpoint(path, task=MATCHER_TASK)
         matcher = DenseMatcher(int(saved["channels"]), int(saved["dim"]))
         load_model_state(matcher, saved["model"], str(path))
@@ -84,7 +87,7 @@ def train_or_load_matcher(cfg: GeoConfig, view: LocalisationData, queries: Seque
         batch_size=mc.batch_size, lr=mc.lr, channels=mc.channels, dim=mc.dim, margin=mc.margin, seed=cfg.seed,
         device=device, progress=progress)
     stats = {"steps": mc.steps, "queries": len(queries), **{k: round(v, 4) for k, v in stats.items()}}
-    if path is not None:
+    if write:
         save_checkpoint({"task": MATCHER_TASK, "channels": matcher.channels, "dim": matcher.dim,
                          "model": matcher.state_dict(), "stats": stats}, path)
     return matcher, {"matcher": stats}

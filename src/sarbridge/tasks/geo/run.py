@@ -144,8 +144,8 @@ def train_geo(cfg: GeoConfig, out_dir: str | Path, resume: bool = False, overwri
     refine_info: dict[str, Any] = {}
     if cfg.refine.enabled:
         refiner, refine_info = _train_refiner(run, task, encoder, train_view)
-    matcher, matcher_info = train_or_load_matcher(cfg, train_view, train_q, run.results_dir, run.resume, device,
-                                                  progress)
+    matcher, matcher_info = train_or_load_matcher(cfg, train_view, train_q, run.out, run.resume, device,
+                                                  progress, write=run.is_main)
     info = {"epoch": coarse.best_epoch, "patch_size_m": task.patch_m, "crs": data.crs, "data": data.name,
             "coarse_selected_epoch": coarse.best_epoch, "data_fingerprint": geo_data_fingerprint(cfg.data),
             **refine_info, **matcher_info}
