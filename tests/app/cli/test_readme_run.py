@@ -10,6 +10,7 @@ listed in ``NOT_RUN`` with the reason (tests/app/cli/test_readme_examples.py sti
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -69,7 +70,7 @@ def test_readme_examples_run_as_written(tmp_path: Path) -> None:
     ran, skipped = [], []
     readme = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     for line, command in example_commands(REPO / "README.md"):
-        launched = readme[line - 1].lstrip()  # example_commands keeps only the command torchrun starts
+        launched = re.sub(r"^\$\s+", "", readme[line - 1].strip())  # example_commands keeps only what torchrun starts
         reason = next((why for key, why in NOT_RUN.items() if key in command or launched.startswith(key)), None)
         if reason:
             skipped.append((line, command, reason))

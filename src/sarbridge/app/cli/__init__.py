@@ -7,6 +7,7 @@ input (paths, data, configs, checkpoints) print one ``error: ...`` line and exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -37,12 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _group_open() -> bool:
+    """Whether a process group exists (without importing torch for commands that never did)."""
+    mod = sys.modules.get("torch.distributed")
+    return bool(mod is not None and mod.is_available() and mod.is_initialized())
+
+
 def _leave_process_group() -> None:
     """After a command that succeeded under ``torchrun``: every rank waits for the others, then
     leaves the group (:func:`sarbridge.core.distributed.shutdown`). Commands that never touched
-    the distributed module pay nothing (it is not even imported)."""
-    if "sarbridge.core.distributed" in sys.modules:
-        sys.modules["sarbridge.core.distributed"].shutdown()
+    the distributed module pay nothing (it is not even imported). The command's work is complete
+    here, so a failure to leave (a peer that died meanwhile) is one warning line, not an error."""
+    if "sarbridge.core.distributed" not in sys.modules:
+        return
+    distributed = sys.modules["sarbridge.core.distributed"]
+    try:
+        distributed.shutdown()
+    except Exception as exc:  # noqa: BLE001 - a broken group at the very end; the results are written
+        print(f"warning: leaving the process group failed after the command finished ({exc}); "
+              "its results are written", file=sys.stderr)
+        with contextlib.suppress(Exception):
+            distributed.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,8 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if os.environ.get("SARBRIDGE_THREAD_SETUP", "1") != "0":
             configure_threads(args.threads)
+        had_group = _group_open()  # a caller's own process group is left to the caller
         code = int(args.func(args))
-        _leave_process_group()
+        if not had_group:
+            _leave_process_group()
         return code
     except SarbridgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
