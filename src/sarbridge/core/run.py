@@ -165,17 +165,17 @@ class ResumePlan(Generic[_C]):
 
     def announce(self, out: str | Path, command: str) -> None:
         """What every ``--resume`` does once its plan stands: print the :attr:`notes` (stderr) and
-        :meth:`record` the changes and moves under ``command``; rank 0 only."""
+        record the changes and moves under ``command`` (:meth:`_record`); rank 0 only."""
         if os.environ.get("RANK", "0") != "0":
             return
         for note in self.notes:
             print(note, file=sys.stderr)
-        self.record(out, command)
+        self._record(out, command)
 
-    def record(self, out: str | Path, command: str) -> None:
-        """Append the changes and data moves to ``out/config_history.jsonl`` (atomically; rank 0
-        only); with a move, ``config.yaml`` and ``data_paths.json`` follow the new place at once."""
-        if not (self.changes or self.moves) or os.environ.get("RANK", "0") != "0":
+    def _record(self, out: str | Path, command: str) -> None:
+        """Append the changes and data moves to ``out/config_history.jsonl`` (atomically); with a
+        move, ``config.yaml`` and ``data_paths.json`` follow the new place at once."""
+        if not (self.changes or self.moves):
             return
         path = Path(out) / "config_history.jsonl"
         old = path.read_text(encoding="utf-8") if path.is_file() else ""
